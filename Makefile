@@ -1,0 +1,39 @@
+# The two entry points a newcomer needs are `make demo` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+
+.PHONY: setup venv toolchain test unit integration lint demo bench clean-cluster
+
+setup: venv toolchain  ## Python environment and the real toolchain (idempotent)
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+toolchain:  ## Build Pulumi, providers, etcd, kube-*, kwok, CoreDNS from Go modules
+	bash scripts/build-toolchain.sh
+
+test: setup  ## Unit and integration tests (integration uses a real control plane and Pulumi)
+	$(PY) -m pytest
+
+unit: venv
+	$(PY) -m pytest tests/unit
+
+integration: setup
+	$(PY) -m pytest tests/integration
+
+lint: venv
+	$(VENV)/bin/ruff check iflearner tests bench
+
+demo: setup  ## The end-to-end demo on a local cluster
+	$(PY) -m iflearner demo
+
+bench: setup
+	$(PY) bench/run.py
+
+clean-cluster:
+	$(PY) -m iflearner cluster down

@@ -1,0 +1,3 @@
+from iflearner.cli import main
+
+raise SystemExit(main())

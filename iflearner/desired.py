@@ -1,0 +1,307 @@
+"""What a job's stack should declare, as plain data.
+
+``desired_resources`` maps a validated job plus the cluster's settings to the
+Kubernetes objects of the per-role contract (see DESIGN.md): TLS Secret,
+trust ConfigMap (clients), DNS zone files, Service, Ingress and Pod. It is
+pure and deterministic (no I/O, no Pulumi), so the Pulumi program, the
+preview command and the tests all agree on one description.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from iflearner.job import IflearnerJob, Role, short_hash
+
+MANAGED_BY = "iflearner-operator"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_JOB_NAME = "iflearner.git.iflytek.com/job-name"
+LABEL_JOB_NAMESPACE = "iflearner.git.iflytek.com/job-namespace"
+LABEL_ROLE = "iflearner.git.iflytek.com/role"
+
+GRPC_PORT, GRPC_TARGET_PORT = 80, 50001
+HTTP_PORT, HTTP_TARGET_PORT = 82, 50002
+
+SERVER_TRUST_KEY = "server-iflearner-secret.crt"
+PARTY_TRUST_KEY = "party-iflearner-secret.crt"
+# (volume name, ConfigMap key); the mount path is /etc/<key>, as in the original.
+TRUST_VOLUMES = (("server-iflearner-crt", SERVER_TRUST_KEY), ("party-iflearner-crt", PARTY_TRUST_KEY))
+
+INGRESS_ANNOTATIONS = {
+    "nginx.ingress.kubernetes.io/backend-protocol": "GRPC",
+    "nginx.ingress.kubernetes.io/ssl-redirect": "true",
+    "nginx.ingress.kubernetes.io/proxy-body-size": "1024m",
+}
+
+ZONE_NAMESERVER = "ns.iflearner.local."
+ZONE_HOSTMASTER = "hostmaster.iflearner.local."
+ZONE_TTL = 60
+
+_DNS_1035_LABEL_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_LABEL_VALUE_RE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_MAX_LABEL = 63
+_MAX_FIELD_MANAGER = 128
+_MAX_CONFIGMAP_KEY = 253
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """Per-cluster settings the bootstrap stack establishes."""
+
+    operator_namespace: str = "iflearner-system"
+    ca_secret_name: str = "iflearner-ca"
+    trust_configmap_name: str = "iflearner-trust"
+    ingress_class_name: str = "nginx"
+    ingress_address: str | None = None
+    dns_namespace: str = "kube-system"
+    dns_configmap_name: str = "iflearner-dns-records"
+    certificate_validity_hours: int = 24 * 365
+
+
+@dataclass(frozen=True)
+class JobNames:
+    """Names of a job's objects: the job's name where Kubernetes allows it."""
+
+    base: str
+    pod: str
+    service: str
+    ingress: str
+    tls_secret: str
+    trust_configmap: str
+    dns_key: str
+    field_manager: str
+
+
+@dataclass(frozen=True)
+class CertificateRequest:
+    """The leaf certificate the program signs with the cluster CA."""
+
+    common_name: str
+    dns_names: tuple[str, ...]
+    validity_hours: int
+
+
+@dataclass(frozen=True)
+class DnsRecord:
+    """One A record the cluster DNS must serve."""
+
+    fqdn: str
+    address: str
+
+
+@dataclass(frozen=True)
+class DesiredResources:
+    """Everything a job's stack declares, as plain manifests and values."""
+
+    names: JobNames
+    labels: Mapping[str, str]
+    certificate: CertificateRequest
+    tls_secret: dict[str, Any]
+    trust_configmap: dict[str, Any] | None
+    dns_records: tuple[DnsRecord, ...]
+    dns_zone_files: Mapping[str, str]
+    service: dict[str, Any]
+    ingress: dict[str, Any]
+    pod: dict[str, Any]
+
+
+def _truncate_with_hash(text: str, limit: int, seed: str, strip: str = "-.") -> str:
+    """Cut ``text`` to fit ``limit`` with a hash of ``seed`` keeping it unique."""
+    suffix = short_hash(seed)
+    prefix = text[: limit - len(suffix) - 1].rstrip(strip)
+    return f"{prefix}-{suffix}" if prefix else suffix
+
+
+def base_name(namespace: str, name: str) -> str:
+    """The job's name if it is a legal Service name (DNS-1035 label), else a derived one.
+
+    iflearner-flow finds the Pod and Service by the job's name, so we keep it
+    whenever we can. Otherwise: lowercase, dots to dashes, start with a letter,
+    truncated, plus a hash of namespace/name so distinct jobs never collide.
+    """
+    if len(name) <= _MAX_LABEL and _DNS_1035_LABEL_RE.match(name):
+        return name
+    cleaned = re.sub(r"[^a-z0-9-]", "-", name.lower().replace(".", "-"))
+    cleaned = re.sub(r"-+", "-", cleaned).lstrip("-0123456789") or "job"
+    return _truncate_with_hash(cleaned, _MAX_LABEL, f"{namespace}/{name}")
+
+
+def job_names(job: IflearnerJob) -> JobNames:
+    """All names for a job.
+
+    In-namespace names (Pod, Service, ...) derive from the base name, so a
+    legal job name gives the same names in every namespace; the DNS key and
+    field manager act across namespaces and therefore include the namespace.
+    """
+    base = base_name(job.namespace, job.name)
+    seed = f"{job.namespace}/{job.name}"
+    dns_key = f"db.{job.namespace}.{job.name}"
+    if len(dns_key) > _MAX_CONFIGMAP_KEY:
+        dns_key = _truncate_with_hash(dns_key, _MAX_CONFIGMAP_KEY, seed)
+    manager = f"iflearner-{job.namespace}.{job.name}"
+    if len(manager) > _MAX_FIELD_MANAGER:
+        manager = _truncate_with_hash(manager, _MAX_FIELD_MANAGER, seed)
+    return JobNames(
+        base=base, pod=base, service=base, ingress=base,
+        tls_secret=f"{base}-tls", trust_configmap=f"{base}-trust",
+        dns_key=dns_key, field_manager=manager,
+    )
+
+
+def _label_value(value: str, seed: str) -> str:
+    """A legal label value for ``value`` (hash-suffixed when too long)."""
+    if len(value) <= _MAX_LABEL and _LABEL_VALUE_RE.match(value):
+        return value
+    return _truncate_with_hash(value, _MAX_LABEL, seed, strip="-._")
+
+
+def job_labels(job: IflearnerJob) -> dict[str, str]:
+    """Labels every object of the job carries, so its objects can be found."""
+    return {
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_JOB_NAME: _label_value(job.name, f"{job.namespace}/{job.name}"),
+        LABEL_JOB_NAMESPACE: job.namespace,
+        LABEL_ROLE: job.role.value,
+    }
+
+
+def _metadata(name: str, job: IflearnerJob, labels: Mapping[str, str]) -> dict[str, Any]:
+    return {"name": name, "namespace": job.namespace, "labels": dict(labels)}
+
+
+def zone_file(fqdn: str, address: str) -> str:
+    """An RFC 1035 zone for ``fqdn.`` answering ``address`` at its apex.
+
+    CoreDNS's file/auto plugins reload a zone only when the SOA serial
+    differs, so the serial is a checksum of the record: it changes exactly
+    when the content does, and stays pure (no clock).
+    """
+    record = f"@ IN A {address}"
+    serial = zlib.crc32(f"{fqdn} {record}".encode()) or 1
+    return (
+        f"$ORIGIN {fqdn}.\n"
+        f"$TTL {ZONE_TTL}\n"
+        f"@ IN SOA {ZONE_NAMESERVER} {ZONE_HOSTMASTER} {serial} 7200 3600 1209600 {ZONE_TTL}\n"
+        f"@ IN NS {ZONE_NAMESERVER}\n"
+        f"{record}\n"
+    )
+
+
+def zone_file_key(fqdn: str) -> str:
+    """ConfigMap key of a zone file: 'db.<fqdn>' (auto plugin: ``db\\.(.*) {1}``)."""
+    return f"db.{fqdn}"
+
+
+def _dns_records(job: IflearnerJob, settings: ClusterSettings) -> tuple[DnsRecord, ...]:
+    own = (DnsRecord(job.host, settings.ingress_address),) if settings.ingress_address else ()
+    return own + tuple(DnsRecord(p.host, p.address) for p in job.peers)
+
+
+def _service(job: IflearnerJob, names: JobNames, labels: Mapping[str, str]) -> dict[str, Any]:
+    ports = [{"name": "grpc", "port": GRPC_PORT, "targetPort": GRPC_TARGET_PORT, "protocol": "TCP"}]
+    if job.role is Role.SERVER:
+        ports.append({"name": "http", "port": HTTP_PORT, "targetPort": HTTP_TARGET_PORT, "protocol": "TCP"})
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(names.service, job, labels),
+        "spec": {"type": "ClusterIP", "selector": {"app": names.base}, "ports": ports},
+    }
+
+
+def _ingress(
+    job: IflearnerJob, names: JobNames, labels: Mapping[str, str], settings: ClusterSettings
+) -> dict[str, Any]:
+    metadata = _metadata(names.ingress, job, labels)
+    metadata["annotations"] = dict(INGRESS_ANNOTATIONS)
+    backend = {"service": {"name": names.service, "port": {"number": GRPC_PORT}}}
+    path = {"path": "/", "pathType": "Prefix", "backend": backend}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": metadata,
+        "spec": {
+            "ingressClassName": job.ingress_class_name or settings.ingress_class_name,
+            "rules": [{"host": job.host, "http": {"paths": [path]}}],
+            "tls": [{"hosts": [job.host], "secretName": names.tls_secret}],
+        },
+    }
+
+
+def _replace_named(items: list[Any], new: Mapping[str, Any], *keys: str) -> list[Any]:
+    """Drop entries that clash with ``new`` on any of ``keys``, then append it."""
+    def clashes(item: Any) -> bool:
+        return isinstance(item, Mapping) and any(item.get(k) == new[k] for k in keys)
+
+    return [*(i for i in items if not clashes(i)), dict(new)]
+
+
+def _mount_trust_files(spec: dict[str, Any], configmap: str) -> None:
+    """Mount the two trust files into the first container, as the original did."""
+    volumes = list(spec.get("volumes") or [])
+    container = spec["containers"][0]
+    mounts = list(container.get("volumeMounts") or [])
+    for volume_name, key in TRUST_VOLUMES:
+        volume = {"name": volume_name, "configMap": {"name": configmap, "items": [{"key": key, "path": key}]}}
+        volumes = _replace_named(volumes, volume, "name")
+        mount = {"name": volume_name, "mountPath": f"/etc/{key}", "subPath": key, "readOnly": True}
+        mounts = _replace_named(mounts, mount, "name", "mountPath")
+    spec["volumes"] = volumes
+    container["volumeMounts"] = mounts
+
+
+def _pod(job: IflearnerJob, names: JobNames, labels: Mapping[str, str]) -> dict[str, Any]:
+    template = copy.deepcopy(dict(job.template))
+    template_meta = template.get("metadata") or {}
+    pod_labels = {**(template_meta.get("labels") or {}), **labels, "app": names.base}
+    metadata = _metadata(names.pod, job, pod_labels)
+    if template_meta.get("annotations"):
+        metadata["annotations"] = dict(template_meta["annotations"])
+    spec = template.get("spec") or {}
+    if job.role is Role.CLIENT:
+        _mount_trust_files(spec, names.trust_configmap)
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
+
+
+def desired_resources(job: IflearnerJob, settings: ClusterSettings) -> DesiredResources:
+    """Describe every object the job's stack declares. Pure and deterministic."""
+    names = job_names(job)
+    labels = job_labels(job)
+    tls_secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _metadata(names.tls_secret, job, labels),
+        "type": "kubernetes.io/tls",
+    }
+    trust: dict[str, Any] | None = None
+    if job.role is Role.CLIENT:
+        trust_meta = _metadata(names.trust_configmap, job, labels)
+        trust = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": trust_meta}
+    records = _dns_records(job, settings)
+    return DesiredResources(
+        names=names,
+        labels=labels,
+        certificate=CertificateRequest(job.host, (job.host,), settings.certificate_validity_hours),
+        tls_secret=tls_secret,
+        trust_configmap=trust,
+        dns_records=records,
+        dns_zone_files={zone_file_key(r.fqdn): zone_file(r.fqdn, r.address) for r in records},
+        service=_service(job, names, labels),
+        ingress=_ingress(job, names, labels, settings),
+        pod=_pod(job, names, labels),
+    )
+
+
+def owned_object_refs(desired: DesiredResources) -> list[tuple[str, str, str, str]]:
+    """(apiVersion, kind, namespace, name) of every in-namespace object the job owns."""
+    manifests = [desired.tls_secret, desired.trust_configmap, desired.service, desired.ingress, desired.pod]
+    return [
+        (m["apiVersion"], m["kind"], m["metadata"]["namespace"], m["metadata"]["name"])
+        for m in manifests
+        if m is not None
+    ]

@@ -1,0 +1,122 @@
+"""The per-job Pulumi program: turns a ``DesiredResources`` description into
+resources with pulumi-kubernetes. It decides nothing; every name, label and
+field comes from :mod:`iflearner.desired`.
+
+Await behaviour: the Pod, Service and Ingress carry ``pulumi.com/skipAwait``.
+A job's readiness is the Pod's phase, which the controller reads from the
+cluster; a stack that waited for it would hold a Pulumi process open for the
+life of the job, fail on Pods that finish (parties exit 0), and block on
+Ingress load-balancer status that some clusters never set.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from iflearner.desired import ClusterSettings, DesiredResources
+from iflearner.tlsresources import SignedCertificate
+
+SKIP_AWAIT = {"pulumi.com/skipAwait": "true"}
+
+
+def _decode(data: Any, key: str) -> str:
+    return base64.b64decode(data[key]).decode()
+
+
+def _with_skip_await(manifest: dict[str, Any]) -> dict[str, Any]:
+    manifest = copy.deepcopy(manifest)
+    annotations = manifest.setdefault("metadata", {}).setdefault("annotations", {})
+    annotations.update(SKIP_AWAIT)
+    return manifest
+
+
+def job_program(
+    desired: DesiredResources, settings: ClusterSettings, kubeconfig: str | None
+) -> Callable[[], None]:
+    """An inline Pulumi program declaring one job's resources."""
+
+    def program() -> None:
+        provider = k8s.Provider(
+            "cluster",
+            kubeconfig=kubeconfig,
+            # Objects are named by the job, never auto-named by Pulumi.
+            enable_server_side_apply=True,
+        )
+        opts = pulumi.ResourceOptions(provider=provider)
+        names = desired.names
+
+        ca = k8s.core.v1.Secret.get(
+            "cluster-ca", f"{settings.operator_namespace}/{settings.ca_secret_name}", opts=opts
+        )
+        certificate = SignedCertificate(
+            "certificate",
+            ca_cert_pem=ca.data.apply(lambda d: _decode(d, "tls.crt")),
+            ca_key_pem=ca.data.apply(lambda d: _decode(d, "tls.key")),
+            common_name=desired.certificate.common_name,
+            dns_names=list(desired.certificate.dns_names),
+            validity_hours=desired.certificate.validity_hours,
+        )
+        tls = desired.tls_secret
+        tls_secret = k8s.core.v1.Secret(
+            "tls-secret",
+            metadata=tls["metadata"],
+            type=tls["type"],
+            string_data={"tls.crt": certificate.cert_pem, "tls.key": certificate.private_key_pem},
+            opts=opts,
+        )
+        depends: list[pulumi.Resource] = [tls_secret]
+
+        if desired.trust_configmap is not None:
+            trust = k8s.core.v1.ConfigMap.get(
+                "cluster-trust", f"{settings.operator_namespace}/{settings.trust_configmap_name}", opts=opts
+            )
+            depends.append(
+                k8s.core.v1.ConfigMap(
+                    "trust-configmap",
+                    metadata=desired.trust_configmap["metadata"],
+                    data=trust.data.apply(lambda d: {
+                        "server-iflearner-secret.crt": d["server.crt"],
+                        "party-iflearner-secret.crt": d["party.crt"],
+                    }),
+                    opts=opts,
+                )
+            )
+
+        if desired.dns_zone_files:
+            # Server-side apply with a field manager of this job's own: each
+            # job owns only its keys of the shared ConfigMap, so concurrent
+            # stacks never overwrite each other, and destroy releases exactly
+            # this job's keys.
+            k8s.core.v1.ConfigMapPatch(
+                "dns-records",
+                metadata={
+                    "name": settings.dns_configmap_name,
+                    "namespace": settings.dns_namespace,
+                    "annotations": {"pulumi.com/patchFieldManager": names.field_manager},
+                },
+                data=dict(desired.dns_zone_files),
+                opts=opts,
+            )
+
+        workload = k8s.yaml.v2.ConfigGroup(
+            "workload",
+            objs=[_with_skip_await(m) for m in (desired.service, desired.ingress, desired.pod)],
+            opts=pulumi.ResourceOptions(provider=provider, depends_on=depends),
+        )
+        pulumi.export("endpoint", desired.certificate.common_name)
+        pulumi.export("namespace", desired.pod["metadata"]["namespace"])
+        pulumi.export("pod", names.pod)
+        pulumi.export("service", names.service)
+        pulumi.export("ingress", names.ingress)
+        pulumi.export("tlsSecret", names.tls_secret)
+        pulumi.export("trustConfigMap", names.trust_configmap if desired.trust_configmap else None)
+        pulumi.export("certificate", certificate.cert_pem)
+        pulumi.export("resources", workload.resources.apply(len))
+
+    return program

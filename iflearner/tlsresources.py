@@ -1,0 +1,167 @@
+"""Certificates as Pulumi resources, issued with ``cryptography``.
+
+The pulumi-tls provider cannot be built here (the Go module proxy serves
+neither pulumi-tls' provider module nor terraform-provider-tls), so the
+certificate authority and the job certificates are Pulumi dynamic resources.
+They run in the real Pulumi engine like any provider: created once, kept in
+the stack's state (private keys as encrypted secrets), replaced when an input
+changes, and removed on destroy. Key material lives only in state and in the
+Kubernetes Secrets the programs write.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+from typing import Any
+
+import pulumi
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider
+
+_SECRET_OUTPUTS = ["private_key_pem"]
+
+
+def _new_key_pem() -> tuple[ec.EllipticCurvePrivateKey, str]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    return key, pem
+
+
+def _validity(hours: int) -> tuple[datetime.datetime, datetime.datetime]:
+    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    return now - datetime.timedelta(minutes=5), now + datetime.timedelta(hours=hours)
+
+
+def issue_ca(common_name: str, validity_hours: int) -> dict[str, str]:
+    """A self-signed CA certificate and its key, as PEM."""
+    key, key_pem = _new_key_pem()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    not_before, not_after = _validity(validity_hours)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return {"cert_pem": cert.public_bytes(serialization.Encoding.PEM).decode(), "private_key_pem": key_pem}
+
+
+def issue_leaf(
+    ca_cert_pem: str, ca_key_pem: str, common_name: str, dns_names: Sequence[str], validity_hours: int
+) -> dict[str, str]:
+    """A server certificate for ``dns_names`` signed by the CA, and its key."""
+    ca_cert = x509.load_pem_x509_certificate(ca_cert_pem.encode())
+    ca_key = serialization.load_pem_private_key(ca_key_pem.encode(), password=None)
+    key, key_pem = _new_key_pem()
+    not_before, not_after = _validity(validity_hours)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(min(not_after, ca_cert.not_valid_after_utc))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in dns_names]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()),  # type: ignore[arg-type]
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+    )
+    return {"cert_pem": cert.public_bytes(serialization.Encoding.PEM).decode(), "private_key_pem": key_pem}
+
+
+def _replace_on_any_change(olds: dict[str, Any], news: dict[str, Any], keys: Sequence[str]) -> DiffResult:
+    changed = [k for k in keys if olds.get(k) != news.get(k)]
+    return DiffResult(changes=bool(changed), replaces=changed, delete_before_replace=False)
+
+
+class _CaProvider(ResourceProvider):
+    _inputs = ("common_name", "validity_hours")
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        issued = issue_ca(props["common_name"], int(props["validity_hours"]))
+        return CreateResult(id_=props["common_name"], outs={**props, **issued})
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        return _replace_on_any_change(olds, news, self._inputs)
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        return ReadResult(id_=id_, outs=props)
+
+
+class _LeafProvider(ResourceProvider):
+    _inputs = ("ca_cert_pem", "ca_key_pem", "common_name", "dns_names", "validity_hours")
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        issued = issue_leaf(
+            props["ca_cert_pem"], props["ca_key_pem"], props["common_name"],
+            list(props["dns_names"]), int(props["validity_hours"]),
+        )
+        outs = {k: v for k, v in props.items() if k != "ca_key_pem"}
+        return CreateResult(id_=props["common_name"], outs={**outs, **issued})
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        # The CA key is not kept in outputs; a new CA shows in its certificate.
+        return _replace_on_any_change(olds, news, [k for k in self._inputs if k != "ca_key_pem"])
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        return ReadResult(id_=id_, outs=props)
+
+
+class CertificateAuthority(Resource):
+    """A self-signed CA: outputs ``cert_pem`` and the secret ``private_key_pem``."""
+
+    cert_pem: pulumi.Output[str]
+    private_key_pem: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, common_name: pulumi.Input[str], validity_hours: pulumi.Input[int],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(additional_secret_outputs=_SECRET_OUTPUTS))
+        super().__init__(
+            _CaProvider(), name,
+            {"common_name": common_name, "validity_hours": validity_hours,
+             "cert_pem": None, "private_key_pem": None},
+            opts,
+        )
+
+
+class SignedCertificate(Resource):
+    """A key and a certificate for ``dns_names`` signed by a CA."""
+
+    cert_pem: pulumi.Output[str]
+    private_key_pem: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, *, ca_cert_pem: pulumi.Input[str], ca_key_pem: pulumi.Input[str],
+        common_name: pulumi.Input[str], dns_names: pulumi.Input[Sequence[str]],
+        validity_hours: pulumi.Input[int], opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(additional_secret_outputs=_SECRET_OUTPUTS))
+        super().__init__(
+            _LeafProvider(), name,
+            {"ca_cert_pem": ca_cert_pem, "ca_key_pem": pulumi.Output.secret(ca_key_pem),
+             "common_name": common_name, "dns_names": dns_names, "validity_hours": validity_hours,
+             "cert_pem": None, "private_key_pem": None},
+            opts,
+        )

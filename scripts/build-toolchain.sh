@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# Builds the real toolchain the operator and its tests need, from Go modules,
+# into a versioned cache outside the repository. Idempotent: a program whose
+# stamp exists is skipped. Prints progress per program; on failure names the
+# program and step and keeps the log.
+#
+#   scripts/build-toolchain.sh            build everything missing
+#   scripts/build-toolchain.sh --print-dir  print the tool directory only
+set -euo pipefail
+
+PULUMI_VERSION=v3.274.1
+# The Go module proxy reachable here serves pulumi-kubernetes' provider module
+# only at this commit (2026-01-15); it is registered under the Python SDK's
+# version so that the SDK never asks for a download.
+K8S_PROVIDER_MODULE_VERSION=v4.0.0-20260115033456-f47bc2d6f199
+K8S_PROVIDER_VERSION=4.34.2
+ETCD_VERSION=v3.6.16
+KUBE_VERSION=v1.36.3
+KUBE_STAGING_VERSION=v0.36.3
+KWOK_VERSION=v0.8.0
+COREDNS_VERSION=v1.12.4
+
+KEY="pulumi-${PULUMI_VERSION}_k8sprov-${K8S_PROVIDER_VERSION}_etcd-${ETCD_VERSION}_kube-${KUBE_VERSION}_kwok-${KWOK_VERSION}"
+CACHE_ROOT="${IFLEARNER_CACHE:-$HOME/.cache/iflearner-operator}"
+TOOLS="$CACHE_ROOT/tools/$KEY"
+BIN="$TOOLS/bin"
+LOGS="$TOOLS/logs"
+WORK="$CACHE_ROOT/build"
+
+if [[ "${1:-}" == "--print-dir" ]]; then echo "$TOOLS"; exit 0; fi
+
+mkdir -p "$BIN" "$LOGS" "$WORK" "$TOOLS/stamps"
+export CGO_ENABLED=0 GOWORK=off GOFLAGS=-buildvcs=false GOPROXY="${GOPROXY:-https://proxy.golang.org}"
+START_ALL=$SECONDS
+
+log() { printf '[toolchain %4ds] %s\n' "$((SECONDS - START_ALL))" "$*"; }
+
+# run PROGRAM STEP CMD...: runs a step, appending to the program's log; on
+# failure says which program and step failed and where the log is.
+run() {
+  local prog=$1 step=$2; shift 2
+  echo "+ [$step] $*" >>"$LOGS/$prog.log"
+  if ! "$@" >>"$LOGS/$prog.log" 2>&1; then
+    log "FAILED: $prog, step '$step'. Log kept at $LOGS/$prog.log; last lines:"
+    tail -n 25 "$LOGS/$prog.log" >&2
+    exit 1
+  fi
+}
+
+moddir() { go mod download -json "$1" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d.get("Dir") or sys.exit(d.get("Error","no Dir")))'; }
+
+fresh_copy() { # fresh_copy MODULE@VERSION DEST
+  local src; src=$(moddir "$1")
+  rm -rf "$2"; mkdir -p "$(dirname "$2")"; cp -r "$src" "$2"; chmod -R u+w "$2"
+}
+
+build_one() { # build_one NAME FUNCTION
+  local name=$1 fn=$2
+  if [[ -f "$TOOLS/stamps/$name" ]]; then log "$name: already built, skipping"; return; fi
+  log "$name: building (log: $LOGS/$name.log)"
+  local t0=$SECONDS
+  : >"$LOGS/$name.log"
+  "$fn"
+  touch "$TOOLS/stamps/$name"
+  log "$name: done in $((SECONDS - t0))s"
+}
+
+build_pulumi() {
+  local d="$WORK/pulumi-pkg"
+  run pulumi download fresh_copy "github.com/pulumi/pulumi/pkg/v3@$PULUMI_VERSION" "$d"
+  cd "$d"
+  run pulumi edit-go-mod go mod edit -dropreplace=github.com/pulumi/pulumi/sdk/v3 -require="github.com/pulumi/pulumi/sdk/v3@$PULUMI_VERSION"
+  run pulumi build go build -mod=mod -tags osusergo,grpcnotrace \
+    -ldflags "-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=$PULUMI_VERSION" -o "$BIN/pulumi" ./cmd/pulumi
+  cd - >/dev/null; rm -rf "$d"
+}
+
+install_python_plugin_scripts() {
+  # The proxy here does not serve the pulumi-language-python module, so there
+  # is no Go language host. Inline Automation API programs do not need one:
+  # the CLI talks to the language server inside the Python process
+  # (--client). Dynamic providers need these scripts from the sdk module.
+  local sdkdir
+  sdkdir=$(moddir "github.com/pulumi/pulumi/sdk/v3@$PULUMI_VERSION")
+  install -m 0755 "$sdkdir/python/cmd/pulumi-language-python-exec" "$BIN/pulumi-language-python-exec"
+  # The dynamic-provider host is a two-line launcher (upstream ships it as a
+  # script in python/dist, absent from the module zip); ours runs the
+  # interpreter the operator runs under.
+  cat >"$BIN/pulumi-resource-pulumi-python" <<'SH'
+#!/bin/sh
+exec "${PULUMI_PYTHON_CMD:-python3}" -u -m pulumi.dynamic "$@"
+SH
+  chmod 0755 "$BIN/pulumi-resource-pulumi-python"
+}
+
+build_kubernetes_provider() {
+  local d="$WORK/pulumi-kubernetes-provider"
+  run kubernetes-provider download fresh_copy "github.com/pulumi/pulumi-kubernetes/provider/v4@$K8S_PROVIDER_MODULE_VERSION" "$d"
+  cd "$d"
+  run kubernetes-provider edit-go-mod go mod edit -dropreplace=github.com/pulumi/pulumi-kubernetes/sdk/v4
+  cd cmd/pulumi-resource-kubernetes
+  VERSION=$K8S_PROVIDER_VERSION run kubernetes-provider generate go run -mod=mod generate.go
+  cd "$d"
+  run kubernetes-provider build go build -mod=mod \
+    -ldflags "-s -w -X github.com/pulumi/pulumi-kubernetes/provider/v4/pkg/version.Version=v$K8S_PROVIDER_VERSION" \
+    -o "$BIN/pulumi-resource-kubernetes" ./cmd/pulumi-resource-kubernetes
+  cd - >/dev/null; rm -rf "$d"
+}
+
+build_etcd() {
+  local d="$WORK/etcd-wrapper"
+  rm -rf "$d"; mkdir -p "$d"; cd "$d"
+  run etcd init go mod init iflearner.local/etcd-wrapper
+  run etcd get go get -tool "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
+  run etcd build go build -ldflags "-s -w" -o "$BIN/etcd" go.etcd.io/etcd/server/v3
+  cd - >/dev/null; rm -rf "$d"
+}
+
+build_kube() {
+  local d="$WORK/kube-wrapper" kdir ldflags
+  kdir=$(moddir "k8s.io/kubernetes@$KUBE_VERSION")
+  rm -rf "$d"; mkdir -p "$d"; cd "$d"
+  run kube init go mod init iflearner.local/kube-wrapper
+  grep -E '^godebug' "$kdir/go.mod" >>go.mod || true
+  # Kubernetes requires its staging modules at v0.0.0 and replaces them with
+  # ./staging/..., which the module zip lacks: pin each to its release.
+  local m
+  for m in $(awk '/^\t?k8s.io\/[a-z0-9-]+ v0.0.0$/ {print $1} /^require/ {next}' "$kdir/go.mod" | sed 's/^require //'); do
+    echo "replace $m => $m $KUBE_STAGING_VERSION" >>go.mod
+  done
+  for m in $(grep -oE '^\s*k8s\.io/[a-z0-9-]+ v0\.0\.0' "$kdir/go.mod" | awk '{print $1}' | sort -u); do
+    grep -q "replace $m " go.mod || echo "replace $m => $m $KUBE_STAGING_VERSION" >>go.mod
+  done
+  run kube get go get -tool "k8s.io/kubernetes/cmd/kube-apiserver@$KUBE_VERSION" "k8s.io/kubernetes/cmd/kube-controller-manager@$KUBE_VERSION" "k8s.io/kubernetes/cmd/kube-scheduler@$KUBE_VERSION"
+  local minor=${KUBE_VERSION#v1.}; minor=${minor%%.*}
+  local vars="gitVersion=$KUBE_VERSION gitMajor=1 gitMinor=$minor gitTreeState=clean gitCommit=0000000000000000000000000000000000000000 buildDate=2026-01-01T00:00:00Z"
+  ldflags="-s -w"
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    for v in $vars; do ldflags+=" -X $pkg.$v"; done
+  done
+  for c in kube-apiserver kube-controller-manager kube-scheduler; do
+    run kube "build-$c" go build -pgo=off -ldflags "$ldflags" -o "$BIN/$c" "k8s.io/kubernetes/cmd/$c"
+  done
+  cd - >/dev/null; rm -rf "$d"
+}
+
+build_kwok() {
+  GOBIN="$BIN" run kwok install go install "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" "sigs.k8s.io/kwok/cmd/kwokctl@$KWOK_VERSION"
+}
+
+build_coredns() {
+  local d="$WORK/coredns-wrapper"
+  rm -rf "$d"; mkdir -p "$d"; cd "$d"
+  run coredns init go mod init iflearner.local/coredns-wrapper
+  run coredns get go get -tool "github.com/coredns/coredns@$COREDNS_VERSION"
+  run coredns build go build -ldflags "-s -w" -o "$BIN/coredns" github.com/coredns/coredns
+  cd - >/dev/null; rm -rf "$d"
+}
+
+register_plugins() {
+  export PULUMI_HOME="$TOOLS/pulumi-home" PULUMI_SKIP_UPDATE_CHECK=true PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true
+  mkdir -p "$PULUMI_HOME"
+  run plugins install-kubernetes "$BIN/pulumi" plugin install resource kubernetes "$K8S_PROVIDER_VERSION" --file "$BIN/pulumi-resource-kubernetes"
+}
+
+only="${1:-all}"
+want() { [[ "$only" == all || " $only " == *" $1 "* ]]; }
+want pulumi && build_one pulumi build_pulumi
+want python-plugin-scripts && build_one python-plugin-scripts install_python_plugin_scripts
+want kubernetes-provider && build_one kubernetes-provider build_kubernetes_provider
+want etcd && build_one etcd build_etcd
+want kwok && build_one kwok build_kwok
+want kube && build_one kube build_kube
+want coredns && build_one coredns build_coredns
+want plugins && build_one plugins register_plugins
+log "toolchain ready in $TOOLS ($((SECONDS - START_ALL))s)"
