@@ -14,7 +14,7 @@ import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ _MAX_STACK_NAME = 100  # Pulumi refuses longer stack names.
 _HOST_EXAMPLE = "job1.server.iflearner.com"
 
 
-class Role(str, Enum):
+class Role(StrEnum):
     """The two roles of horizontal federated learning."""
 
     SERVER = "server"
@@ -107,7 +107,7 @@ def _describe(value: object) -> str:
 def _check_host(field: str, value: object, problems: list[Problem]) -> str | None:
     """Validate an FQDN, explaining the fix; return it when valid."""
     if value is None or value == "":
-        problems.append(Problem(field, f"is required: set the FQDN the job is reached at, e.g. '{_HOST_EXAMPLE}'"))
+        problems.append(Problem(field, f"is required: set the job's FQDN, e.g. '{_HOST_EXAMPLE}'"))
         return None
     if is_host_name(value):
         return str(value)
@@ -195,7 +195,7 @@ def _check_template(spec: Mapping[str, Any], problems: list[Problem]) -> Mapping
         return {}
     metadata = template.get("metadata")
     if metadata is not None and not isinstance(metadata, Mapping):
-        problems.append(Problem("spec.template.metadata", "must be an object with optional labels and annotations"))
+        problems.append(Problem("spec.template.metadata", "must be an object with labels and annotations"))
     elif metadata is not None:
         _check_string_map("spec.template.metadata.labels", metadata.get("labels"), problems)
         _check_string_map("spec.template.metadata.annotations", metadata.get("annotations"), problems)
@@ -256,7 +256,8 @@ def _check_peers(
             continue
         if peer.host in seen:
             problems.append(Problem(
-                f"spec.peers[{index}].host", f"duplicates an earlier peer '{peer.host}'; keep one entry per host"
+                f"spec.peers[{index}].host",
+                f"duplicates an earlier peer '{peer.host}'; keep one entry per host",
             ))
             continue
         seen.add(peer.host)
@@ -324,7 +325,8 @@ def load_job_file(path: str | Path) -> IflearnerJob:
         raise _file_error(f"{path} is not valid YAML ({detail}); fix the syntax") from error
     if len(documents) != 1:
         raise _file_error(
-            f"{path} must hold exactly one IflearnerJob document, found {len(documents)}; use one file per job"
+            f"{path} must hold exactly one IflearnerJob document, found {len(documents)}; "
+            "use one file per job"
         )
     document = documents[0]
     if not isinstance(document, Mapping) or document.get("kind") != KIND:

@@ -34,7 +34,7 @@ def _new_key_pem() -> tuple[ec.EllipticCurvePrivateKey, str]:
 
 
 def _validity(hours: int) -> tuple[datetime.datetime, datetime.datetime]:
-    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
     return now - datetime.timedelta(minutes=5), now + datetime.timedelta(hours=hours)
 
 

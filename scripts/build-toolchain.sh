@@ -125,11 +125,8 @@ build_kube() {
   # Kubernetes requires its staging modules at v0.0.0 and replaces them with
   # ./staging/..., which the module zip lacks: pin each to its release.
   local m
-  for m in $(awk '/^\t?k8s.io\/[a-z0-9-]+ v0.0.0$/ {print $1} /^require/ {next}' "$kdir/go.mod" | sed 's/^require //'); do
+  for m in $(grep -oE '^\s*k8s\.io/[a-z0-9-]+ => \./staging/' "$kdir/go.mod" | awk '{print $1}'); do
     echo "replace $m => $m $KUBE_STAGING_VERSION" >>go.mod
-  done
-  for m in $(grep -oE '^\s*k8s\.io/[a-z0-9-]+ v0\.0\.0' "$kdir/go.mod" | awk '{print $1}' | sort -u); do
-    grep -q "replace $m " go.mod || echo "replace $m => $m $KUBE_STAGING_VERSION" >>go.mod
   done
   run kube get go get -tool "k8s.io/kubernetes/cmd/kube-apiserver@$KUBE_VERSION" "k8s.io/kubernetes/cmd/kube-controller-manager@$KUBE_VERSION" "k8s.io/kubernetes/cmd/kube-scheduler@$KUBE_VERSION"
   local minor=${KUBE_VERSION#v1.}; minor=${minor%%.*}

@@ -90,7 +90,7 @@ def _issue(
     usage: list[x509.ObjectIdentifier] | None = None,
     sans: list[x509.GeneralName] | None = None,
 ) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)

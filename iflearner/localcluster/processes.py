@@ -45,7 +45,9 @@ def is_alive(record: ProcessRecord) -> bool:
     return _start_ticks(record.pid) == record.start_ticks
 
 
-def start(name: str, argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None) -> tuple[ProcessRecord, subprocess.Popen[bytes]]:
+def start(
+    name: str, argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None
+) -> tuple[ProcessRecord, subprocess.Popen[bytes]]:
     """Start a program in its own session, logging to a file."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:

@@ -73,7 +73,8 @@ def test_server_service_ports(server: DesiredResources) -> None:
 
 
 def test_client_service_has_only_grpc(client: DesiredResources) -> None:
-    assert client.service["spec"]["ports"] == [{"name": "grpc", "port": 80, "targetPort": 50001, "protocol": "TCP"}]
+    grpc = {"name": "grpc", "port": 80, "targetPort": 50001, "protocol": "TCP"}
+    assert client.service["spec"]["ports"] == [grpc]
 
 
 def test_server_ingress(server: DesiredResources) -> None:
@@ -144,7 +145,8 @@ def test_client_mounts_go_to_the_first_container_only() -> None:
     main, side = pod["spec"]["containers"]
     assert len(main["volumeMounts"]) == 2
     assert "volumeMounts" not in side
-    assert [v["name"] for v in pod["spec"]["volumes"]] == ["scratch", "server-iflearner-crt", "party-iflearner-crt"]
+    volumes = [v["name"] for v in pod["spec"]["volumes"]]
+    assert volumes == ["scratch", "server-iflearner-crt", "party-iflearner-crt"]
 
 
 def test_template_labels_annotations_and_scheduler_survive() -> None:
@@ -182,10 +184,11 @@ def test_every_object_carries_the_job_labels(client: DesiredResources) -> None:
 
 
 def test_tls_secret_and_certificate(server: DesiredResources) -> None:
+    metadata = {"name": "iflearnerjob-server-tls", "namespace": "default", "labels": dict(server.labels)}
     assert server.tls_secret == {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": "iflearnerjob-server-tls", "namespace": "default", "labels": dict(server.labels)},
+        "metadata": metadata,
         "type": "kubernetes.io/tls",
     }
     assert server.certificate.common_name == "job1.server.iflearner.com"
@@ -204,7 +207,7 @@ def test_owned_object_refs(client: DesiredResources, server: DesiredResources) -
     assert [kind for _, kind, _, _ in owned_object_refs(server)] == ["Secret", "Service", "Ingress", "Pod"]
 
 
-@pytest.mark.parametrize("name", ["my.job.v1", "x" * 64, "1job", "a" * 60 + "." + "b" * 70])
+@pytest.mark.parametrize("name", ["my.job.v1", "job-" + "x" * 59 + ".v1", "1job", "a" * 60 + "." + "b" * 60])
 def test_illegal_service_names_get_a_derived_legal_name(name: str) -> None:
     desired = desired_resources(make_job(name=name), SETTINGS)
     names = desired.names
@@ -221,7 +224,7 @@ def test_illegal_service_names_get_a_derived_legal_name(name: str) -> None:
 
 def test_derived_names_differ_between_similar_jobs() -> None:
     assert job_names(make_job(name="a.b")).base != job_names(make_job(name="a-b")).base
-    long_a, long_b = "x" * 70 + ".one", "x" * 70 + ".two"
+    long_a, long_b = "x" * 63 + ".y.one", "x" * 63 + ".y.two"
     assert job_names(make_job(name=long_a)).base != job_names(make_job(name=long_b)).base
 
 
@@ -268,8 +271,8 @@ def test_dns_records_and_zone_files() -> None:
     zone = desired.dns_zone_files["db.job1.b.party.iflearner.com"].splitlines()
     assert zone[0] == "$ORIGIN job1.b.party.iflearner.com."
     assert zone[1] == "$TTL 60"
-    assert re.match(r"^@ IN SOA ns\.iflearner\.local\. hostmaster\.iflearner\.local\. \d+ 7200 3600 1209600 60$",
-                    zone[2])
+    soa = r"^@ IN SOA ns\.iflearner\.local\. hostmaster\.iflearner\.local\. \d+ 7200 3600 1209600 60$"
+    assert re.match(soa, zone[2])
     assert "@ IN NS ns.iflearner.local." in zone
     assert "@ IN A 172.31.164.54" in zone
 

@@ -146,7 +146,8 @@ def test_bad_restart_policy_is_reported() -> None:
 
 
 def test_bad_peer_address_is_reported() -> None:
-    problems = problems_of(job_manifest(peers=[{"host": "job1.b.party.iflearner.com", "address": "300.1.1.1"}]))
+    peer = {"host": "job1.b.party.iflearner.com", "address": "300.1.1.1"}
+    problems = problems_of(job_manifest(peers=[peer]))
     assert list(problems) == ["spec.peers[0].address"]
     assert "IPv4" in problems["spec.peers[0].address"]
     assert "'300.1.1.1'" in problems["spec.peers[0].address"]
@@ -343,7 +344,9 @@ def test_crd_status_and_printer_columns() -> None:
         status["properties"]
     )
     condition = status["properties"]["conditions"]["items"]["properties"]
-    assert set(condition) == {"type", "status", "reason", "message", "lastTransitionTime", "observedGeneration"}
+    assert set(condition) == {
+        "type", "status", "reason", "message", "lastTransitionTime", "observedGeneration",
+    }
     columns = {c["name"]: c for c in version["additionalPrinterColumns"]}
     assert [c["name"] for c in version["additionalPrinterColumns"]] == [
         "Role", "Host", "Phase", "Ready", "Age", "Message",
