@@ -7,6 +7,7 @@ the work happens in the modules it calls.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -44,6 +45,68 @@ def _cluster(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _format_step(step: dict[str, str]) -> str:
+    urn = step["urn"]
+    name = urn.rsplit("::", 1)[-1]
+    symbol = {"create": "+", "delete": "-", "update": "~", "replace": "+-", "create-replacement": "+-",
+              "delete-replaced": "--", "read": ">"}.get(step["op"], "*")
+    return f"  {symbol} {step['op']:<10} {step['type']:<45} {name}"
+
+
+def _preview(args: argparse.Namespace) -> int:
+    from iflearner.desired import desired_resources
+    from iflearner.job import InvalidJobError, load_job_file, stack_name
+    from iflearner.program import job_program
+    from iflearner.settings import SettingsError, kubeconfig_text, load_cluster_settings, runner_settings
+    from iflearner.stackrunner import StackRunner
+
+    try:
+        job = load_job_file(args.file)
+    except InvalidJobError as error:
+        for problem in error.problems:
+            print(f"invalid: {problem.field}: {problem.message}", file=sys.stderr)
+        return EXIT_INVALID_INPUT
+    try:
+        settings = load_cluster_settings(args.cluster_settings)
+        kubeconfig = kubeconfig_text(args.kubeconfig)
+        runner = StackRunner(runner_settings(args.backend_url, args.passphrase_file))
+    except SettingsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_INVALID_INPUT
+    desired = desired_resources(job, settings)
+    stack = stack_name(job)
+    result = runner.preview(stack, job_program(desired, settings, kubeconfig))
+    if args.output == "json":
+        print(json.dumps({
+            "job": {"namespace": job.namespace, "name": job.name, "role": str(job.role), "host": job.host},
+            "stack": stack, "succeeded": result.succeeded, "changes": result.changes,
+            "steps": result.steps, "error": result.error,
+        }, indent=2))
+    else:
+        print(f"Preview of {job.namespace}/{job.name} ({job.role}, {job.host}), stack {stack}:")
+        for step in result.steps:
+            print(_format_step(step))
+        if result.succeeded:
+            summary = ", ".join(f"{count} to {op}" for op, count in sorted(result.changes.items()) if count)
+            print(f"Changes: {summary or 'none'}. Nothing was changed in the cluster.")
+        else:
+            print(f"error: preview failed: {result.error}", file=sys.stderr)
+    return EXIT_OK if result.succeeded else EXIT_FAILED
+
+
+def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags shared by every command that talks to a cluster and a state backend."""
+    parser.add_argument("--kubeconfig", type=Path, default=None,
+                        help="kubeconfig file (default: $KUBECONFIG, in-cluster, then ~/.kube/config)")
+    parser.add_argument("--cluster-settings", type=Path, default=None,
+                        help="YAML file of cluster settings (CA secret, ingress class, DNS ConfigMap, ...)")
+    parser.add_argument("--backend-url", default=None,
+                        help="Pulumi DIY backend URL (file://, s3://, ...); default: a local file:// directory")
+    parser.add_argument("--passphrase-file", type=Path, default=None,
+                        help="file holding the passphrase that encrypts stack secrets "
+                             "(default: $PULUMI_CONFIG_PASSPHRASE)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="iflearner-operator",
@@ -56,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_argument("--data-dir", type=Path, default=None,
                          help="where the cluster keeps its state (default ~/.cache/iflearner-operator/local-cluster)")
     cluster.set_defaults(handler=_cluster)
+
+    preview = commands.add_parser("preview", help="show what a job's stack would change, changing nothing")
+    preview.add_argument("file", type=Path, help="an IflearnerJob manifest (YAML)")
+    preview.add_argument("--output", "-o", choices=["text", "json"], default="text")
+    _add_connection_arguments(preview)
+    preview.set_defaults(handler=_preview)
     return parser
 
 

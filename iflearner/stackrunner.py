@@ -101,6 +101,7 @@ class StackRunner:
 
     def preview(self, stack_name: str, program: Callable[[], None]) -> StackResult:
         def action() -> StackResult:
+            existed = self._exists(stack_name)
             stack = self._stack(stack_name, program)
             steps: list[dict[str, str]] = []
 
@@ -110,7 +111,12 @@ class StackRunner:
                     steps.append({"op": str(pre.metadata.op.value), "type": pre.metadata.type,
                                   "urn": pre.metadata.urn})
 
-            preview = stack.preview(on_event=on_event, color="never", suppress_progress=True)
+            try:
+                preview = stack.preview(on_event=on_event, color="never", suppress_progress=True)
+            finally:
+                if not existed:
+                    # A preview of a job that was never applied leaves no stack behind.
+                    stack.workspace.remove_stack(stack_name)
             changes = {str(getattr(k, "value", k)): int(v) for k, v in preview.change_summary.items()}
             return StackResult("preview", stack_name, True, changes=changes, steps=steps)
 
@@ -143,6 +149,10 @@ class StackRunner:
             return StackResult("destroy", stack_name, True, changes=changes)
 
         return self._run("destroy", stack_name, action)
+
+    def _exists(self, stack_name: str) -> bool:
+        workspace = auto.LocalWorkspace(**vars(self._workspace_options()))
+        return any(summary.name == stack_name for summary in workspace.list_stacks())
 
     def _workspace_options(self) -> auto.LocalWorkspaceOptions:
         return auto.LocalWorkspaceOptions(
