@@ -91,6 +91,13 @@ install_python_plugin_scripts() {
 exec "${PULUMI_PYTHON_CMD:-python3}" -u -m pulumi.dynamic "$@"
 SH
   chmod 0755 "$BIN/pulumi-resource-pulumi-python"
+  # The language host for `pulumi up` of the bootstrap project: the project's
+  # own (iflearner/langhost.py), run by the operator's interpreter.
+  cat >"$BIN/pulumi-language-python" <<'SH'
+#!/bin/sh
+exec "${PULUMI_PYTHON_CMD:-python3}" -u -m iflearner.langhost "$@"
+SH
+  chmod 0755 "$BIN/pulumi-language-python"
 }
 
 build_kubernetes_provider() {
@@ -163,7 +170,8 @@ register_plugins() {
 only="${1:-all}"
 want() { [[ "$only" == all || " $only " == *" $1 "* ]]; }
 want pulumi && build_one pulumi build_pulumi
-want python-plugin-scripts && build_one python-plugin-scripts install_python_plugin_scripts
+# Cheap and tied to the repository: always (re)installed.
+want python-plugin-scripts && install_python_plugin_scripts
 want kubernetes-provider && build_one kubernetes-provider build_kubernetes_provider
 want etcd && build_one etcd build_etcd
 want kwok && build_one kwok build_kwok
