@@ -1,0 +1,135 @@
+"""The bootstrap program: everything a cluster needs before jobs run.
+
+Run by the top-level ``__main__.py`` with ``pulumi up``; each stack in
+``stacks/`` is one cluster (server side, a party, or an all-in-one demo).
+It reads stack config, describes the objects with the pure helpers of this
+package, and declares them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from iflearner.bootstrap.coredns import CorefileBlock
+from iflearner.bootstrap.corefile import RECORDS_DIR, ZoneTemplate, render_block
+from iflearner.bootstrap.operator import OperatorConfig, deployment, rbac
+from iflearner.desired import ClusterSettings
+from iflearner.tlsresources import CertificateAuthority
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CRD_FILE = REPO_ROOT / "crd" / "iflearnerjob.yaml"
+INGRESS_NGINX_FILE = REPO_ROOT / "manifests" / "ingress-nginx.yaml"
+CLUSTER_ROLES = ("server", "party", "all")
+
+
+def _trust_bundles(role: str, own_ca: pulumi.Output[str], peers: dict[str, list[str]]) -> pulumi.Output[dict[str, str]]:
+    """server.crt verifies server hosts, party.crt party hosts: own CA where
+    this cluster issues that side's certificates, plus the peers' CAs."""
+
+    def bundle(side: str, own: str) -> str:
+        certs = ([own] if role in (side, "all") else []) + list(peers.get(side, []))
+        return "".join(c if c.endswith("\n") else c + "\n" for c in certs)
+
+    return own_ca.apply(lambda own: {"server.crt": bundle("server", own), "party.crt": bundle("party", own)})
+
+
+def bootstrap() -> None:
+    config = pulumi.Config("iflearner")
+    role = config.get("clusterRole") or "all"
+    if role not in CLUSTER_ROLES:
+        raise ValueError(f"iflearner:clusterRole must be one of {', '.join(CLUSTER_ROLES)}, got {role!r}")
+    kubeconfig_path = config.get("kubeconfig")
+    kubeconfig = Path(kubeconfig_path).expanduser().read_text() if kubeconfig_path else None
+    settings = ClusterSettings(ingress_address=config.get("ingressAddress"))
+    zones = [ZoneTemplate(z["zone"], z["address"]) for z in (config.get_object("zones") or [])]
+    peers: dict[str, list[str]] = config.get_object("peerCaCertificates") or {}
+    operator = OperatorConfig(
+        image=config.get("operatorImage") or OperatorConfig.image,
+        replicas=config.get_int("operatorReplicas") if config.get_int("operatorReplicas") is not None else 1,
+        backend_url=config.get("stateBackendUrl"),
+    )
+    passphrase = config.require_secret("statePassphrase")
+
+    provider = k8s.Provider("cluster", kubeconfig=kubeconfig)
+    opts = pulumi.ResourceOptions(provider=provider)
+
+    crd = k8s.yaml.v2.ConfigFile("crd", file=str(CRD_FILE), opts=opts)
+    namespace = k8s.core.v1.Namespace(
+        "operator-namespace", metadata={"name": settings.operator_namespace}, opts=opts
+    )
+    in_namespace = pulumi.ResourceOptions(provider=provider, depends_on=[namespace])
+
+    ca = CertificateAuthority(
+        "cluster-ca", common_name=config.get("caCommonName") or f"iflearner {role} cluster CA",
+        validity_hours=config.get_int("caValidityHours") or 24 * 365 * 5,
+    )
+    k8s.core.v1.Secret(
+        "cluster-ca-secret",
+        metadata={"name": settings.ca_secret_name, "namespace": settings.operator_namespace},
+        type="kubernetes.io/tls",
+        string_data={"tls.crt": ca.cert_pem, "tls.key": ca.private_key_pem},
+        opts=in_namespace,
+    )
+    k8s.core.v1.ConfigMap(
+        "trust-bundle",
+        metadata={"name": settings.trust_configmap_name, "namespace": settings.operator_namespace},
+        data=_trust_bundles(role, ca.cert_pem, peers),
+        opts=in_namespace,
+    )
+    k8s.core.v1.Secret(
+        "operator-state-passphrase",
+        metadata={"name": OperatorConfig.passphrase_secret, "namespace": settings.operator_namespace},
+        string_data={"passphrase": passphrase},
+        opts=in_namespace,
+    )
+    k8s.core.v1.ConfigMap(
+        "operator-settings",
+        metadata={"name": "iflearner-operator-settings", "namespace": settings.operator_namespace},
+        data={"cluster-settings.yaml": _settings_yaml(settings)},
+        opts=in_namespace,
+    )
+    k8s.yaml.v2.ConfigGroup(
+        "operator", objs=[*rbac(settings), *deployment(settings, operator)],
+        opts=pulumi.ResourceOptions(provider=provider, depends_on=[namespace, crd]),
+    )
+
+    # DNS: job stacks server-side-apply their zone files into this ConfigMap;
+    # CoreDNS mounts it and serves it with the `auto` plugin.
+    records = k8s.core.v1.ConfigMap(
+        "dns-records",
+        metadata={"name": settings.dns_configmap_name, "namespace": settings.dns_namespace},
+        opts=pulumi.ResourceOptions(provider=provider, ignore_changes=["data"]),
+    )
+    k8s.apps.v1.DeploymentPatch(
+        "coredns-records-volume",
+        metadata={"name": "coredns", "namespace": "kube-system",
+                  "annotations": {"pulumi.com/patchFieldManager": "iflearner-bootstrap"}},
+        spec={"template": {"spec": {
+            "volumes": [{"name": "iflearner-dns-records", "configMap": {"name": settings.dns_configmap_name}}],
+            "containers": [{"name": "coredns", "volumeMounts": [
+                {"name": "iflearner-dns-records", "mountPath": RECORDS_DIR, "readOnly": True}]}],
+        }}},
+        opts=pulumi.ResourceOptions(provider=provider, depends_on=[records]),
+    )
+    CorefileBlock("corefile", block=render_block(zones), kubeconfig=kubeconfig,
+                  opts=pulumi.ResourceOptions(depends_on=[records]))
+
+    if config.get_bool("installIngressNginx") is not False:
+        k8s.yaml.v2.ConfigFile("ingress-nginx", file=str(INGRESS_NGINX_FILE), opts=opts)
+
+    pulumi.export("caCertificate", ca.cert_pem)
+    pulumi.export("operatorNamespace", settings.operator_namespace)
+    pulumi.export("clusterRole", role)
+
+
+def _settings_yaml(settings: ClusterSettings) -> str:
+    import dataclasses
+
+    import yaml
+
+    values: dict[str, Any] = {k: v for k, v in dataclasses.asdict(settings).items() if v is not None}
+    return yaml.safe_dump(values, sort_keys=True)

@@ -1,0 +1,154 @@
+"""Whether a reconcile needs to run ``pulumi up`` at all.
+
+A Pulumi run costs seconds; most reconciles (resyncs, Pod status updates)
+change nothing. ``up`` runs only when:
+
+(a) the fingerprint of the desired resources (every manifest the stack
+    declares plus the cluster settings and the program revision) differs
+    from the one recorded after the last successful ``up``;
+(b) an owned object is missing from the informer cache;
+(c) an owned object changed behind the operator's back: its
+    resourceVersion differs from the one recorded after the last ``up``
+    (for the Pod its uid, since kubelets and kwok update Pod status all the
+    time while a replaced Pod gets a new uid);
+(d) the last ``up`` did not succeed (failed, or was interrupted).
+
+After a successful ``up`` the reconciler records
+``{"fingerprint": ..., "objects": {"Kind/name": rv-or-uid}}`` in
+``status.applied``. Everything here is pure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from iflearner import __version__
+from iflearner.controller.status import Operation, parse_time, rfc3339
+from iflearner.controller.workqueue import exponential_backoff
+from iflearner.desired import ClusterSettings, DesiredResources
+
+# Bump when the program's behaviour changes for the same desired resources,
+# so that every job's stack is applied once more after an upgrade.
+PROGRAM_REVISION = "1"
+
+ObjectRef = tuple[str, str, str, str]  # (apiVersion, kind, namespace, name)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Whether to run ``up``, and why (for logs and metrics)."""
+
+    should_run: bool
+    reason: str
+
+
+def _canonical(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _canonical(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    return value
+
+
+def fingerprint(desired: DesiredResources, settings: ClusterSettings) -> str:
+    """A stable hash of everything the stack declares and the settings it uses."""
+    document = {
+        "revision": PROGRAM_REVISION,
+        "version": __version__,
+        "desired": _canonical(desired),
+        "settings": _canonical(settings),
+    }
+    text = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def object_key(kind: str, name: str) -> str:
+    """Key of an owned object in the applied record: 'Kind/name'."""
+    return f"{kind}/{name}"
+
+
+def version_of(kind: str, obj: Mapping[str, Any] | None) -> str | None:
+    """What identifies the state of an owned object: the Pod's uid, else resourceVersion."""
+    if obj is None:
+        return None
+    metadata = obj.get("metadata") or {}
+    if metadata.get("deletionTimestamp"):
+        return None  # going away: as good as missing
+    value = metadata.get("uid") if kind == "Pod" else metadata.get("resourceVersion")
+    return str(value) if value else None
+
+
+def observe(
+    refs: Sequence[ObjectRef], lookup: Callable[[ObjectRef], Mapping[str, Any] | None]
+) -> dict[str, str | None]:
+    """Versions of the owned objects as ``lookup`` (a cache or the API) sees them."""
+    return {object_key(ref[1], ref[3]): version_of(ref[1], lookup(ref)) for ref in refs}
+
+
+def applied_record(fingerprint_value: str, versions: Mapping[str, str | None]) -> dict[str, Any]:
+    """What ``status.applied`` holds after a successful ``up``."""
+    return {
+        "fingerprint": fingerprint_value,
+        "objects": {key: value for key, value in sorted(versions.items()) if value is not None},
+    }
+
+
+def decide(
+    fingerprint_value: str,
+    applied: Mapping[str, Any] | None,
+    observed: Mapping[str, str | None],
+    last_operation: Operation | None,
+) -> Decision:
+    """Run ``up`` or not, with the first reason that applies."""
+    if last_operation is not None and last_operation.kind == "up" and not last_operation.succeeded:
+        state = "was interrupted" if last_operation.result == "InProgress" else "failed"
+        return Decision(True, f"the last up {state}")
+    if not applied or not isinstance(applied.get("fingerprint"), str):
+        return Decision(True, "the stack has not been applied yet")
+    if applied["fingerprint"] != fingerprint_value:
+        return Decision(True, "the spec or the operator's settings changed")
+    recorded = applied.get("objects") if isinstance(applied.get("objects"), Mapping) else {}
+    for key in sorted(observed):
+        current = observed[key]
+        if current is None:
+            return Decision(True, f"{key} is missing")
+        if key not in recorded:
+            return Decision(True, f"{key} was not recorded after the last up")
+        if str(recorded[key]) != current:
+            return Decision(True, f"{key} was changed outside the operator")
+    return Decision(False, "up to date")
+
+
+def retry_time(
+    last_operation: Operation | None,
+    failure_count: int,
+    fingerprint_value: str,
+    base: float = 1.0,
+    cap: float = 300.0,
+) -> datetime.datetime | None:
+    """When a failed ``up`` of this same fingerprint may be retried (None: no wait).
+
+    The wait derives from ``status`` (the failure count and the failed
+    attempt's time), so a restarted controller keeps backing off instead of
+    hammering a broken stack. A changed spec (new fingerprint) retries at once.
+    """
+    if last_operation is None or not last_operation.failed or failure_count <= 0:
+        return None
+    if last_operation.fingerprint is not None and last_operation.fingerprint != fingerprint_value:
+        return None
+    failed_at = parse_time(last_operation.time)
+    if failed_at is None:
+        return None
+    return failed_at + datetime.timedelta(seconds=exponential_backoff(failure_count, base, cap))
+
+
+def retry_time_text(moment: datetime.datetime | None) -> str | None:
+    return rfc3339(moment) if moment is not None else None
