@@ -94,6 +94,9 @@ def bootstrap() -> None:
     )
     k8s.yaml.v2.ConfigGroup(
         "operator", objs=[*rbac(settings), *deployment(settings, operator)],
+        # The operator's readiness is the cluster's to report (probes); a stack
+        # that waited would block `up` on image pulls and volume binding.
+        skip_await=True,
         opts=pulumi.ResourceOptions(provider=provider, depends_on=[namespace, crd]),
     )
 
