@@ -64,3 +64,37 @@ def namespace(core: client.CoreV1Api, request: pytest.FixtureRequest) -> Iterato
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     yield name
     core.delete_namespace(name)
+
+
+@pytest.fixture(scope="session")
+def cluster_prereqs(core: client.CoreV1Api) -> dict[str, str]:
+    """What the bootstrap stack provides to job stacks, made directly: the
+    operator namespace, the CA Secret, the trust bundle and the shared DNS
+    records ConfigMap. (The bootstrap project itself is tested separately.)"""
+    from iflearner.desired import ClusterSettings
+    from iflearner.tlsresources import issue_ca
+
+    settings = ClusterSettings()
+    ca = issue_ca("iflearner test cluster CA", 24)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=settings.operator_namespace)))
+    core.create_namespaced_secret(settings.operator_namespace, client.V1Secret(
+        metadata=client.V1ObjectMeta(name=settings.ca_secret_name), type="kubernetes.io/tls",
+        string_data={"tls.crt": ca["cert_pem"], "tls.key": ca["private_key_pem"]}))
+    core.create_namespaced_config_map(settings.operator_namespace, client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(name=settings.trust_configmap_name),
+        data={"server.crt": ca["cert_pem"], "party.crt": ca["cert_pem"]}))
+    core.create_namespaced_config_map(settings.dns_namespace, client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(name=settings.dns_configmap_name)))
+    return {"ca_cert_pem": ca["cert_pem"]}
+
+
+@pytest.fixture(scope="session")
+def crd_installed(kubeconfig: Path) -> None:
+    import subprocess
+
+    from iflearner.toolchain import REPO_ROOT
+
+    subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig), "apply", "-f",
+                    str(REPO_ROOT / "crd" / "iflearnerjob.yaml")], check=True, capture_output=True)
+    subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig), "wait", "--for=condition=Established",
+                    "crd/iflearnerjobs.git.iflytek.com", "--timeout=60s"], check=True, capture_output=True)
