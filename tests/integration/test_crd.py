@@ -40,10 +40,11 @@ def test_original_jobs_apply_unchanged_and_show_columns(kubeconfig, crd_installe
     assert args.stdout == "--peers=0.0.0.0:50001;job1.b.party.iflearner.com:32322"
 
 
+TEMPLATE = "template: {spec: {containers: [{name: c, image: i}]}}"
 BAD_JOBS = {
-    "bad-role": ("role: srv\n  host: job1.server.iflearner.com\n  template: {spec: {containers: [{name: c, image: i}]}}",
+    "bad-role": (f"role: srv\n  host: job1.server.iflearner.com\n  {TEMPLATE}",
                  'spec.role: Unsupported value: "srv"'),
-    "bad-host": ("role: server\n  host: Not_A_Host\n  template: {spec: {containers: [{name: c, image: i}]}}",
+    "bad-host": (f"role: server\n  host: Not_A_Host\n  {TEMPLATE}",
                  "spec.host"),
     "no-template": ("role: server\n  host: job1.server.iflearner.com", "spec.template: Required value"),
 }
