@@ -8,6 +8,7 @@ package, and declares them.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import pulumi_kubernetes as k8s
 
 from iflearner.bootstrap.coredns import CorefileBlock
 from iflearner.bootstrap.corefile import RECORDS_DIR, ZoneTemplate, render_block
+from iflearner.bootstrap.generated_secret import GeneratedSecret
 from iflearner.bootstrap.operator import OperatorConfig, deployment, rbac
 from iflearner.desired import ClusterSettings
 from iflearner.tlsresources import CertificateAuthority
@@ -42,7 +44,8 @@ def bootstrap() -> None:
     role = config.get("clusterRole") or "all"
     if role not in CLUSTER_ROLES:
         raise ValueError(f"iflearner:clusterRole must be one of {', '.join(CLUSTER_ROLES)}, got {role!r}")
-    kubeconfig_path = config.get("kubeconfig")
+    # The kubeconfig: stack config, else $KUBECONFIG (as kubectl), else in-cluster.
+    kubeconfig_path = config.get("kubeconfig") or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or None
     kubeconfig = Path(kubeconfig_path).expanduser().read_text() if kubeconfig_path else None
     settings = ClusterSettings(ingress_address=config.get("ingressAddress"))
     zones = [ZoneTemplate(z["zone"], z["address"]) for z in (config.get_object("zones") or [])]
@@ -52,7 +55,7 @@ def bootstrap() -> None:
         replicas=config.get_int("operatorReplicas") if config.get_int("operatorReplicas") is not None else 1,
         backend_url=config.get("stateBackendUrl"),
     )
-    passphrase = config.require_secret("statePassphrase")
+    passphrase = config.get_secret("statePassphrase") or GeneratedSecret("operator-state-passphrase").value
 
     provider = k8s.Provider("cluster", kubeconfig=kubeconfig)
     opts = pulumi.ResourceOptions(provider=provider)
