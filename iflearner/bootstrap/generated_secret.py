@@ -13,7 +13,8 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, Resou
 
 class _GeneratedSecretProvider(ResourceProvider):
     def create(self, props: dict[str, Any]) -> CreateResult:
-        return CreateResult(id_=secrets.token_hex(8), outs={**props, "value": secrets.token_urlsafe(int(props["bytes"]))})
+        value = secrets.token_urlsafe(int(props["bytes"]))
+        return CreateResult(id_=secrets.token_hex(8), outs={**props, "value": value})
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         changed = olds.get("bytes") != news.get("bytes")
