@@ -1,0 +1,81 @@
+"""Running the bootstrap project with the real Pulumi CLI, offline.
+
+The demo and the tests use this; a person runs the same thing with
+``scripts/pulumi`` (which sets the same environment) from the repo root.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from iflearner import toolchain
+from iflearner.toolchain import REPO_ROOT
+
+
+@dataclass(frozen=True)
+class BootstrapProject:
+    """One bootstrap stack of the top-level project, with its own state dir."""
+
+    stack: str
+    kubeconfig: Path
+    state_dir: Path
+    passphrase: str
+
+    def env(self) -> dict[str, str]:
+        env = toolchain.pulumi_env()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        env.update({
+            "PULUMI_BACKEND_URL": f"file://{self.state_dir.resolve()}",
+            "PULUMI_CONFIG_PASSPHRASE": self.passphrase,
+            "KUBECONFIG": str(self.kubeconfig),
+        })
+        return env
+
+    def pulumi(self, *args: str, progress: Callable[[str], None] | None = None, timeout: float = 900) -> str:
+        """Run the real CLI in the project directory; raises with its output on failure."""
+        command = [str(toolchain.tool("pulumi")), *args, "--stack", self.stack, "--non-interactive"]
+        proc = subprocess.Popen(command, cwd=REPO_ROOT, env=self.env(), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        lines: list[str] = []
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if progress and line.strip():
+                progress(line.rstrip())
+        code = proc.wait(timeout=timeout)
+        output = "".join(lines)
+        if code != 0:
+            raise RuntimeError(f"pulumi {' '.join(args)} failed (exit {code}):\n{output[-4000:]}")
+        return output
+
+    def ensure_stack(self) -> None:
+        self.env()
+        listed = json.loads(self.pulumi_raw("stack", "ls", "--json"))
+        if not any(s["name"] == self.stack for s in listed):
+            self.pulumi_raw("stack", "init", self.stack)
+
+    def pulumi_raw(self, *args: str) -> str:
+        out = subprocess.run([str(toolchain.tool("pulumi")), *args, "--non-interactive"], cwd=REPO_ROOT,
+                             env=self.env(), capture_output=True, text=True, timeout=300)
+        if out.returncode != 0:
+            raise RuntimeError(f"pulumi {' '.join(args)} failed: {out.stderr or out.stdout}")
+        return out.stdout
+
+    def up(self, progress: Callable[[str], None] | None = None) -> str:
+        self.ensure_stack()
+        return self.pulumi("up", "--yes", "--skip-preview", progress=progress)
+
+    def preview(self) -> str:
+        self.ensure_stack()
+        return self.pulumi("preview", "--diff")
+
+    def destroy(self, progress: Callable[[str], None] | None = None) -> str:
+        return self.pulumi("destroy", "--yes", "--skip-preview", progress=progress)
+
+    def outputs(self) -> dict[str, Any]:
+        return json.loads(self.pulumi("stack", "output", "--json"))
