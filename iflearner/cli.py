@@ -107,6 +107,21 @@ def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: $PULUMI_CONFIG_PASSPHRASE)")
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from iflearner.demo import Demo, default_data_dir
+
+    demo = Demo((args.data_dir or default_data_dir()).resolve(), timeout=args.timeout)
+    demo.data_dir.mkdir(parents=True, exist_ok=True)
+    if args.down:
+        demo.cleanup()
+        return EXIT_OK
+    try:
+        return demo.run(keep=args.keep)
+    except Exception as error:  # noqa: BLE001 - the demo reports, cleans up and exits non-zero
+        print(f"demo failed: {error}", file=sys.stderr)
+        return EXIT_FAILED
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="iflearner-operator",
@@ -125,6 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("--output", "-o", choices=["text", "json"], default="text")
     _add_connection_arguments(preview)
     preview.set_defaults(handler=_preview)
+
+    demo = commands.add_parser("demo", help="run a demo federation end to end on a local cluster")
+    demo.add_argument("--keep", action="store_true", help="leave the cluster and jobs running to explore")
+    demo.add_argument("--down", action="store_true", help="clean up a demo left running with --keep")
+    demo.add_argument("--data-dir", type=Path, default=None, help="default ~/.cache/iflearner-operator/demo")
+    demo.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the jobs to run")
+    demo.set_defaults(handler=_demo)
     return parser
 
 

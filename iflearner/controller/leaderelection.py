@@ -1,0 +1,243 @@
+"""Lease-based leader election (coordination.k8s.io/v1), after client-go's.
+
+A candidate tries to create or take over the Lease every ``retry_period``.
+A Lease held by someone else can be taken once it has not changed for
+``lease_duration`` as measured on *this* process's monotonic clock since it
+was last observed to change (client-go's approach: no trust in other
+machines' clocks). The leader renews every ``retry_period``; when renewing
+has failed for ``renew_deadline`` it has lost the lease and must stop
+(``renew_deadline < lease_duration`` guarantees it stops before anyone else
+may take over). On a clean shutdown the leader releases the Lease so a
+standby takes over at its next retry instead of after ``lease_duration``.
+
+The decisions (:func:`can_acquire`, :func:`next_spec`) are pure.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from iflearner.controller.kubeapi import KubeApi, collection_path, object_path
+
+log = logging.getLogger(__name__)
+
+LEASES = "/apis/coordination.k8s.io/v1"
+
+
+def default_identity() -> str:
+    return f"{socket.gethostname()}_{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class LeaderElectionConfig:
+    namespace: str = "iflearner-system"
+    name: str = "iflearner-operator"
+    identity: str = ""
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+
+    def validated(self) -> LeaderElectionConfig:
+        if not self.lease_duration > self.renew_deadline > self.retry_period > 0:
+            raise ValueError(
+                "leader election needs lease duration > renew deadline > retry period > 0, got "
+                f"{self.lease_duration} / {self.renew_deadline} / {self.retry_period}"
+            )
+        return self
+
+
+def micro_time(moment: datetime.datetime) -> str:
+    """A MicroTime ('2006-01-02T15:04:05.000000Z')."""
+    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class Observed:
+    """The last Lease spec seen and when (monotonic) it was first seen in that state."""
+
+    spec: Mapping[str, Any] | None
+    since: float
+
+
+def observe(previous: Observed | None, spec: Mapping[str, Any] | None, now: float) -> Observed:
+    """Update the observation: the clock restarts only when the spec changed."""
+    if previous is not None and previous.spec == spec:
+        return previous
+    return Observed(dict(spec) if spec is not None else None, now)
+
+
+def can_acquire(observed: Observed, identity: str, now: float, default_duration: float) -> bool:
+    """May ``identity`` take (or keep) the lease now?"""
+    spec = observed.spec
+    if spec is None:
+        return True
+    holder = spec.get("holderIdentity") or ""
+    if not holder or holder == identity:
+        return True
+    duration = spec.get("leaseDurationSeconds") or default_duration
+    return now >= observed.since + float(duration)
+
+
+def next_spec(
+    current: Mapping[str, Any] | None, identity: str, wall: datetime.datetime, duration: float
+) -> dict[str, Any]:
+    """The Lease spec after ``identity`` acquires or renews it."""
+    current = current or {}
+    now = micro_time(wall)
+    same_holder = current.get("holderIdentity") == identity
+    transitions = int(current.get("leaseTransitions") or 0)
+    if current.get("holderIdentity") and not same_holder:
+        transitions += 1
+    return {
+        "holderIdentity": identity,
+        "leaseDurationSeconds": max(1, int(round(duration))),
+        "acquireTime": current.get("acquireTime") if same_holder and current.get("acquireTime") else now,
+        "renewTime": now,
+        "leaseTransitions": transitions,
+    }
+
+
+def released_spec(current: Mapping[str, Any], wall: datetime.datetime) -> dict[str, Any]:
+    """The Lease spec a leader writes when it steps down cleanly."""
+    now = micro_time(wall)
+    return {
+        "holderIdentity": "",
+        "leaseDurationSeconds": 1,
+        "acquireTime": now,
+        "renewTime": now,
+        "leaseTransitions": int(current.get("leaseTransitions") or 0),
+    }
+
+
+class LeaderElector:
+    """Runs the acquire/renew loop on a thread of its own."""
+
+    def __init__(
+        self,
+        api: KubeApi,
+        config: LeaderElectionConfig,
+        on_started_leading: Callable[[], None],
+        on_stopped_leading: Callable[[], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.api = api
+        self.config = config.validated()
+        self.identity = config.identity or default_identity()
+        self._on_started = on_started_leading
+        self._on_stopped = on_stopped_leading
+        self._clock = clock
+        self._observed: Observed | None = None
+        self._lease: dict[str, Any] | None = None
+        self._leader = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def is_leader(self) -> bool:
+        return self._leader.is_set()
+
+    def _path(self) -> str:
+        return object_path(LEASES, "leases", self.config.namespace, self.config.name)
+
+    def try_acquire_or_renew(self) -> bool:
+        """One attempt; True when this process holds the lease afterwards."""
+        now = self._clock()
+        wall = datetime.datetime.now(datetime.UTC)
+        lease = self.api.get_or_none(self._path())
+        if lease is None:
+            body = {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": self.config.name, "namespace": self.config.namespace},
+                "spec": next_spec(None, self.identity, wall, self.config.lease_duration),
+            }
+            try:
+                self._lease = self.api.request(
+                    "POST", collection_path(LEASES, "leases", self.config.namespace), body=body)
+            except ApiException as error:
+                if error.status == 409:
+                    return False
+                raise
+            self._observed = observe(None, self._lease.get("spec"), now)
+            return True
+        spec = lease.get("spec") or {}
+        self._observed = observe(self._observed, spec, now)
+        if not can_acquire(self._observed, self.identity, now, self.config.lease_duration):
+            return False
+        lease["spec"] = next_spec(spec, self.identity, wall, self.config.lease_duration)
+        try:
+            self._lease = self.api.request("PUT", self._path(), body=lease)
+        except ApiException as error:
+            if error.status == 409:
+                return False
+            raise
+        self._observed = observe(self._observed, self._lease.get("spec"), now)
+        return True
+
+    def _attempt(self) -> bool:
+        try:
+            return self.try_acquire_or_renew()
+        except Exception as error:  # noqa: BLE001 - the API being away is a failed attempt
+            log.warning("lease attempt failed", extra={"error": str(error)[:300], "lease": self.config.name})
+            return False
+
+    def _jitter(self) -> float:
+        return self.config.retry_period * (1 + 0.2 * random.random())
+
+    def run(self) -> None:
+        """Acquire, then renew until lost or stopped. Blocks."""
+        log.info("waiting for the leader lease", extra={"identity": self.identity,
+                                                         "lease": f"{self.config.namespace}/{self.config.name}"})
+        while not self._stop.is_set():
+            if self._attempt():
+                break
+            self._stop.wait(self._jitter())
+        if self._stop.is_set():
+            return
+        self._leader.set()
+        log.info("became the leader", extra={"identity": self.identity})
+        threading.Thread(target=self._on_started, name="leader-started", daemon=True).start()
+        last_renew = self._clock()
+        while not self._stop.wait(self.config.retry_period):
+            if self._attempt():
+                last_renew = self._clock()
+                continue
+            if self._clock() - last_renew >= self.config.renew_deadline:
+                self._leader.clear()
+                log.error("lost the leader lease", extra={"identity": self.identity})
+                self._on_stopped()
+                return
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name="leader-election", daemon=True)
+        self._thread.start()
+
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self, release: bool = True) -> None:
+        """Stop the loop; release the lease when holding it, so a standby takes over at once."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=self.config.retry_period + 5)
+        if release and self._leader.is_set():
+            self._leader.clear()
+            try:
+                lease = self.api.get_or_none(self._path())
+                if lease and (lease.get("spec") or {}).get("holderIdentity") == self.identity:
+                    lease["spec"] = released_spec(lease["spec"], datetime.datetime.now(datetime.UTC))
+                    self.api.request("PUT", self._path(), body=lease)
+                    log.info("released the leader lease", extra={"identity": self.identity})
+            except Exception as error:  # noqa: BLE001 - best effort; the lease expires anyway
+                log.warning("could not release the lease", extra={"error": str(error)[:300]})
