@@ -18,9 +18,10 @@ ETCD_VERSION=v3.6.16
 KUBE_VERSION=v1.36.3
 KUBE_STAGING_VERSION=v0.36.3
 KWOK_VERSION=v0.8.0
-COREDNS_VERSION=v1.12.4
+COREDNS_VERSION=v1.14.7
 
 KEY="pulumi-${PULUMI_VERSION}_k8sprov-${K8S_PROVIDER_VERSION}_etcd-${ETCD_VERSION}_kube-${KUBE_VERSION}_kwok-${KWOK_VERSION}"
+# CoreDNS is not part of the key: adding it later must not rebuild the rest.
 CACHE_ROOT="${IFLEARNER_CACHE:-$HOME/.cache/iflearner-operator}"
 TOOLS="$CACHE_ROOT/tools/$KEY"
 BIN="$TOOLS/bin"
