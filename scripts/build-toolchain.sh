@@ -55,14 +55,16 @@ fresh_copy() { # fresh_copy MODULE@VERSION DEST
   rm -rf "$2"; mkdir -p "$(dirname "$2")"; cp -r "$src" "$2"; chmod -R u+w "$2"
 }
 
-build_one() { # build_one NAME FUNCTION
-  local name=$1 fn=$2
-  if [[ -f "$TOOLS/stamps/$name" ]]; then log "$name: already built, skipping"; return; fi
+build_one() { # build_one NAME FUNCTION [VERSION]: the stamp records what was built
+  local name=$1 fn=$2 version=${3:-}
+  if [[ -f "$TOOLS/stamps/$name" && "$(cat "$TOOLS/stamps/$name")" == "$version" ]]; then
+    log "$name: already built, skipping"; return
+  fi
   log "$name: building (log: $LOGS/$name.log)"
   local t0=$SECONDS
   : >"$LOGS/$name.log"
   "$fn"
-  touch "$TOOLS/stamps/$name"
+  echo "$version" >"$TOOLS/stamps/$name"
   log "$name: done in $((SECONDS - t0))s"
 }
 
@@ -177,6 +179,6 @@ want kubernetes-provider && build_one kubernetes-provider build_kubernetes_provi
 want etcd && build_one etcd build_etcd
 want kwok && build_one kwok build_kwok
 want kube && build_one kube build_kube
-want coredns && build_one coredns build_coredns
+want coredns && build_one coredns build_coredns "$COREDNS_VERSION"
 want plugins && build_one plugins register_plugins
 log "toolchain ready in $TOOLS ($((SECONDS - START_ALL))s)"

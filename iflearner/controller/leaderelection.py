@@ -139,6 +139,7 @@ class LeaderElector:
         self._clock = clock
         self._observed: Observed | None = None
         self._lease: dict[str, Any] | None = None
+        self.holder: str | None = None  # the holder seen at the last attempt
         self._leader = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -170,8 +171,10 @@ class LeaderElector:
                     return False
                 raise
             self._observed = observe(None, self._lease.get("spec"), now)
+            self.holder = self.identity
             return True
         spec = lease.get("spec") or {}
+        self.holder = spec.get("holderIdentity") or None
         self._observed = observe(self._observed, spec, now)
         if not can_acquire(self._observed, self.identity, now, self.config.lease_duration):
             return False
@@ -183,6 +186,7 @@ class LeaderElector:
                 return False
             raise
         self._observed = observe(self._observed, self._lease.get("spec"), now)
+        self.holder = self.identity
         return True
 
     def _attempt(self) -> bool:
@@ -213,7 +217,8 @@ class LeaderElector:
             if self._attempt():
                 last_renew = self._clock()
                 continue
-            if self._clock() - last_renew >= self.config.renew_deadline:
+            taken = self.holder is not None and self.holder != self.identity
+            if taken or self._clock() - last_renew >= self.config.renew_deadline:
                 self._leader.clear()
                 log.error("lost the leader lease", extra={"identity": self.identity})
                 self._on_stopped()
