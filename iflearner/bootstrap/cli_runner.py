@@ -25,6 +25,8 @@ class BootstrapProject:
     kubeconfig: Path
     state_dir: Path
     passphrase: str
+    # Another stack config file than stacks/Pulumi.<stack>.yaml (tests use one).
+    config_file: Path | None = None
 
     def env(self) -> dict[str, str]:
         env = toolchain.pulumi_env()
@@ -39,6 +41,8 @@ class BootstrapProject:
     def pulumi(self, *args: str, progress: Callable[[str], None] | None = None, timeout: float = 900) -> str:
         """Run the real CLI in the project directory; raises with its output on failure."""
         command = [str(toolchain.tool("pulumi")), *args, "--stack", self.stack, "--non-interactive"]
+        if self.config_file is not None and args[0] in ("up", "preview", "destroy", "refresh"):
+            command += ["--config-file", str(self.config_file)]
         proc = subprocess.Popen(command, cwd=REPO_ROOT, env=self.env(), stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
         lines: list[str] = []

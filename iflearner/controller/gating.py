@@ -10,7 +10,9 @@ change nothing. ``up`` runs only when:
 (c) an owned object changed behind the operator's back: its
     resourceVersion differs from the one recorded after the last ``up``
     (for the Pod its uid, since kubelets and kwok update Pod status all the
-    time while a replaced Pod gets a new uid);
+    time while a replaced Pod gets a new uid; for objects with a
+    ``metadata.generation`` such as the Ingress, uid and generation, so that
+    status written by an ingress controller does not count);
 (d) the last ``up`` did not succeed (failed, or was interrupted).
 
 After a successful ``up`` the reconciler records
@@ -76,13 +78,25 @@ def object_key(kind: str, name: str) -> str:
 
 
 def version_of(kind: str, obj: Mapping[str, Any] | None) -> str | None:
-    """What identifies the state of an owned object: the Pod's uid, else resourceVersion."""
+    """What identifies the state of an owned object.
+
+    The Pod: its uid (its status changes all the time; a replaced Pod has a
+    new uid). Objects with ``metadata.generation`` (the Ingress): uid and
+    generation, which move on spec changes but not when an ingress
+    controller writes the load-balancer status. Others (Service, Secret,
+    ConfigMap): the resourceVersion.
+    """
     if obj is None:
         return None
     metadata = obj.get("metadata") or {}
     if metadata.get("deletionTimestamp"):
         return None  # going away: as good as missing
-    value = metadata.get("uid") if kind == "Pod" else metadata.get("resourceVersion")
+    if kind == "Pod":
+        value = metadata.get("uid")
+    elif metadata.get("generation") is not None and metadata.get("uid"):
+        value = f"{metadata['uid']}/{metadata['generation']}"
+    else:
+        value = metadata.get("resourceVersion")
     return str(value) if value else None
 
 

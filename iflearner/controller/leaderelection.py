@@ -97,7 +97,7 @@ def next_spec(
     now = micro_time(wall)
     same_holder = current.get("holderIdentity") == identity
     transitions = int(current.get("leaseTransitions") or 0)
-    if current.get("holderIdentity") and not same_holder:
+    if current and not same_holder:  # as client-go: a released lease counts too
         transitions += 1
     return {
         "holderIdentity": identity,

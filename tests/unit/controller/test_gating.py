@@ -67,6 +67,8 @@ def test_pod_is_identified_by_uid_other_objects_by_resource_version():
     assert version_of("Service", obj) == "5"
     assert version_of("Service", None) is None
     assert version_of("Service", {"metadata": {"resourceVersion": "5", "deletionTimestamp": "t"}}) is None
+    ingress = {"metadata": {"uid": "u", "resourceVersion": "5", "generation": 2}}
+    assert version_of("Ingress", ingress) == "u/2", "status-only updates (new rv) do not count"
 
 
 def test_unchanged_job_runs_nothing():

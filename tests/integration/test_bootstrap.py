@@ -1,0 +1,181 @@
+"""The bootstrap project with the real Pulumi CLI on the local control plane:
+`up` wires CoreDNS, the CA, the trust bundle, the operator's RBAC; a real
+CoreDNS answers for job records and zones; `destroy` restores CoreDNS and
+leaves nothing behind."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dns.message
+import dns.query
+import dns.rcode
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from iflearner import toolchain
+from iflearner.bootstrap.cli_runner import BootstrapProject
+from iflearner.bootstrap.corefile import BEGIN_MARK, RECORDS_DIR
+from iflearner.desired import ClusterSettings, desired_resources
+from iflearner.job import load_job_file, stack_name
+from iflearner.localcluster import LocalCluster
+from iflearner.localcluster.kubeadm_addons import STOCK_COREFILE
+from iflearner.program import job_program
+from iflearner.toolchain import REPO_ROOT
+
+ZONE, ZONE_ADDRESS, INGRESS_ADDRESS = "a.party.iflearner.com", "10.20.0.1", "10.96.200.1"
+
+
+@pytest.fixture(scope="module")
+def bootstrap_cluster(tmp_path_factory) -> Iterator[tuple[Path, BootstrapProject]]:
+    """A cluster of its own: bootstrap owns cluster-wide objects (CRD, CoreDNS)."""
+    root = tmp_path_factory.mktemp("bootstrap")
+    cluster = LocalCluster(root / "cluster")
+    state = cluster.up(progress=print)
+    config_file = root / "Pulumi.test.yaml"
+    config_file.write_text(yaml.safe_dump({"config": {
+        "iflearner:clusterRole": "all", "iflearner:operatorReplicas": 0,
+        "iflearner:ingressAddress": INGRESS_ADDRESS,
+        "iflearner:zones": [{"zone": ZONE, "address": ZONE_ADDRESS}],
+    }}))
+    project = BootstrapProject("test", state.kubeconfig, root / "state", "bootstrap-test", config_file)
+    try:
+        yield state.kubeconfig, project
+    finally:
+        cluster.down()
+
+
+def _api(kubeconfig: Path) -> client.ApiClient:
+    from kubernetes import config
+
+    return config.new_client_from_config(config_file=str(kubeconfig))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _corefile(core: client.CoreV1Api) -> str:
+    return core.read_namespaced_config_map("coredns", "kube-system").data["Corefile"]
+
+
+class RealCoreDns:
+    """The CoreDNS binary on loopback with the cluster's Corefile and records."""
+
+    def __init__(self, core: client.CoreV1Api, kubeconfig: Path, workdir: Path) -> None:
+        self.core, self.kubeconfig, self.workdir = core, kubeconfig, workdir
+        self.port = _free_port()
+        self.records = workdir / "records"
+        self.records.mkdir(parents=True, exist_ok=True)
+        corefile = _corefile(core)
+        # Only what differs between a Pod and this machine is adapted: ports,
+        # the records mount path and the API server's kubeconfig.
+        corefile = corefile.replace(".:53 {", f".:{self.port} {{", 1)
+        corefile = corefile.replace(RECORDS_DIR, str(self.records))
+        corefile = re.sub(r"prometheus :9153", f"prometheus 127.0.0.1:{_free_port()}", corefile)
+        corefile = corefile.replace("health {", f"health 127.0.0.1:{_free_port()} {{")
+        corefile = re.sub(r"^(\s*)ready$", rf"\1ready 127.0.0.1:{_free_port()}", corefile, flags=re.M)
+        corefile = corefile.replace("pods insecure", f"pods insecure\n       kubeconfig {kubeconfig} iflearner-local")
+        corefile = re.sub(r"^\s*loop$", "", corefile, flags=re.M)
+        (workdir / "Corefile").write_text(corefile)
+        self.sync_records()
+        self.proc = subprocess.Popen([str(toolchain.tool("coredns")), "-conf", str(workdir / "Corefile")],
+                                     stdout=(workdir / "coredns.log").open("wb"), stderr=subprocess.STDOUT)
+
+    def sync_records(self) -> None:
+        """What the kubelet does for the ConfigMap volume."""
+        data = self.core.read_namespaced_config_map("iflearner-dns-records", "kube-system").data or {}
+        for stale in self.records.iterdir():
+            if stale.name not in data:
+                stale.unlink()
+        for key, value in data.items():
+            (self.records / key).write_text(value)
+
+    def query(self, name: str) -> list[str]:
+        answer = dns.query.udp(dns.message.make_query(name, "A"), "127.0.0.1", port=self.port, timeout=2)
+        if answer.rcode() != dns.rcode.NOERROR:
+            return []
+        return [item.address for rrset in answer.answer for item in rrset if rrset.rdtype == 1]
+
+    def wait_answer(self, name: str, expected: list[str], timeout: float = 30) -> list[str]:
+        deadline = time.monotonic() + timeout
+        got: list[str] = []
+        while time.monotonic() < deadline:
+            try:
+                got = self.query(name)
+            except (dns.exception.Timeout, OSError):
+                got = []
+            if got == expected:
+                return got
+            time.sleep(0.5)
+        return got
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def test_bootstrap_up_wires_dns_and_destroy_restores(bootstrap_cluster, tmp_path):
+    kubeconfig, project = bootstrap_cluster
+    api = _api(kubeconfig)
+    core = client.CoreV1Api(api)
+    original = _corefile(core)
+    assert original == STOCK_COREFILE
+
+    project.up()
+    corefile = _corefile(core)
+    for plugin in ("errors", "health {", "ready", "kubernetes cluster.local", "forward .", "cache 30", "reload"):
+        assert plugin in corefile
+    assert BEGIN_MARK in corefile and f"template IN A {ZONE}" in corefile
+    deployment = client.AppsV1Api(api).read_namespaced_deployment("coredns", "kube-system")
+    assert any(v.config_map and v.config_map.name == "iflearner-dns-records"
+               for v in deployment.spec.template.spec.volumes)
+    ca = core.read_namespaced_secret("iflearner-ca", "iflearner-system")
+    assert ca.type == "kubernetes.io/tls"
+    trust = core.read_namespaced_config_map("iflearner-trust", "iflearner-system")
+    assert "PRIVATE KEY" not in "".join(trust.data.values()) and "BEGIN CERTIFICATE" in trust.data["server.crt"]
+    assert "BEGIN CERTIFICATE" in project.outputs()["caCertificate"]
+    again = project.preview()
+    assert "no changes" in again.lower() or re.search(r"\b\d+ unchanged\b", again), again[-1500:]
+
+    # A job's record through the real CoreDNS, from the cluster's Corefile.
+    settings = ClusterSettings(ingress_address=INGRESS_ADDRESS)
+    job = dataclasses.replace(load_job_file(REPO_ROOT / "examples" / "server.yaml"), namespace="default")
+    from iflearner.stackrunner import RunnerSettings, StackRunner
+
+    runner = StackRunner(RunnerSettings.local(tmp_path / "jobs", "jobs"))
+    desired = desired_resources(job, settings)
+    assert runner.up(stack_name(job), job_program(desired, settings, kubeconfig.read_text())).succeeded
+    coredns = RealCoreDns(core, kubeconfig, tmp_path / "coredns")
+    try:
+        assert coredns.wait_answer("job1.server.iflearner.com.", [INGRESS_ADDRESS]) == [INGRESS_ADDRESS]
+        assert coredns.wait_answer(f"job7.{ZONE}.", [ZONE_ADDRESS]) == [ZONE_ADDRESS]
+        assert runner.destroy(stack_name(job)).succeeded
+        coredns.sync_records()
+        assert coredns.wait_answer("job1.server.iflearner.com.", []) == []
+        assert coredns.query(f"job7.{ZONE}.") == [ZONE_ADDRESS]
+    finally:
+        coredns.stop()
+
+    project.destroy()
+    assert _corefile(core) == original
+    deployment = client.AppsV1Api(api).read_namespaced_deployment("coredns", "kube-system")
+    assert not any(v.name == "iflearner-dns-records" for v in deployment.spec.template.spec.volumes or [])
+    for read in (lambda: core.read_namespace("iflearner-system"),
+                 lambda: core.read_namespaced_config_map("iflearner-dns-records", "kube-system"),
+                 lambda: client.RbacAuthorizationV1Api(api).read_cluster_role("iflearner-operator"),
+                 lambda: client.ApiextensionsV1Api(api).read_custom_resource_definition(
+                     "iflearnerjobs.git.iflytek.com")):
+        with pytest.raises(ApiException) as gone:
+            read()
+        assert gone.value.status == 404
