@@ -1,0 +1,422 @@
+"""One reconcile of one IflearnerJob key: level-triggered, idempotent.
+
+From the cached job it decides, in order:
+1. deleted job -> nothing; job being deleted -> ``destroy`` its stack, then
+   remove the finalizer (a failed destroy keeps it and retries with backoff);
+2. no finalizer -> add it, so deleting the job always destroys its stack;
+3. invalid spec -> ``Stalled`` (no retry until the spec changes);
+4. gating (see :mod:`iflearner.controller.gating`) -> ``up`` only when
+   something changed, respecting the backoff of a failed ``up`` as recorded
+   in status (so a restart does not reset it);
+5. status through the status subresource, only when it changed; Events only
+   for what a person must act on.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from kubernetes.client.exceptions import ApiException
+
+from iflearner.controller import gating
+from iflearner.controller.events import NORMAL, WARNING, EventRecorder
+from iflearner.controller.informers import JOBS, OWNED_RESOURCES, Informer, Resource
+from iflearner.controller.kubeapi import MERGE_PATCH, KubeApi, object_path
+from iflearner.controller.logs import job_logger
+from iflearner.controller.metrics import Metrics
+from iflearner.controller.status import (
+    READY,
+    RESULT_FAILED,
+    RESULT_IN_PROGRESS,
+    RESULT_SUCCEEDED,
+    STALLED,
+    Observation,
+    Operation,
+    compute_status,
+    condition,
+    failure_count_of,
+    is_ready,
+    merge_patch,
+    outputs_for,
+    rfc3339,
+)
+from iflearner.controller.workqueue import exponential_backoff
+from iflearner.desired import ClusterSettings, base_name, desired_resources, owned_object_refs
+from iflearner.job import IflearnerJob, InvalidJobError, Role, parse_job, stack_name
+from iflearner.program import job_program
+from iflearner.stackrunner import StackResult
+
+log = logging.getLogger(__name__)
+
+FINALIZER = "iflearner.git.iflytek.com/stack"
+EVENT_EVERY_N_FAILURES = 5
+_RESOURCES_BY_KIND: dict[str, Resource] = {r.kind: r for r in OWNED_RESOURCES}
+
+
+class Runner(Protocol):
+    def up(self, stack_name: str, program: Callable[[], None]) -> StackResult: ...
+
+    def destroy(self, stack_name: str) -> StackResult: ...
+
+
+@dataclass(frozen=True)
+class Result:
+    """What the worker does with the key afterwards: nothing, or look again later."""
+
+    requeue_after: float | None = None
+
+
+@dataclass
+class _Memo:
+    uid: str
+    status: dict[str, Any]
+
+
+def utc_now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def job_path(namespace: str, name: str) -> str:
+    return object_path(JOBS.api_path, JOBS.plural, namespace, name)
+
+
+def stack_name_for(namespace: str, name: str) -> str:
+    """The stack of a job, also for jobs whose spec does not parse."""
+    placeholder = IflearnerJob(name=name, namespace=namespace, role=Role.SERVER, host="x.invalid", template={})
+    return stack_name(placeholder)
+
+
+def _deep_union(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(a)
+    for key, value in b.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _deep_union(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+class Reconciler:
+    """Turns the cached state of one job into (at most) one stack operation and a status."""
+
+    def __init__(
+        self,
+        api: KubeApi,
+        jobs: Informer,
+        owned: Mapping[str, Informer],
+        runner: Runner,
+        settings: ClusterSettings,
+        kubeconfig_text: str | None,
+        events: EventRecorder,
+        metrics: Metrics,
+        clock: Callable[[], datetime.datetime] = utc_now,
+        cache_wait: float = 5.0,
+    ) -> None:
+        self.api = api
+        self.jobs = jobs
+        self.owned = owned
+        self.runner = runner
+        self.settings = settings
+        self.kubeconfig_text = kubeconfig_text
+        self.events = events
+        self.metrics = metrics
+        self.clock = clock
+        self.cache_wait = cache_wait
+        self._memo: dict[str, _Memo] = {}
+        self._memo_lock = threading.Lock()
+
+    # -- status bookkeeping ---------------------------------------------------------------------
+
+    def _previous_status(self, key: str, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """The status this process last wrote (the cache may lag behind it), else the cached one."""
+        uid = (obj.get("metadata") or {}).get("uid")
+        with self._memo_lock:
+            memo = self._memo.get(key)
+        if memo is not None and memo.uid == uid:
+            return memo.status
+        return dict(obj.get("status") or {})
+
+    def _write_status(self, key: str, obj: Mapping[str, Any], previous: Mapping[str, Any],
+                      new: dict[str, Any]) -> bool:
+        """Patch the status subresource when ``new`` differs; True when written."""
+        patch = merge_patch(previous, new)
+        if not patch:
+            return False
+        cached = obj.get("status") or {}
+        if cached is not previous:
+            patch = _deep_union(merge_patch(cached, new), patch)
+        metadata = obj.get("metadata") or {}
+        try:
+            self.api.request("PATCH", job_path(metadata["namespace"], metadata["name"]) + "/status",
+                             body={"status": patch}, content_type=MERGE_PATCH)
+        except ApiException as error:
+            if error.status == 404:
+                return False  # the job is gone
+            raise
+        with self._memo_lock:
+            self._memo[key] = _Memo(str(metadata.get("uid")), new)
+        return True
+
+    def forget(self, key: str) -> None:
+        with self._memo_lock:
+            self._memo.pop(key, None)
+
+    # -- cluster reads --------------------------------------------------------------------------
+
+    def _cached(self, ref: gating.ObjectRef) -> Mapping[str, Any] | None:
+        informer = self.owned.get(ref[1])
+        return informer.get(ref[2], ref[3]) if informer is not None else None
+
+    def _read(self, ref: gating.ObjectRef) -> Mapping[str, Any] | None:
+        resource = _RESOURCES_BY_KIND[ref[1]]
+        return self.api.get_or_none(object_path(resource.api_path, resource.plural, ref[2], ref[3]))
+
+    def _versions_after_up(self, refs: list[gating.ObjectRef]) -> dict[str, str | None]:
+        """Versions of the owned objects as the API has them now; waits for the cache to agree.
+
+        Recording what the API says and letting the cache catch up first means
+        the reconcile that the stack's own watch events trigger finds nothing
+        changed, instead of running ``up`` again.
+        """
+        versions = gating.observe(refs, self._read)
+        deadline = time.monotonic() + self.cache_wait
+        while time.monotonic() < deadline:
+            if gating.observe(refs, self._cached) == versions:
+                break
+            time.sleep(0.02)
+        return versions
+
+    def _pod_phase(self, namespace: str, pod_name: str) -> str | None:
+        informer = self.owned.get("Pod")
+        pod = informer.get(namespace, pod_name) if informer is not None else None
+        if pod is None:
+            return None
+        return (pod.get("status") or {}).get("phase") or "Pending"
+
+    # -- stack operations -----------------------------------------------------------------------
+
+    def _recover_if_needed(self, stack: str, last: Operation | None) -> None:
+        """Clear a stale lock and pending operations left by a run that died.
+
+        Only when the status says a run may have died (an operation recorded
+        as in progress) or the last one failed on a lock, so that the common
+        path starts no extra process.
+        """
+        recover = getattr(self.runner, "recover", None)
+        if recover is None or last is None:
+            return
+        interrupted = last.result == RESULT_IN_PROGRESS
+        locked = last.failed and "lock" in (last.error or "").lower()
+        if interrupted or locked:
+            try:
+                recover(stack)
+            except Exception as error:  # noqa: BLE001 - the operation itself reports what is wrong
+                log.warning("stack recovery failed", extra={"stack": stack, "error": str(error)[:300]})
+
+    def _run(self, operation: str, action: Callable[[], StackResult]) -> StackResult:
+        result = action()
+        self.metrics.record_pulumi(operation, result.succeeded, result.seconds)
+        return result
+
+    # -- reconcile ------------------------------------------------------------------------------
+
+    def reconcile(self, key: str) -> Result:
+        namespace, _, name = key.partition("/")
+        obj = self.jobs.get(namespace, name)
+        if obj is None:
+            self.forget(key)
+            return Result()
+        metadata = obj.get("metadata") or {}
+        logger = job_logger(log, namespace, name)
+        if metadata.get("deletionTimestamp"):
+            return self._finalize(key, obj, logger)
+        if FINALIZER not in (metadata.get("finalizers") or []):
+            obj = self._add_finalizer(obj)
+        return self._sync(key, obj, logger)
+
+    def _add_finalizer(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        for attempt in range(2):
+            metadata = obj.get("metadata") or {}
+            finalizers = list(metadata.get("finalizers") or [])
+            if FINALIZER in finalizers:
+                return dict(obj)
+            body = {"metadata": {"finalizers": [*finalizers, FINALIZER],
+                                 "resourceVersion": metadata.get("resourceVersion")}}
+            path = job_path(metadata["namespace"], metadata["name"])
+            try:
+                return self.api.request("PATCH", path, body=body, content_type=MERGE_PATCH)
+            except ApiException as error:
+                if error.status != 409 or attempt:
+                    raise
+                obj = self.api.request("GET", path)
+        raise AssertionError("unreachable")
+
+    def _sync(self, key: str, obj: dict[str, Any], logger: logging.LoggerAdapter) -> Result:  # type: ignore[type-arg]
+        metadata = obj.get("metadata") or {}
+        namespace, name = metadata["namespace"], metadata["name"]
+        generation = int(metadata.get("generation") or 0)
+        previous = self._previous_status(key, obj)
+        now = self.clock()
+        try:
+            job = parse_job(obj)
+        except InvalidJobError as error:
+            return self._stalled(key, obj, previous, error, now, logger)
+
+        desired = desired_resources(job, self.settings)
+        fingerprint = gating.fingerprint(desired, self.settings)
+        refs = owned_object_refs(desired)
+        stack = stack_name(job)
+        last = Operation.from_status(previous.get("lastOperation"))
+        failures = failure_count_of(previous)
+        decision = gating.decide(fingerprint, previous.get("applied"), gating.observe(refs, self._cached), last)
+        outputs = outputs_for(job.host, job.namespace, desired.names, desired.trust_configmap is not None)
+        base = dict(generation=generation, pod_name=desired.names.pod, host=job.host, outputs=outputs)
+
+        operation: Operation | None = None
+        applied: dict[str, Any] | None = None
+        requeue: float | None = None
+        retry_at = gating.retry_time(last, failures, fingerprint) if decision.should_run else None
+        if not decision.should_run:
+            self.metrics.gated.inc()
+        elif retry_at is not None and retry_at > now:
+            requeue = (retry_at - now).total_seconds() + 0.05
+            logger.debug("waiting for backoff before retrying up", extra={"retry_at": rfc3339(retry_at)})
+        else:
+            logger.info("running up", extra={"stack": stack, "reason": decision.reason})
+            starting = compute_status(previous, Observation(
+                now=rfc3339(now), in_progress="up", failure_count=failures,
+                pod_phase=self._pod_phase(namespace, desired.names.pod), **base))
+            self._write_status(key, obj, previous, starting)
+            previous = starting
+            self._recover_if_needed(stack, last)
+            program = job_program(desired, self.settings, self.kubeconfig_text)
+            result = self._run("up", lambda: self.runner.up(stack, program))
+            finished = rfc3339(self.clock())
+            if result.succeeded:
+                failures = 0
+                applied = gating.applied_record(fingerprint, self._versions_after_up(refs))
+                operation = Operation("up", RESULT_SUCCEEDED, finished, result.changes,
+                                      seconds=result.seconds, fingerprint=fingerprint)
+                logger.info("up succeeded", extra={"stack": stack, "seconds": result.seconds,
+                                                   "changes": result.changes})
+            else:
+                failures += 1
+                operation = Operation("up", RESULT_FAILED, finished, result.changes, error=result.error,
+                                      seconds=result.seconds, fingerprint=fingerprint)
+                retry_at = gating.retry_time(operation, failures, fingerprint)
+                requeue = exponential_backoff(failures)
+                logger.warning("up failed", extra={"stack": stack, "failures": failures,
+                                                   "error": (result.error or "")[:500]})
+                if failures == 1 or failures % EVENT_EVERY_N_FAILURES == 0:
+                    self.events.event(obj, WARNING, "StackUpdateFailed",
+                                      f"pulumi up failed (attempt {failures}): {result.error}")
+
+        new = compute_status(previous, Observation(
+            now=rfc3339(self.clock()), operation=operation, failure_count=failures,
+            next_retry_time=gating.retry_time_text(retry_at) if requeue is not None else None,
+            pod_phase=self._pod_phase(namespace, desired.names.pod), applied=applied, **base))
+        self._write_status(key, obj, previous, new)
+        self._ready_events(obj, previous, new)
+        return Result(requeue_after=requeue)
+
+    def _stalled(self, key: str, obj: dict[str, Any], previous: dict[str, Any], error: InvalidJobError,
+                 now: datetime.datetime, logger: logging.LoggerAdapter) -> Result:  # type: ignore[type-arg]
+        metadata = obj["metadata"]
+        generation = int(metadata.get("generation") or 0)
+        problems = tuple(f"{p.field}: {p.message}" for p in error.problems)
+        pod = base_name(metadata["namespace"], metadata["name"])
+        new = compute_status(previous, Observation(
+            generation=generation, now=rfc3339(now), problems=problems,
+            failure_count=failure_count_of(previous), pod_phase=self._pod_phase(metadata["namespace"], pod)))
+        old_stalled = condition(previous, STALLED)
+        already = (old_stalled is not None and old_stalled.get("status") == "True"
+                   and old_stalled.get("observedGeneration") == generation)
+        if not already:
+            logger.warning("invalid spec", extra={"problems": "; ".join(problems)[:1000]})
+            self.events.event(obj, WARNING, "InvalidSpec", "; ".join(problems))
+        self._write_status(key, obj, previous, new)
+        return Result()
+
+    def _ready_events(self, obj: Mapping[str, Any], previous: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+        was, now_ready = is_ready(previous), is_ready(new)
+        if was == now_ready:
+            return
+        ready = condition(new, READY) or {}
+        if now_ready:
+            self.events.event(obj, NORMAL, "Ready", str(ready.get("message") or "the job is ready"))
+        else:
+            self.events.event(obj, WARNING, "NotReady", str(ready.get("message") or "the job is not ready"))
+
+    # -- deletion -------------------------------------------------------------------------------
+
+    def _finalize(self, key: str, obj: dict[str, Any], logger: logging.LoggerAdapter) -> Result:  # type: ignore[type-arg]
+        metadata = obj["metadata"]
+        if FINALIZER not in (metadata.get("finalizers") or []):
+            self.forget(key)
+            return Result()
+        namespace, name = metadata["namespace"], metadata["name"]
+        generation = int(metadata.get("generation") or 0)
+        previous = self._previous_status(key, obj)
+        last = Operation.from_status(previous.get("lastOperation"))
+        failures = failure_count_of(previous) if last is not None and last.kind == "destroy" else 0
+        now = self.clock()
+        retry_at = gating.retry_time(last, failures, "destroy") if last and last.kind == "destroy" else None
+        pod_phase = self._pod_phase(namespace, base_name(namespace, name))
+        if retry_at is not None and retry_at > now:
+            return Result(requeue_after=(retry_at - now).total_seconds() + 0.05)
+
+        stack = stack_name_for(namespace, name)
+        starting = compute_status(previous, Observation(
+            generation=generation, now=rfc3339(now), in_progress="destroy", deleting=True,
+            failure_count=failures, pod_phase=pod_phase))
+        self._write_status(key, obj, previous, starting)
+        self._recover_if_needed(stack, last)
+        logger.info("destroying the stack", extra={"stack": stack})
+        result = self._run("destroy", lambda: self.runner.destroy(stack))
+        finished = rfc3339(self.clock())
+        if result.succeeded:
+            logger.info("stack destroyed", extra={"stack": stack, "seconds": result.seconds,
+                                                  "changes": result.changes})
+            self._remove_finalizer(obj)
+            self.forget(key)
+            return Result()
+        failures += 1
+        operation = Operation("destroy", RESULT_FAILED, finished, result.changes, error=result.error,
+                              seconds=result.seconds, fingerprint="destroy")
+        retry_at = gating.retry_time(operation, failures, "destroy")
+        logger.warning("destroy failed", extra={"stack": stack, "failures": failures,
+                                                "error": (result.error or "")[:500]})
+        if failures == 1 or failures % EVENT_EVERY_N_FAILURES == 0:
+            self.events.event(obj, WARNING, "DestroyFailed",
+                              f"pulumi destroy failed (attempt {failures}); the finalizer stays until it "
+                              f"succeeds: {result.error}")
+        new = compute_status(starting, Observation(
+            generation=generation, now=finished, deleting=True, operation=operation, failure_count=failures,
+            next_retry_time=gating.retry_time_text(retry_at), pod_phase=pod_phase))
+        self._write_status(key, obj, starting, new)
+        return Result(requeue_after=exponential_backoff(failures))
+
+    def _remove_finalizer(self, obj: Mapping[str, Any]) -> None:
+        for attempt in range(3):
+            metadata = obj.get("metadata") or {}
+            finalizers = [f for f in (metadata.get("finalizers") or []) if f != FINALIZER]
+            path = job_path(metadata["namespace"], metadata["name"])
+            body = {"metadata": {"finalizers": finalizers, "resourceVersion": metadata.get("resourceVersion")}}
+            try:
+                self.api.request("PATCH", path, body=body, content_type=MERGE_PATCH)
+                return
+            except ApiException as error:
+                if error.status == 404:
+                    return
+                if error.status != 409 or attempt == 2:
+                    raise
+                fresh = self.api.get_or_none(path)
+                if fresh is None:
+                    return
+                obj = fresh

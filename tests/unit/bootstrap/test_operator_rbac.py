@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from iflearner.bootstrap.operator import OperatorConfig, cluster_role_rules, deployment, rbac
+from iflearner.desired import ClusterSettings
+
+
+def _all_rules():
+    for obj in rbac(ClusterSettings()):
+        yield from obj.get("rules", [])
+
+
+def test_no_wildcards_anywhere():
+    for rule in _all_rules():
+        for key in ("apiGroups", "resources", "verbs", "resourceNames"):
+            assert "*" not in rule.get(key, []), rule
+
+
+def test_status_and_finalizers_are_separate_and_narrow():
+    rules = {tuple(r["resources"]): r["verbs"] for r in cluster_role_rules()}
+    assert rules[("iflearnerjobs/status",)] == ["get", "patch", "update"]
+    assert rules[("iflearnerjobs/finalizers",)] == ["update"]
+    assert "delete" not in rules[("iflearnerjobs",)] and "create" not in rules[("iflearnerjobs",)]
+
+
+def test_shared_objects_are_restricted_by_name():
+    settings = ClusterSettings()
+    named = [r for r in _all_rules() if r.get("resourceNames")]
+    names = {n for r in named for n in r["resourceNames"]}
+    assert {settings.ca_secret_name, settings.trust_configmap_name, settings.dns_configmap_name} <= names
+    ca_rule = next(r for r in named if settings.ca_secret_name in r["resourceNames"])
+    assert ca_rule["verbs"] == ["get"]
+
+
+def test_deployment_is_restricted_and_probed():
+    objects = deployment(ClusterSettings(), OperatorConfig())
+    deploy = next(o for o in objects if o["kind"] == "Deployment")
+    pod = deploy["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    env = container["env"][0]
+    assert env["name"] == "PULUMI_CONFIG_PASSPHRASE" and "secretKeyRef" in env["valueFrom"]
+    assert any(o["kind"] == "PersistentVolumeClaim" for o in objects)
+    remote = deployment(ClusterSettings(), OperatorConfig(backend_url="s3://bucket/state"))
+    assert not any(o["kind"] == "PersistentVolumeClaim" for o in remote)

@@ -1,0 +1,18 @@
+"""The CLI's contract for bad input, without a cluster."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_preview_of_invalid_job_exits_2_with_one_line_per_problem(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("apiVersion: git.iflytek.com/v1\nkind: IflearnerJob\nmetadata: {name: x}\n"
+                   "spec: {role: srv, host: Bad_Host}\n")
+    result = subprocess.run([sys.executable, "-m", "iflearner", "preview", str(bad)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 3
+    assert lines[0].startswith("invalid: spec.role:")
