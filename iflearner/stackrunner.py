@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -60,6 +61,34 @@ class StackResult:
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# How the DIY backend names a lock's holder in the error of a locked stack.
+_LOCK_HOLDER = re.compile(r"created by (?P<user>[^@\s]+)@(?P<host>\S+) \(pid (?P<pid>\d+)\)")
+LOCKED_MESSAGE = "the stack is currently locked"
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    host: str
+    pid: int
+
+
+def lock_holders(error_text: str) -> list[LockHolder]:
+    return [LockHolder(m["host"], int(m["pid"])) for m in _LOCK_HOLDER.finditer(error_text)]
+
+
+def lock_is_stale(holder: LockHolder, hostname: str, foreign_locks_are_stale: bool) -> bool:
+    """A lock is stale when its process is gone. On this host that is checked;
+    a lock from another host is stale only when the caller knows that no
+    other writer can be running (the leader of an elected controller)."""
+    if holder.host != hostname:
+        return foreign_locks_are_stale
+    try:
+        os.kill(holder.pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def summarize_error(error: BaseException) -> str:
@@ -77,8 +106,9 @@ def summarize_error(error: BaseException) -> str:
 class StackRunner:
     """Preview, up and destroy of inline-program stacks in one workspace."""
 
-    def __init__(self, settings: RunnerSettings) -> None:
+    def __init__(self, settings: RunnerSettings, foreign_locks_are_stale: bool = False) -> None:
         self.settings = settings
+        self.foreign_locks_are_stale = foreign_locks_are_stale
         env = toolchain.pulumi_env()
         env[PASSPHRASE_ENV] = settings.passphrase
         env["PULUMI_BACKEND_URL"] = settings.backend_url
@@ -125,7 +155,7 @@ class StackRunner:
     def up(self, stack_name: str, program: Callable[[], None]) -> StackResult:
         def action() -> StackResult:
             stack = self._stack(stack_name, program)
-            up = stack.up(color="never", suppress_progress=True)
+            up = self._with_recovery(stack, lambda: stack.up(color="never", suppress_progress=True))
             changes = {str(k): int(v) for k, v in (up.summary.resource_changes or {}).items()}
             outputs = {k: v.value for k, v in up.outputs.items() if not v.secret}
             return StackResult("up", stack_name, True, changes=changes, outputs=outputs)
@@ -143,12 +173,43 @@ class StackRunner:
                 )
             except auto.StackNotFoundError:
                 return StackResult("destroy", stack_name, True, changes={})
-            destroyed = stack.destroy(color="never", suppress_progress=True)
+            destroyed = self._with_recovery(stack, lambda: stack.destroy(color="never", suppress_progress=True))
             stack.workspace.remove_stack(stack_name)
             changes = {str(k): int(v) for k, v in (destroyed.summary.resource_changes or {}).items()}
             return StackResult("destroy", stack_name, True, changes=changes)
 
         return self._run("destroy", stack_name, action)
+
+    def _with_recovery(self, stack: auto.Stack, operation: Callable[[], Any]) -> Any:
+        """Run a locking operation; a run killed mid-way leaves its lock and
+        pending operations, which are cleared if (and only if) that run is
+        dead, and the operation is retried once."""
+        try:
+            return operation()
+        except auto.CommandError as error:
+            if LOCKED_MESSAGE not in str(error) or not self._recover(stack, str(error)):
+                raise
+        return operation()
+
+    def _recover(self, stack: auto.Stack, lock_error: str) -> bool:
+        holders = lock_holders(lock_error)
+        hostname = socket.gethostname()
+        if not holders or not all(lock_is_stale(h, hostname, self.foreign_locks_are_stale) for h in holders):
+            return False
+        stack.cancel()  # the DIY backend's cancel deletes the stack's lock files
+        self._clear_pending_operations(stack)
+        return True
+
+    @staticmethod
+    def _clear_pending_operations(stack: auto.Stack) -> bool:
+        state = stack.export_stack()
+        if not state.deployment.get("pending_operations"):
+            return False
+        # Kubernetes objects are applied server-side, so a create that was in
+        # flight is safely re-applied by the next up.
+        state.deployment["pending_operations"] = []
+        stack.import_stack(state)
+        return True
 
     def _exists(self, stack_name: str) -> bool:
         workspace = auto.LocalWorkspace(**vars(self._workspace_options()))

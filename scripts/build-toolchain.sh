@@ -75,7 +75,7 @@ build_pulumi() {
   run pulumi edit-go-mod go mod edit -dropreplace=github.com/pulumi/pulumi/sdk/v3 -require="github.com/pulumi/pulumi/sdk/v3@$PULUMI_VERSION"
   run pulumi build go build -mod=mod -tags osusergo,grpcnotrace \
     -ldflags "-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=$PULUMI_VERSION" -o "$BIN/pulumi" ./cmd/pulumi
-  cd - >/dev/null; rm -rf "$d"
+  cd "$WORK"; rm -rf "$d"
 }
 
 install_python_plugin_scripts() {
@@ -114,7 +114,7 @@ build_kubernetes_provider() {
   run kubernetes-provider build go build -mod=mod \
     -ldflags "-s -w -X github.com/pulumi/pulumi-kubernetes/provider/v4/pkg/version.Version=v$K8S_PROVIDER_VERSION" \
     -o "$BIN/pulumi-resource-kubernetes" ./cmd/pulumi-resource-kubernetes
-  cd - >/dev/null; rm -rf "$d"
+  cd "$WORK"; rm -rf "$d"
 }
 
 build_etcd() {
@@ -123,7 +123,7 @@ build_etcd() {
   run etcd init go mod init iflearner.local/etcd-wrapper
   run etcd get go get -tool "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
   run etcd build go build -ldflags "-s -w" -o "$BIN/etcd" go.etcd.io/etcd/server/v3
-  cd - >/dev/null; rm -rf "$d"
+  cd "$WORK"; rm -rf "$d"
 }
 
 build_kube() {
@@ -148,7 +148,7 @@ build_kube() {
   for c in kube-apiserver kube-controller-manager kube-scheduler; do
     run kube "build-$c" go build -pgo=off -ldflags "$ldflags" -o "$BIN/$c" "k8s.io/kubernetes/cmd/$c"
   done
-  cd - >/dev/null; rm -rf "$d"
+  cd "$WORK"; rm -rf "$d"
 }
 
 build_kwok() {
@@ -161,7 +161,7 @@ build_coredns() {
   run coredns init go mod init iflearner.local/coredns-wrapper
   run coredns get go get -tool "github.com/coredns/coredns@$COREDNS_VERSION"
   run coredns build go build -ldflags "-s -w" -o "$BIN/coredns" github.com/coredns/coredns
-  cd - >/dev/null; rm -rf "$d"
+  cd "$WORK"; rm -rf "$d"
 }
 
 register_plugins() {

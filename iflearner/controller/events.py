@@ -69,5 +69,5 @@ class EventRecorder:
         try:
             self.api.request("POST", collection_path("/api/v1", "events", namespace), body=body)
         except Exception as error:  # noqa: BLE001 - events are best effort
-            log.warning("could not write event", extra={"namespace": namespace, "name": name,
+            log.warning("could not write event", extra={"namespace": namespace, "job_name": name,
                                                         "reason": reason, "error": str(error)[:300]})

@@ -1,6 +1,7 @@
 """Structured JSON logs: one object per line with time, level, msg, namespace, name and extras.
 
-Callers pass context with ``extra={...}``; :func:`job_logger` binds a job's
+Callers pass context with ``extra={...}`` (a job's name as ``job_name``: LogRecord
+reserves ``name``); :func:`job_logger` binds a job's
 namespace and name. Never pass secret material (keys, passphrases, Secret
 data) in a message or an extra.
 """
@@ -17,6 +18,8 @@ from typing import Any, TextIO
 # Attributes every LogRecord has; anything else came from ``extra``.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 _REDACTED_KEYS = ("passphrase", "password", "token", "private_key", "tls.key")
+# LogRecord reserves "name" (the logger's); jobs log theirs as "job_name", printed as "name".
+_RENAMED = {"job_name": "name"}
 
 
 class JsonFormatter(logging.Formatter):
@@ -35,7 +38,7 @@ class JsonFormatter(logging.Formatter):
                 continue
             if any(marker in key.lower() for marker in _REDACTED_KEYS):
                 value = "[redacted]"
-            entry[key] = value if isinstance(value, str | int | float | bool | type(None)) else str(value)
+            entry[_RENAMED.get(key, key)] = value if isinstance(value, str | int | float | bool | type(None)) else str(value)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
@@ -66,5 +69,5 @@ class _JobAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
 def job_logger(logger: logging.Logger, namespace: str, name: str,
                **fields: Any) -> logging.LoggerAdapter:  # type: ignore[type-arg]
     """A logger whose records carry the job's namespace and name."""
-    context: Mapping[str, Any] = {"namespace": namespace, "name": name, **fields}
+    context: Mapping[str, Any] = {"namespace": namespace, "job_name": name, **fields}
     return _JobAdapter(logger, dict(context))

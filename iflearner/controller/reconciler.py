@@ -259,7 +259,7 @@ class Reconciler:
 
     def _sync(self, key: str, obj: dict[str, Any], logger: logging.LoggerAdapter) -> Result:  # type: ignore[type-arg]
         metadata = obj.get("metadata") or {}
-        namespace, name = metadata["namespace"], metadata["name"]
+        namespace = metadata["namespace"]
         generation = int(metadata.get("generation") or 0)
         previous = self._previous_status(key, obj)
         now = self.clock()
