@@ -155,6 +155,19 @@ build_kwok() {
   GOBIN="$BIN" run kwok install go install "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" "sigs.k8s.io/kwok/cmd/kwokctl@$KWOK_VERSION"
 }
 
+install_kwok_stages() {
+  # kwok needs Stage objects to play kubelet; its module ships the upstream
+  # "fast" set (node initialize + lease heartbeat, pod ready/complete/delete).
+  local dir out="$TOOLS/kwok-stages.yaml" f
+  dir=$(moddir "sigs.k8s.io/kwok@$KWOK_VERSION")/kustomize/stage
+  : >"$out.tmp"
+  for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+           pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
+    { echo "---"; cat "$dir/$f"; } >>"$out.tmp"
+  done
+  mv "$out.tmp" "$out"
+}
+
 build_coredns() {
   local d="$WORK/coredns-wrapper"
   rm -rf "$d"; mkdir -p "$d"; cd "$d"
@@ -178,6 +191,7 @@ want python-plugin-scripts && install_python_plugin_scripts
 want kubernetes-provider && build_one kubernetes-provider build_kubernetes_provider
 want etcd && build_one etcd build_etcd
 want kwok && build_one kwok build_kwok
+want kwok && install_kwok_stages
 want kube && build_one kube build_kube
 want coredns && build_one coredns build_coredns "$COREDNS_VERSION"
 want plugins && build_one plugins register_plugins

@@ -38,7 +38,8 @@ class JsonFormatter(logging.Formatter):
                 continue
             if any(marker in key.lower() for marker in _REDACTED_KEYS):
                 value = "[redacted]"
-            entry[_RENAMED.get(key, key)] = value if isinstance(value, str | int | float | bool | type(None)) else str(value)
+            plain = isinstance(value, str | int | float | bool | type(None))
+            entry[_RENAMED.get(key, key)] = value if plain else str(value)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)

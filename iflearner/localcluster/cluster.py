@@ -186,6 +186,7 @@ class LocalCluster:
             ])
             launch("kwok", [
                 str(binaries["kwok"]), f"--kubeconfig={kubeconfig}",
+                f"--config={toolchain.tools_dir() / 'kwok-stages.yaml'}",
                 "--manage-all-nodes=true", f"--server-address=127.0.0.1:{kwok_port}",
                 "--cidr=10.244.0.1/24", "--node-ip=10.244.0.1",
             ])

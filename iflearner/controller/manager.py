@@ -1,0 +1,358 @@
+"""Wiring: configuration, informers, the work queue, workers, leader election, probes, shutdown.
+
+Start-up order: metrics/health server, informers (also on a standby replica,
+so that a failover starts with warm caches), wait for the caches to sync
+(``/readyz`` turns ready), then -- as leader, when leader election is on --
+the workers and the periodic resync.
+
+SIGTERM/SIGINT: stop handing out keys, let in-flight reconciles finish
+(``shutdown_grace``), stop any Pulumi process still running (it cancels and
+releases its stack lock), release the Lease, exit 0. Losing the Lease: stop
+reconciling at once and exit 1, so that the Deployment restarts the process
+as a fresh candidate.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, config
+
+from iflearner.controller.events import EventRecorder
+from iflearner.controller.health import HealthServer
+from iflearner.controller.informers import (
+    ADDED,
+    DELETED,
+    JOBS,
+    MANAGED_SELECTOR,
+    OWNED_RESOURCES,
+    Informer,
+)
+from iflearner.controller.kubeapi import KubeApi
+from iflearner.controller.leaderelection import LeaderElectionConfig, LeaderElector, default_identity
+from iflearner.controller.logs import configure as configure_logging
+from iflearner.controller.metrics import Metrics
+from iflearner.controller.options import ControllerOptions
+from iflearner.controller.reconciler import Reconciler
+from iflearner.controller.workqueue import WorkQueue
+from iflearner.desired import LABEL_JOB_NAME, LABEL_JOB_NAMESPACE, job_labels
+from iflearner.job import IflearnerJob, Role
+
+log = logging.getLogger("iflearner.controller")
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+
+
+def load_api_client(options: ControllerOptions, pool_size: int) -> tuple[client.ApiClient, str | None]:
+    """An ApiClient, and the kubeconfig text the Pulumi provider should use (None: in-cluster)."""
+    from iflearner.settings import kubeconfig_text
+
+    configuration = client.Configuration()
+    text = kubeconfig_text(options.kubeconfig)
+    if text is None:
+        config.load_incluster_config(client_configuration=configuration)
+    else:
+        path = str(options.kubeconfig) if options.kubeconfig else None
+        config.load_kube_config(config_file=path, context=options.context, client_configuration=configuration)
+    configuration.connection_pool_maxsize = pool_size
+    return client.ApiClient(configuration), text
+
+
+def _job_changed(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> bool:
+    """Job events worth a reconcile: not our own status writes."""
+    if old is None or new is None:
+        return True
+    a, b = old.get("metadata") or {}, new.get("metadata") or {}
+    return any(a.get(k) != b.get(k) for k in ("generation", "deletionTimestamp", "finalizers", "uid"))
+
+
+def _pod_changed(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> bool:
+    """Pod events worth a reconcile: phase, identity, deletion, labels -- not every status tick."""
+    if old is None or new is None:
+        return True
+    a, b = old.get("metadata") or {}, new.get("metadata") or {}
+    if any(a.get(k) != b.get(k) for k in ("uid", "deletionTimestamp", "labels")):
+        return True
+    return (old.get("status") or {}).get("phase") != (new.get("status") or {}).get("phase")
+
+
+class Controller:
+    """The running controller (one per process)."""
+
+    def __init__(self, options: ControllerOptions, runner: Any | None = None) -> None:
+        self.options = options
+        self.metrics = Metrics()
+        namespaces = list(options.namespaces) or [None]
+        pool = len(namespaces) * (1 + len(OWNED_RESOURCES)) + options.workers * 2 + 8
+        self.api_client, self.kubeconfig_text = load_api_client(options, pool)
+        self.api = KubeApi(self.api_client)
+        self.queue = WorkQueue()
+        self.metrics.set_queue_depth_source(lambda: len(self.queue))
+        ns = list(options.namespaces) or None
+        self.jobs = Informer(self.api, JOBS, namespaces=ns, handler=self._on_job)
+        self.owned = {
+            r.kind: Informer(self.api, r, namespaces=ns, label_selector=MANAGED_SELECTOR,
+                             handler=self._on_owned_pod if r.kind == "Pod" else self._on_owned)
+            for r in OWNED_RESOURCES
+        }
+        self.metrics.set_jobs_by_phase_source(self._jobs_by_phase)
+        self.identity = options.identity or default_identity()
+        self.events = EventRecorder(self.api, instance=self.identity)
+        self.runner = runner if runner is not None else self._make_runner()
+        self.reconciler = Reconciler(self.api, self.jobs, self.owned, self.runner, options.settings,
+                                     self.kubeconfig_text, self.events, self.metrics)
+        self.stop_event = threading.Event()
+        self.exit_code = EXIT_OK
+        self._workers: list[threading.Thread] = []
+        self._started_workers = threading.Event()
+        self.elector: LeaderElector | None = None
+        if options.leader_elect:
+            self.elector = LeaderElector(
+                self.api,
+                LeaderElectionConfig(options.lease_namespace, options.lease_name, self.identity,
+                                     options.lease_duration, options.renew_deadline, options.retry_period),
+                on_started_leading=self._on_started_leading,
+                on_stopped_leading=self._on_lost_lease,
+            )
+        self.servers = [HealthServer(options.metrics_address, self.metrics, self._healthy, self._ready)]
+        if options.health_address and options.health_address != options.metrics_address:
+            self.servers.append(HealthServer(options.health_address, self.metrics, self._healthy, self._ready))
+
+    def _make_runner(self) -> Any:
+        from iflearner.stackrunner import StackRunner
+
+        return StackRunner(self.options.runner_settings())
+
+    # -- event handlers (informer threads: keep them quick) ---------------------------------------
+
+    def _on_job(self, event: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        obj = new or old or {}
+        metadata = obj.get("metadata") or {}
+        if event in (ADDED, DELETED) or _job_changed(old, new):
+            self.queue.add(f"{metadata.get('namespace')}/{metadata.get('name')}")
+
+    def _job_key_for(self, labels: Mapping[str, str]) -> str | None:
+        namespace, value = labels.get(LABEL_JOB_NAMESPACE), labels.get(LABEL_JOB_NAME)
+        if not namespace or not value:
+            return None
+        if self.jobs.get(namespace, value) is not None:
+            return f"{namespace}/{value}"
+        # Long job names carry a shortened label value: find the job it stands for.
+        for job in self.jobs.list(namespace):
+            name = str((job.get("metadata") or {}).get("name"))
+            placeholder = IflearnerJob(name=name, namespace=namespace, role=Role.SERVER, host="x.invalid",
+                                       template={})
+            if job_labels(placeholder)[LABEL_JOB_NAME] == value:
+                return f"{namespace}/{name}"
+        return None
+
+    def _on_owned(self, event: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        obj = new or old or {}
+        key = self._job_key_for((obj.get("metadata") or {}).get("labels") or {})
+        if key is not None:
+            self.queue.add(key)
+
+    def _on_owned_pod(self, event: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        if event in (ADDED, DELETED) or _pod_changed(old, new):
+            self._on_owned(event, old, new)
+
+    # -- probes and metrics -----------------------------------------------------------------------
+
+    def _informers(self) -> list[Informer]:
+        return [self.jobs, *self.owned.values()]
+
+    def synced(self) -> bool:
+        return all(i.has_synced() for i in self._informers())
+
+    def _ready(self) -> tuple[bool, str]:
+        if self.stop_event.is_set():
+            return False, "shutting down"
+        pending = [i.resource.plural for i in self._informers() if not i.has_synced()]
+        if pending:
+            return False, f"caches not synced: {', '.join(pending)}"
+        role = "" if self.elector is None else (" (leader)" if self.elector.is_leader else " (standby)")
+        return True, f"caches synced{role}"
+
+    def _healthy(self) -> tuple[bool, str]:
+        dead = [i.resource.plural for i in self._informers() if not i.alive()]
+        dead += [t.name for t in self._workers if not t.is_alive() and not self.stop_event.is_set()]
+        if self.elector is not None and not self.elector.alive() and not self.stop_event.is_set():
+            dead.append("leader-election")
+        return (not dead, f"dead threads: {', '.join(dead)}" if dead else "alive")
+
+    def _jobs_by_phase(self) -> Mapping[str, int]:
+        return Counter(str((j.get("status") or {}).get("phase") or "None") for j in self.jobs.list())
+
+    # -- workers ----------------------------------------------------------------------------------
+
+    def _worker(self) -> None:
+        while True:
+            key = self.queue.get()
+            if key is None:
+                return
+            started = time.monotonic()
+            try:
+                result = self.reconciler.reconcile(str(key))
+            except Exception as error:  # noqa: BLE001 - retried with backoff, never fatal
+                delay = self.queue.add_rate_limited(key)
+                self.metrics.reconciles.labels("error").inc()
+                self.metrics.reconcile_errors.inc()
+                namespace, _, name = str(key).partition("/")
+                log.error("reconcile failed; retrying", exc_info=not _is_api_error(error), extra={
+                    "namespace": namespace, "job_name": name, "error": str(error)[:500], "retry_seconds": delay})
+            else:
+                self.queue.forget(key)
+                if result.requeue_after is not None:
+                    self.queue.add_after(key, result.requeue_after)
+                    self.metrics.reconciles.labels("requeue").inc()
+                else:
+                    self.metrics.reconciles.labels("success").inc()
+            finally:
+                self.metrics.reconcile_duration.observe(time.monotonic() - started)
+                self.queue.done(key)
+
+    def _resync_loop(self) -> None:
+        while not self.stop_event.wait(self.options.resync_seconds):
+            keys = self.jobs.keys()
+            log.info("resync", extra={"jobs": len(keys)})
+            for key in keys:
+                self.queue.add(key)
+
+    def start_workers(self) -> None:
+        if self._started_workers.is_set() or self.stop_event.is_set():
+            return
+        self._started_workers.set()
+        for index in range(self.options.workers):
+            thread = threading.Thread(target=self._worker, name=f"worker-{index}", daemon=True)
+            thread.start()
+            self._workers.append(thread)
+        threading.Thread(target=self._resync_loop, name="resync", daemon=True).start()
+        for key in self.jobs.keys():
+            self.queue.add(key)
+        log.info("workers started", extra={"workers": self.options.workers})
+
+    def _on_started_leading(self) -> None:
+        self.metrics.leader.set(1)
+        self.start_workers()
+
+    def _on_lost_lease(self) -> None:
+        self.metrics.leader.set(0)
+        log.error("lost the leader lease: stopping reconciles and exiting", extra={"identity": self.identity})
+        self.exit_code = EXIT_FAILED
+        self.queue.shutdown()
+        terminate_children()
+        self.stop_event.set()
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        for server in self.servers:
+            server.start()
+        for informer in self._informers():
+            informer.start()
+        log.info("controller starting", extra={
+            "identity": self.identity, "namespaces": ",".join(self.options.namespaces) or "all",
+            "workers": self.options.workers, "leader_election": self.options.leader_elect,
+            "ports": ",".join(str(server.port) for server in self.servers)})
+        while not self.synced():
+            if self.stop_event.wait(0.05):
+                return self._shutdown()
+        log.info("caches synced", extra={"jobs": len(self.jobs)})
+        if self.elector is not None:
+            self.elector.start()
+        else:
+            self.start_workers()
+        self.stop_event.wait()
+        return self._shutdown()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def _shutdown(self) -> int:
+        log.info("shutting down", extra={"exit_code": self.exit_code})
+        self.queue.shutdown()
+        if self.exit_code == EXIT_OK and not self.queue.wait_idle(self.options.shutdown_grace):
+            log.warning("in-flight reconciles did not finish in time; stopping their Pulumi processes")
+            terminate_children()
+            self.queue.wait_idle(10)
+        if self.elector is not None:
+            self.elector.stop(release=self.exit_code == EXIT_OK)
+        for informer in self._informers():
+            informer.stop()
+        for server in self.servers:
+            server.stop()
+        log.info("stopped", extra={"exit_code": self.exit_code})
+        return self.exit_code
+
+
+def _is_api_error(error: BaseException) -> bool:
+    from kubernetes.client.exceptions import ApiException
+
+    return isinstance(error, ApiException)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[-1].split()
+        if len(fields) > 1 and int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def terminate_children(grace: float = 10.0) -> None:
+    """SIGTERM this process's children (Pulumi CLIs): they cancel and release their locks."""
+    try:
+        children = _children(os.getpid())
+    except OSError:
+        return
+    for pid in children:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except OSError:
+            pass
+    deadline = time.monotonic() + grace
+    while children and time.monotonic() < deadline:
+        children = [pid for pid in children if Path(f"/proc/{pid}").exists() and not _zombie(pid)]
+        time.sleep(0.1)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split() or ["?"])[0] == "Z"
+    except OSError:
+        return True
+
+
+def run_controller(options: ControllerOptions, runner: Any | None = None) -> int:
+    """Run until SIGTERM/SIGINT (exit 0) or a lost lease (exit 1); 2 on bad configuration."""
+    configure_logging(options.log_level)
+    try:
+        controller = Controller(options, runner=runner)
+    except (ValueError, RuntimeError, OSError, config.ConfigException) as error:
+        log.error(f"cannot start: {error}")
+        return EXIT_CONFIG
+    if threading.current_thread() is threading.main_thread():
+        def on_signal(signum: int, _frame: object) -> None:
+            log.info("signal received", extra={"signal": signal.Signals(signum).name})
+            controller.stop()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+    return controller.run()

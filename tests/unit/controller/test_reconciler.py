@@ -1,0 +1,333 @@
+"""The reconciler's decisions, against in-memory fakes of the API, the caches and the runner.
+
+The real thing (apiserver, Pulumi engine) is covered by tests/integration/controller.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import itertools
+
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from iflearner.controller.events import EventRecorder
+from iflearner.controller.metrics import Metrics
+from iflearner.controller.reconciler import FINALIZER, Reconciler
+from iflearner.controller.status import condition
+from iflearner.desired import ClusterSettings, desired_resources, owned_object_refs
+from iflearner.job import parse_job
+from iflearner.stackrunner import StackResult
+
+JOB = {
+    "apiVersion": "git.iflytek.com/v1", "kind": "IflearnerJob",
+    "metadata": {"name": "iflearnerjob-server", "namespace": "default", "uid": "job-uid",
+                 "generation": 1, "resourceVersion": "1"},
+    "spec": {"role": "server", "host": "job1.server.iflearner.com",
+             "template": {"spec": {"containers": [{"name": "s", "image": "img:1"}]}}},
+}
+KEY = "default/iflearnerjob-server"
+
+
+def apply_merge_patch(target, patch):
+    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        elif isinstance(value, dict):
+            result[key] = apply_merge_patch(result.get(key), value)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
+class FakeCache:
+    def __init__(self):
+        self.store = {}
+
+    def get(self, namespace, name):
+        return self.store.get(f"{namespace}/{name}")
+
+    def list(self, namespace=None):
+        return list(self.store.values())
+
+    def keys(self):
+        return list(self.store)
+
+
+class World:
+    """The API server, the caches (kept in step, as informers would be) and a runner."""
+
+    def __init__(self):
+        self.versions = itertools.count(2)
+        self.jobs = FakeCache()
+        self.owned = {kind: FakeCache() for kind in ("Pod", "Service", "Secret", "ConfigMap", "Ingress")}
+        self.objects = {}  # (kind, ns, name) -> object
+        self.events = []
+        self.ups = []
+        self.destroys = []
+        self.recovered = []
+        self.up_error = None
+        self.destroy_error = None
+        self.stack_exists = False
+        self.status_writes = 0
+
+    # -- API -----------------------------------------------------------------------------------
+    def _job(self, path):
+        name = path.split("/iflearnerjobs/")[1].split("/")[0]
+        return self.jobs.get("default", name)
+
+    def request(self, method, path, body=None, content_type=None, **_):
+        if "/events" in path:
+            self.events.append((body["reason"], body["type"]))
+            return body
+        if "/iflearnerjobs/" in path:
+            job = self._job(path)
+            if job is None:
+                raise ApiException(status=404)
+            if method == "GET":
+                return copy.deepcopy(job)
+            if path.endswith("/status"):
+                self.status_writes += 1
+                updated = apply_merge_patch(job, {"status": body["status"]})
+            else:
+                rv = body["metadata"].pop("resourceVersion", None)
+                if rv is not None and rv != job["metadata"]["resourceVersion"]:
+                    raise ApiException(status=409)
+                updated = apply_merge_patch(job, body)
+                if updated["metadata"].get("deletionTimestamp") and not updated["metadata"].get("finalizers"):
+                    del self.jobs.store[KEY]
+                    return updated
+            updated["metadata"]["resourceVersion"] = str(next(self.versions))
+            self.jobs.store[KEY] = updated
+            return copy.deepcopy(updated)
+        raise AssertionError(f"unexpected request {method} {path}")
+
+    def get_or_none(self, path):
+        if "/iflearnerjobs/" in path:
+            return copy.deepcopy(self._job(path))
+        for (kind, ns, name), obj in self.objects.items():
+            plural = {"Pod": "pods", "Service": "services", "Secret": "secrets", "ConfigMap": "configmaps",
+                      "Ingress": "ingresses"}[kind]
+            if path.endswith(f"/namespaces/{ns}/{plural}/{name}"):
+                return obj
+        return None
+
+    # -- runner --------------------------------------------------------------------------------
+    def up(self, stack, program):
+        self.ups.append(stack)
+        if self.up_error:
+            return StackResult("up", stack, False, error=self.up_error, seconds=0.1)
+        self.stack_exists = True
+        job = parse_job(self.jobs.get("default", "iflearnerjob-server"))
+        for _, kind, ns, name in owned_object_refs(desired_resources(job, ClusterSettings())):
+            if (kind, ns, name) not in self.objects:
+                rv = str(next(self.versions))
+                obj = {"metadata": {"name": name, "namespace": ns, "uid": f"{kind}-uid-{rv}",
+                                    "resourceVersion": rv}}
+                if kind == "Pod":
+                    obj["status"] = {"phase": "Pending"}
+                self.objects[(kind, ns, name)] = obj
+                self.owned[kind].store[f"{ns}/{name}"] = obj
+        return StackResult("up", stack, True, changes={"create": 6}, seconds=0.1)
+
+    def destroy(self, stack):
+        self.destroys.append(stack)
+        if self.destroy_error:
+            return StackResult("destroy", stack, False, error=self.destroy_error)
+        for (kind, ns, name) in list(self.objects):
+            del self.objects[(kind, ns, name)]
+            self.owned[kind].store.pop(f"{ns}/{name}", None)
+        self.stack_exists = False
+        return StackResult("destroy", stack, True)
+
+    def recover(self, stack):
+        self.recovered.append(stack)
+
+    # -- helpers -------------------------------------------------------------------------------
+    def delete_object(self, kind, name):
+        del self.objects[(kind, "default", name)]
+        del self.owned[kind].store[f"default/{name}"]
+
+    def set_pod_phase(self, phase):
+        pod = self.objects[("Pod", "default", "iflearnerjob-server")]
+        pod["status"] = {"phase": phase}
+        pod["metadata"]["resourceVersion"] = str(next(self.versions))
+
+    def job(self):
+        return self.jobs.get("default", "iflearnerjob-server")
+
+    def edit_spec(self, mutate):
+        job = copy.deepcopy(self.job())
+        mutate(job)
+        job["metadata"]["generation"] += 1
+        job["metadata"]["resourceVersion"] = str(next(self.versions))
+        self.jobs.store[KEY] = job
+
+
+class Clock:
+    def __init__(self):
+        self.now = datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC)
+
+    def __call__(self):
+        return self.now
+
+    def advance(self, seconds):
+        self.now += datetime.timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def world():
+    w = World()
+    w.jobs.store[KEY] = copy.deepcopy(JOB)
+    return w
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def reconciler(world, clock):
+    metrics = Metrics()
+    return Reconciler(world, world.jobs, world.owned, world, ClusterSettings(), None,
+                      EventRecorder(world), metrics, clock=clock, cache_wait=0.2)
+
+
+def status(world):
+    return world.job().get("status") or {}
+
+
+def cond(world, kind):
+    found = condition(status(world), kind)
+    return found["status"], found["reason"]
+
+
+def test_first_reconcile_adds_finalizer_runs_up_and_reports(world, reconciler):
+    result = reconciler.reconcile(KEY)
+    assert result.requeue_after is None
+    assert world.job()["metadata"]["finalizers"] == [FINALIZER]
+    assert world.ups == ["default.iflearnerjob-server"]
+    st = status(world)
+    assert st["phase"] == "Pending" and st["observedGeneration"] == 1
+    assert st["lastOperation"]["kind"] == "up" and st["lastOperation"]["result"] == "Succeeded"
+    assert st["applied"]["objects"]["Pod/iflearnerjob-server"].startswith("Pod-uid-")
+    assert st["outputs"]["service"] == "iflearnerjob-server"
+    assert cond(world, "Reconciling") == ("True", "WaitingForPod")
+    assert world.recovered == [], "no recovery on the normal path"
+
+
+def test_resync_of_unchanged_job_runs_no_pulumi_and_writes_nothing(world, reconciler):
+    reconciler.reconcile(KEY)
+    writes = world.status_writes
+    for _ in range(5):
+        reconciler.reconcile(KEY)
+    assert len(world.ups) == 1
+    assert world.status_writes == writes
+    assert reconciler.metrics.gated._value.get() == 5
+
+
+def test_pod_running_makes_ready_with_one_event(world, reconciler):
+    reconciler.reconcile(KEY)
+    world.set_pod_phase("Running")
+    reconciler.reconcile(KEY)
+    reconciler.reconcile(KEY)
+    assert status(world)["phase"] == "Running"
+    assert cond(world, "Ready") == ("True", "PodRunning")
+    assert world.events == [("Ready", "Normal")]
+    assert len(world.ups) == 1, "pod status changes never run Pulumi"
+
+
+def test_deleted_service_or_spec_change_runs_up(world, reconciler):
+    reconciler.reconcile(KEY)
+    world.delete_object("Service", "iflearnerjob-server")
+    reconciler.reconcile(KEY)
+    assert len(world.ups) == 2
+    assert ("Service", "default", "iflearnerjob-server") in world.objects
+    world.edit_spec(lambda j: j["spec"]["template"]["spec"]["containers"][0].update(image="img:2"))
+    reconciler.reconcile(KEY)
+    assert len(world.ups) == 3
+    assert status(world)["observedGeneration"] == 2
+
+
+def test_invalid_spec_stalls_without_pulumi_or_retry(world, reconciler):
+    world.jobs.store[KEY]["spec"]["peers"] = [{"host": "job1.b.party.iflearner.com", "address": "300.1.1.1"}]
+    result = reconciler.reconcile(KEY)
+    assert result.requeue_after is None
+    assert world.ups == []
+    assert cond(world, "Stalled") == ("True", "InvalidSpec")
+    assert "spec.peers[0].address" in condition(status(world), "Stalled")["message"]
+    reconciler.reconcile(KEY)
+    assert world.events == [("InvalidSpec", "Warning")], "one event per invalid generation"
+
+
+def test_failed_up_backs_off_from_status_and_events_first_and_every_fifth(world, reconciler, clock):
+    world.up_error = "kubernetes: connection refused"
+    result = reconciler.reconcile(KEY)
+    assert result.requeue_after == 1.0
+    assert cond(world, "Ready") == ("False", "StackUpdateFailed")
+    assert cond(world, "Reconciling") == ("True", "RetryingAfterFailure")
+    assert status(world)["lastOperation"]["failureCount"] == 1
+    # Before the backoff has passed: no run.
+    early = reconciler.reconcile(KEY)
+    assert len(world.ups) == 1 and 0 < early.requeue_after <= 1.1
+    for attempt in range(2, 7):
+        clock.advance(400)
+        reconciler.reconcile(KEY)
+        assert status(world)["lastOperation"]["failureCount"] == attempt
+    assert [e for e in world.events if e[0] == "StackUpdateFailed"] == [("StackUpdateFailed", "Warning")] * 2
+    # A restarted controller (fresh reconciler, no memory) keeps the backoff from status.
+    fresh = Reconciler(world, world.jobs, world.owned, world, ClusterSettings(), None,
+                       EventRecorder(world), Metrics(), clock=clock, cache_wait=0.2)
+    waiting = fresh.reconcile(KEY)
+    assert len(world.ups) == 6 and waiting.requeue_after > 30
+    world.up_error = None
+    clock.advance(400)
+    fresh.reconcile(KEY)
+    assert status(world)["lastOperation"]["failureCount"] == 0
+    assert status(world)["lastOperation"]["result"] == "Succeeded"
+
+
+def test_interrupted_up_is_recovered_then_rerun(world, reconciler):
+    world.jobs.store[KEY]["status"] = {"lastOperation": {"kind": "up", "result": "InProgress",
+                                                         "time": "2025-01-01T00:00:00Z", "failureCount": 0}}
+    reconciler.reconcile(KEY)
+    assert world.recovered == ["default.iflearnerjob-server"]
+    assert status(world)["lastOperation"]["result"] == "Succeeded"
+
+
+def test_delete_destroys_then_removes_finalizer(world, reconciler):
+    reconciler.reconcile(KEY)
+    world.jobs.store[KEY]["metadata"]["deletionTimestamp"] = "2025-01-01T00:00:00Z"
+    reconciler.reconcile(KEY)
+    assert world.destroys == ["default.iflearnerjob-server"]
+    assert world.job() is None, "finalizer removed, job gone"
+    assert world.objects == {}
+
+
+def test_failed_destroy_keeps_finalizer_and_retries(world, reconciler, clock):
+    reconciler.reconcile(KEY)
+    world.jobs.store[KEY]["metadata"]["deletionTimestamp"] = "2025-01-01T00:00:00Z"
+    world.destroy_error = "the stack is locked"
+    result = reconciler.reconcile(KEY)
+    assert result.requeue_after == 1.0
+    assert world.job()["metadata"]["finalizers"] == [FINALIZER]
+    assert cond(world, "Reconciling") == ("True", "DestroyFailed")
+    assert ("DestroyFailed", "Warning") in world.events
+    world.destroy_error = None
+    clock.advance(5)
+    reconciler.reconcile(KEY)
+    assert world.job() is None
+    assert world.recovered == ["default.iflearnerjob-server"], "a lock error triggers recovery"
+
+
+def test_job_without_finalizer_being_deleted_is_left_alone(world, reconciler):
+    world.jobs.store[KEY]["metadata"]["deletionTimestamp"] = "2025-01-01T00:00:00Z"
+    reconciler.reconcile(KEY)
+    assert world.destroys == [] and world.ups == []
+
+
+def test_missing_job_is_a_no_op(world, reconciler):
+    assert reconciler.reconcile("default/nope").requeue_after is None
