@@ -109,6 +109,8 @@ class StackRunner:
     def __init__(self, settings: RunnerSettings, foreign_locks_are_stale: bool = False) -> None:
         self.settings = settings
         self.foreign_locks_are_stale = foreign_locks_are_stale
+        if settings.backend_url.startswith("file://"):
+            Path(settings.backend_url.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
         env = toolchain.pulumi_env()
         env[PASSPHRASE_ENV] = settings.passphrase
         env["PULUMI_BACKEND_URL"] = settings.backend_url
