@@ -89,17 +89,15 @@ def job_program(
             )
 
         if desired.dns_zone_files:
-            # Server-side apply with a field manager of this job's own: each
-            # job owns only its keys of the shared ConfigMap, so concurrent
-            # stacks never overwrite each other, and destroy releases exactly
-            # this job's keys.
+            # Server-side apply with a field manager of this patch's own (the
+            # provider makes one unique per Patch resource): each job owns
+            # only its keys of the shared ConfigMap, so concurrent stacks never
+            # overwrite each other, and destroy releases exactly this job's
+            # keys. (The `pulumi.com/patchFieldManager` annotation would be
+            # applied to the shared object too, and two jobs would conflict on it.)
             k8s.core.v1.ConfigMapPatch(
                 "dns-records",
-                metadata={
-                    "name": settings.dns_configmap_name,
-                    "namespace": settings.dns_namespace,
-                    "annotations": {"pulumi.com/patchFieldManager": names.field_manager},
-                },
+                metadata={"name": settings.dns_configmap_name, "namespace": settings.dns_namespace},
                 data=dict(desired.dns_zone_files),
                 opts=opts,
             )

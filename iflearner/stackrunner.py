@@ -57,7 +57,8 @@ class StackResult:
 
     @property
     def changed(self) -> bool:
-        return any(count for op, count in self.changes.items() if op != "same")
+        # Reads (the CA Secret, the trust bundle) happen on every run and change nothing.
+        return any(count for op, count in self.changes.items() if op not in ("same", "read"))
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -100,7 +101,7 @@ def summarize_error(error: BaseException) -> str:
         line for line in lines
         if line and ("error" in line.lower() or "failed" in line.lower()) and "code: " not in line
     ]
-    return "; ".join(dict.fromkeys(wanted))[:2000] or text.strip()[:2000]
+    return "; ".join(dict.fromkeys(wanted))[:4000] or text.strip()[:4000]
 
 
 class StackRunner:

@@ -28,7 +28,7 @@ def test_preview_lists_creates_and_changes_nothing(kubeconfig, core, cluster_pre
     report = json.loads(as_json.stdout)
     assert report["succeeded"] and report["changes"]["create"] >= 6
     types = {step["type"] for step in report["steps"]}
-    assert {"kubernetes:core/v1:Pod", "kubernetes:core/v1:Secret", "kubernetes:core/v1:ConfigMapPatch"} <= types
+    assert {"kubernetes:core/v1:Pod", "kubernetes:core/v1:Secret", "kubernetes:core/v1:Service"} <= types
 
     try:
         core.read_namespaced_pod("iflearnerjob-server", "default")
