@@ -41,7 +41,7 @@ from iflearner.controller.leaderelection import LeaderElectionConfig, LeaderElec
 from iflearner.controller.logs import configure as configure_logging
 from iflearner.controller.metrics import Metrics
 from iflearner.controller.options import ControllerOptions
-from iflearner.controller.reconciler import Reconciler
+from iflearner.controller.reconciler import Reconciler, warm_up_program_imports
 from iflearner.controller.workqueue import WorkQueue
 from iflearner.desired import LABEL_JOB_NAME, LABEL_JOB_NAMESPACE, job_labels
 from iflearner.job import IflearnerJob, Role
@@ -232,6 +232,7 @@ class Controller:
         if self._started_workers.is_set() or self.stop_event.is_set():
             return
         self._started_workers.set()
+        warm_up_program_imports()
         for index in range(self.options.workers):
             thread = threading.Thread(target=self._worker, name=f"worker-{index}", daemon=True)
             thread.start()

@@ -78,6 +78,22 @@ class _Memo:
     status: dict[str, Any]
 
 
+def warm_up_program_imports() -> None:
+    """Import every pulumi_kubernetes module a job program touches, once, on one thread.
+
+    pulumi_kubernetes loads its modules lazily and that loading is not
+    thread-safe: the first programs run by parallel workers fail with
+    "module 'pulumi_kubernetes.core.v1' has no attribute 'Secret'".
+    """
+    import importlib
+
+    for module in ("pulumi_kubernetes", "pulumi_kubernetes.core.v1", "pulumi_kubernetes.networking.v1",
+                   "pulumi_kubernetes.yaml.v2", "pulumi_kubernetes.meta.v1", "iflearner.tlsresources"):
+        loaded = importlib.import_module(module)
+        for name in getattr(loaded, "__all__", None) or dir(loaded):
+            getattr(loaded, name, None)
+
+
 def utc_now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
