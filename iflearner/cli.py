@@ -122,6 +122,12 @@ def _demo(args: argparse.Namespace) -> int:
         return EXIT_FAILED
 
 
+def _run(args: argparse.Namespace) -> int:
+    from iflearner.controller import options_from_args, run_controller
+
+    return run_controller(options_from_args(args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="iflearner-operator",
@@ -140,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("--output", "-o", choices=["text", "json"], default="text")
     _add_connection_arguments(preview)
     preview.set_defaults(handler=_preview)
+
+    from iflearner.controller.options import add_run_arguments
+
+    run = commands.add_parser("run", help="run the controller (watch IflearnerJobs, reconcile their stacks)")
+    add_run_arguments(run)
+    run.set_defaults(handler=_run)
 
     demo = commands.add_parser("demo", help="run a demo federation end to end on a local cluster")
     demo.add_argument("--keep", action="store_true", help="leave the cluster and jobs running to explore")
