@@ -10,6 +10,7 @@ deletes the jobs, destroys the bootstrap stack and stops everything.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -173,8 +174,12 @@ def stop_pid_file(pid_file: Path) -> None:
     pid_file.unlink(missing_ok=True)
 
 
+_DONE_STEP = re.compile(r"^\s*[-+~]\s+\S+ \S+ (created|updated|deleted)\b")
+
+
 def _is_step(line: str) -> bool:
-    return line.lstrip().startswith(("+ ", "- ", "~ ", "Resources:", "Duration:"))
+    """Lines worth showing a newcomer: finished resources, not every await message."""
+    return bool(_DONE_STEP.match(line))
 
 
 def _table(jobs: list[dict[str, Any]]) -> str:

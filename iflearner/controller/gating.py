@@ -44,10 +44,17 @@ ObjectRef = tuple[str, str, str, str]  # (apiVersion, kind, namespace, name)
 
 @dataclass(frozen=True)
 class Decision:
-    """Whether to run ``up``, and why (for logs and metrics)."""
+    """Whether to run ``up``, why (for logs), and whether to refresh the stack's state first.
+
+    A refresh reads every resource back from the cluster, so that ``up``
+    recreates objects deleted or changed behind Pulumi's back; it is needed
+    only when the cluster may have drifted from the state (an owned object
+    missing or changed, a failed or interrupted run), not for a spec change.
+    """
 
     should_run: bool
     reason: str
+    refresh: bool = False
 
 
 def _canonical(value: Any) -> Any:
@@ -124,7 +131,7 @@ def decide(
     """Run ``up`` or not, with the first reason that applies."""
     if last_operation is not None and last_operation.kind == "up" and not last_operation.succeeded:
         state = "was interrupted" if last_operation.result == "InProgress" else "failed"
-        return Decision(True, f"the last up {state}")
+        return Decision(True, f"the last up {state}", refresh=True)
     if not applied or not isinstance(applied.get("fingerprint"), str):
         return Decision(True, "the stack has not been applied yet")
     if applied["fingerprint"] != fingerprint_value:
@@ -133,11 +140,11 @@ def decide(
     for key in sorted(observed):
         current = observed[key]
         if current is None:
-            return Decision(True, f"{key} is missing")
+            return Decision(True, f"{key} is missing", refresh=True)
         if key not in recorded:
-            return Decision(True, f"{key} was not recorded after the last up")
+            return Decision(True, f"{key} was not recorded after the last up", refresh=True)
         if str(recorded[key]) != current:
-            return Decision(True, f"{key} was changed outside the operator")
+            return Decision(True, f"{key} was changed outside the operator", refresh=True)
     return Decision(False, "up to date")
 
 

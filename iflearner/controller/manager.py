@@ -129,9 +129,11 @@ class Controller:
             self.servers.append(HealthServer(options.health_address, self.metrics, self._healthy, self._ready))
 
     def _make_runner(self) -> Any:
-        from iflearner.stackrunner import StackRunner
+        from iflearner.controller.runner import make_runner
 
-        return StackRunner(self.options.runner_settings())
+        # With leader election only the leader runs stacks, so a lock left by
+        # another host is from a dead (former) leader and may be cleared.
+        return make_runner(self.options.runner_settings(), foreign_locks_are_stale=self.options.leader_elect)
 
     # -- event handlers (informer threads: keep them quick) ---------------------------------------
 
@@ -272,6 +274,7 @@ class Controller:
         if self.elector is not None:
             self.elector.start()
         else:
+            self.metrics.leader.set(1)  # without election, this process is the one that reconciles
             self.start_workers()
         self.stop_event.wait()
         return self._shutdown()

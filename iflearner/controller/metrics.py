@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -32,6 +39,7 @@ class Metrics:
     """Every metric the controller exports."""
 
     def __init__(self) -> None:
+        disable_created_metrics()  # the *_created series only add noise to every scrape
         self.registry = CollectorRegistry(auto_describe=True)
         registry = self.registry
         self.reconciles = Counter(

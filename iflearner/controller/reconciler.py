@@ -30,6 +30,7 @@ from iflearner.controller.informers import JOBS, OWNED_RESOURCES, Informer, Reso
 from iflearner.controller.kubeapi import MERGE_PATCH, KubeApi, object_path
 from iflearner.controller.logs import job_logger
 from iflearner.controller.metrics import Metrics
+from iflearner.controller.runner import supports_refresh
 from iflearner.controller.status import (
     READY,
     RESULT_FAILED,
@@ -144,6 +145,7 @@ class Reconciler:
         self.metrics = metrics
         self.clock = clock
         self.cache_wait = cache_wait
+        self._can_refresh = supports_refresh(runner)
         self._memo: dict[str, _Memo] = {}
         self._memo_lock = threading.Lock()
 
@@ -304,7 +306,7 @@ class Reconciler:
             requeue = (retry_at - now).total_seconds() + 0.05
             logger.debug("waiting for backoff before retrying up", extra={"retry_at": rfc3339(retry_at)})
         else:
-            logger.info("running up", extra={"stack": stack, "reason": decision.reason})
+            logger.info("running up", extra={"stack": stack, "reason": decision.reason, "refresh": decision.refresh})
             starting = compute_status(previous, Observation(
                 now=rfc3339(now), in_progress="up", failure_count=failures,
                 pod_phase=self._pod_phase(namespace, desired.names.pod), **base))
@@ -312,7 +314,10 @@ class Reconciler:
             previous = starting
             self._recover_if_needed(stack, last)
             program = job_program(desired, self.settings, self.kubeconfig_text)
-            result = self._run("up", lambda: self.runner.up(stack, program))
+            if decision.refresh and self._can_refresh:
+                result = self._run("up", lambda: self.runner.up(stack, program, refresh=True))  # type: ignore[call-arg]
+            else:
+                result = self._run("up", lambda: self.runner.up(stack, program))
             finished = rfc3339(self.clock())
             if result.succeeded:
                 failures = 0

@@ -95,6 +95,7 @@ def test_changed_spec_runs():
     d2 = desired(changed)
     decision = decide(fingerprint(d2, SETTINGS), applied, observe(owned_object_refs(d2), cache.get), OK)
     assert decision.should_run and "spec" in decision.reason
+    assert not decision.refresh, "a spec change needs no refresh"
 
 
 def test_missing_owned_object_runs():
@@ -103,7 +104,7 @@ def test_missing_owned_object_runs():
     service = next(ref for ref in cache if ref[1] == "Service")
     del cache[service]
     decision = decide(fingerprint(d, SETTINGS), applied, observe(owned_object_refs(d), cache.get), OK)
-    assert decision == decision.__class__(True, f"{object_key('Service', service[3])} is missing")
+    assert decision == decision.__class__(True, f"{object_key('Service', service[3])} is missing", refresh=True)
 
 
 def test_owned_object_changed_behind_our_back_runs():
@@ -112,7 +113,7 @@ def test_owned_object_changed_behind_our_back_runs():
     ingress = next(ref for ref in cache if ref[1] == "Ingress")
     cache[ingress]["metadata"]["resourceVersion"] = "12345"
     decision = decide(fingerprint(d, SETTINGS), applied, observe(owned_object_refs(d), cache.get), OK)
-    assert decision.should_run and "changed outside" in decision.reason
+    assert decision.should_run and "changed outside" in decision.reason and decision.refresh
 
 
 def test_replaced_pod_runs():
@@ -132,7 +133,7 @@ def test_failed_or_interrupted_up_runs_again():
     assert decide(fingerprint(d, SETTINGS), applied, observed, failed).should_run
     interrupted = Operation("up", RESULT_IN_PROGRESS, "2025-01-01T00:00:00Z")
     decision = decide(fingerprint(d, SETTINGS), applied, observed, interrupted)
-    assert decision.should_run and "interrupted" in decision.reason
+    assert decision.should_run and "interrupted" in decision.reason and decision.refresh
 
 
 def test_applied_record_shape():
