@@ -21,8 +21,8 @@ def _processes_mentioning(text: str) -> list[str]:
 
 def test_demo_runs_the_federation_and_cleans_up(tmp_path):
     data_dir = tmp_path / "demo"
-    result = subprocess.run([sys.executable, "-m", "iflearner", "demo", "--data-dir", str(data_dir), "--timeout", "300"],
-                            capture_output=True, text=True, timeout=900)
+    command = [sys.executable, "-m", "iflearner", "demo", "--data-dir", str(data_dir), "--timeout", "300"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     table = [line for line in result.stdout.splitlines() if line.startswith("iflearnerjob-")]
     assert len(table) == 3, result.stdout
