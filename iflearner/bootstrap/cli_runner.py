@@ -2,11 +2,15 @@
 
 The demo and the tests use this; a person runs the same thing with
 ``scripts/pulumi`` (which sets the same environment) from the repo root.
+The CLI runs in a private copy of the project (Pulumi.yaml, __main__.py and
+the one stack config), because ``stack init`` writes the stack's secrets
+salt into its config file: a demo must not edit the repository's files.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,9 +32,22 @@ class BootstrapProject:
     # Another stack config file than stacks/Pulumi.<stack>.yaml (tests use one).
     config_file: Path | None = None
 
+    @property
+    def project_dir(self) -> Path:
+        return self.state_dir / "project"
+
+    def _prepare_project(self) -> None:
+        stacks = self.project_dir / "stacks"
+        stacks.mkdir(parents=True, exist_ok=True)
+        for name in ("Pulumi.yaml", "__main__.py"):
+            shutil.copyfile(REPO_ROOT / name, self.project_dir / name)
+        target = stacks / f"Pulumi.{self.stack}.yaml"
+        if not target.exists():
+            shutil.copyfile(self.config_file or REPO_ROOT / "stacks" / f"Pulumi.{self.stack}.yaml", target)
+
     def env(self) -> dict[str, str]:
         env = toolchain.pulumi_env()
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._prepare_project()
         env.update({
             "PULUMI_BACKEND_URL": f"file://{self.state_dir.resolve()}",
             "PULUMI_CONFIG_PASSPHRASE": self.passphrase,
@@ -41,9 +58,8 @@ class BootstrapProject:
     def pulumi(self, *args: str, progress: Callable[[str], None] | None = None, timeout: float = 900) -> str:
         """Run the real CLI in the project directory; raises with its output on failure."""
         command = [str(toolchain.tool("pulumi")), *args, "--stack", self.stack, "--non-interactive"]
-        if self.config_file is not None and args[0] in ("up", "preview", "destroy", "refresh"):
-            command += ["--config-file", str(self.config_file)]
-        proc = subprocess.Popen(command, cwd=REPO_ROOT, env=self.env(), stdout=subprocess.PIPE,
+        env = self.env()
+        proc = subprocess.Popen(command, cwd=self.project_dir, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
         lines: list[str] = []
         assert proc.stdout is not None
@@ -58,14 +74,14 @@ class BootstrapProject:
         return output
 
     def ensure_stack(self) -> None:
-        self.env()
         listed = json.loads(self.pulumi_raw("stack", "ls", "--json"))
         if not any(s["name"] == self.stack for s in listed):
             self.pulumi_raw("stack", "init", self.stack)
 
     def pulumi_raw(self, *args: str) -> str:
-        out = subprocess.run([str(toolchain.tool("pulumi")), *args, "--non-interactive"], cwd=REPO_ROOT,
-                             env=self.env(), capture_output=True, text=True, timeout=300)
+        env = self.env()
+        out = subprocess.run([str(toolchain.tool("pulumi")), *args, "--non-interactive"], cwd=self.project_dir,
+                             env=env, capture_output=True, text=True, timeout=300)
         if out.returncode != 0:
             raise RuntimeError(f"pulumi {' '.join(args)} failed: {out.stderr or out.stdout}")
         return out.stdout
