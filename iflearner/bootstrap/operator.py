@@ -16,7 +16,9 @@ Why each rule exists:
   certificates and copy the trust bundle.
 - leases in the operator namespace: leader election (create cannot be
   restricted by name in RBAC; get/update are).
-No wildcard appears anywhere.
+No wildcard appears anywhere. With ``job_namespaces`` set, the workload rules
+are bound per namespace (RoleBindings of the ClusterRole) instead of
+cluster-wide, so the operator cannot read a Secret outside those namespaces.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class OperatorConfig:
     backend_url: str | None = None  # None: a file:// backend on the state PersistentVolumeClaim
     state_storage: str = "1Gi"
     passphrase_secret: str = "iflearner-operator-state"
+    job_namespaces: tuple[str, ...] = ()  # empty: jobs in every namespace
 
 
 def _meta(name: str, namespace: str | None = None) -> dict[str, Any]:
@@ -62,16 +65,24 @@ def cluster_role_rules() -> list[dict[str, Any]]:
     ]
 
 
-def rbac(settings: ClusterSettings) -> list[dict[str, Any]]:
+def _workload_bindings(subject: list[dict[str, str]], job_namespaces: tuple[str, ...]) -> list[dict[str, Any]]:
+    role_ref = {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": NAME}
+    if not job_namespaces:
+        return [{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": _meta(NAME),
+                 "roleRef": role_ref, "subjects": subject}]
+    return [{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+             "metadata": _meta(f"{NAME}-jobs", namespace), "roleRef": role_ref, "subjects": subject}
+            for namespace in job_namespaces]
+
+
+def rbac(settings: ClusterSettings, job_namespaces: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     ns = settings.operator_namespace
     subject = [{"kind": "ServiceAccount", "name": NAME, "namespace": ns}]
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(NAME, ns)},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": _meta(NAME),
          "rules": cluster_role_rules()},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": _meta(NAME),
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": NAME},
-         "subjects": subject},
+        *_workload_bindings(subject, job_namespaces),
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": _meta(NAME, ns), "rules": [
             {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [settings.ca_secret_name],
              "verbs": ["get"]},
@@ -103,6 +114,7 @@ def deployment(settings: ClusterSettings, config: OperatorConfig) -> list[dict[s
     args = ["run", f"--workers={config.workers}", f"--backend-url={backend}", "--leader-elect",
             f"--leader-election-namespace={ns}", f"--metrics-address=0.0.0.0:{METRICS_PORT}",
             f"--health-address=0.0.0.0:{HEALTH_PORT}", "--cluster-settings=/etc/iflearner/cluster-settings.yaml"]
+    args += [f"--namespace={namespace}" for namespace in config.job_namespaces]
     volumes: list[dict[str, Any]] = [
         {"name": "tmp", "emptyDir": {}},
         {"name": "settings", "configMap": {"name": f"{NAME}-settings"}},

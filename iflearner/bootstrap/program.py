@@ -54,6 +54,7 @@ def bootstrap() -> None:
         image=config.get("operatorImage") or OperatorConfig.image,
         replicas=config.get_int("operatorReplicas") if config.get_int("operatorReplicas") is not None else 1,
         backend_url=config.get("stateBackendUrl"),
+        job_namespaces=tuple(config.get_object("jobNamespaces") or ()),
     )
     passphrase = config.get_secret("statePassphrase") or GeneratedSecret("operator-state-passphrase").value
 
@@ -96,7 +97,7 @@ def bootstrap() -> None:
         opts=in_namespace,
     )
     k8s.yaml.v2.ConfigGroup(
-        "operator", objs=[*rbac(settings), *deployment(settings, operator)],
+        "operator", objs=[*rbac(settings, operator.job_namespaces), *deployment(settings, operator)],
         # The operator's readiness is the cluster's to report (probes); a stack
         # that waited would block `up` on image pulls and volume binding.
         skip_await=True,

@@ -45,3 +45,13 @@ def test_deployment_is_restricted_and_probed():
     assert any(o["kind"] == "PersistentVolumeClaim" for o in objects)
     remote = deployment(ClusterSettings(), OperatorConfig(backend_url="s3://bucket/state"))
     assert not any(o["kind"] == "PersistentVolumeClaim" for o in remote)
+
+
+def test_job_namespaces_bind_workload_rules_per_namespace_only():
+    objects = rbac(ClusterSettings(), ("ml", "default"))
+    assert not any(o["kind"] == "ClusterRoleBinding" for o in objects)
+    bindings = [o for o in objects if o["kind"] == "RoleBinding" and o["roleRef"]["kind"] == "ClusterRole"]
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["default", "ml"]
+    args = next(o for o in deployment(ClusterSettings(), OperatorConfig(job_namespaces=("ml",)))
+                if o["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--namespace=ml" in args
