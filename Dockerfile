@@ -6,7 +6,7 @@ FROM golang:1.26.8-bookworm AS toolchain
 WORKDIR /src
 COPY scripts/build-toolchain.sh scripts/build-toolchain.sh
 ENV IFLEARNER_CACHE=/cache
-RUN bash scripts/build-toolchain.sh "pulumi kubernetes-provider plugins" \
+RUN bash scripts/build-toolchain.sh "pulumi python-plugin-scripts kubernetes-provider plugins" \
  && mkdir -p /opt/iflearner \
  && cp -r "$(bash scripts/build-toolchain.sh --print-dir)" /opt/iflearner/tools \
  && rm -rf /opt/iflearner/tools/logs
@@ -19,10 +19,6 @@ RUN pip install --no-cache-dir -r requirements.txt
 COPY --from=toolchain /opt/iflearner/tools /opt/iflearner/tools
 COPY iflearner/ iflearner/
 COPY crd/ crd/
-COPY scripts/build-toolchain.sh scripts/build-toolchain.sh
-RUN bash -c 'BIN=/opt/iflearner/tools/bin; \
-  printf "#!/bin/sh\nexec python3 -u -m pulumi.dynamic \"\$@\"\n" > $BIN/pulumi-resource-pulumi-python; \
-  chmod 0755 $BIN/pulumi-resource-pulumi-python'
 ENV IFLEARNER_TOOLS_DIR=/opt/iflearner/tools \
     PYTHONPATH=/app \
     HOME=/tmp \
