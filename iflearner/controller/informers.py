@@ -13,6 +13,7 @@ Handlers run on the informer's threads and must be quick (they enqueue keys).
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import random
 import threading
@@ -279,10 +280,22 @@ class Informer:
     def _pause(self, failures: int, error: BaseException) -> None:
         delay = min(30.0, 0.5 * 2 ** min(failures, 6)) * (0.5 + random.random() / 2)
         log.warning(
-            "watch failed; retrying", extra={"kind": self.resource.kind, "error": str(error)[:300],
-                                             "retry_seconds": round(delay, 2)},
+            "list/watch failed; retrying", extra={"kind": self.resource.kind, "error": describe_error(error),
+                                                  "retry_seconds": round(delay, 2)},
         )
         self._stopped.wait(delay)
+
+
+def describe_error(error: BaseException) -> str:
+    """One line for a log: the API's status message rather than headers."""
+    if isinstance(error, ApiException):
+        message = ""
+        try:
+            message = json.loads(error.body or "{}").get("message", "")
+        except (ValueError, AttributeError):
+            message = (error.body or "")[:200]
+        return f"{error.status} {error.reason}: {message}"[:500]
+    return f"{type(error).__name__}: {error}"[:500]
 
 
 def deep_copy(obj: Mapping[str, Any] | None) -> dict[str, Any] | None:

@@ -5,7 +5,7 @@ so that a failover starts with warm caches), wait for the caches to sync
 (``/readyz`` turns ready), then -- as leader, when leader election is on --
 the workers and the periodic resync.
 
-SIGTERM/SIGINT: stop handing out keys, let in-flight reconciles finish
+SIGHUP: resync every job now. SIGTERM/SIGINT: stop handing out keys, let in-flight reconciles finish
 (``shutdown_grace``), stop any Pulumi process still running (it cancels and
 releases its stack lock), release the Lease, exit 0. Losing the Lease: stop
 reconciling at once and exit 1, so that the Deployment restarts the process
@@ -35,6 +35,7 @@ from iflearner.controller.informers import (
     MANAGED_SELECTOR,
     OWNED_RESOURCES,
     Informer,
+    describe_error,
 )
 from iflearner.controller.kubeapi import KubeApi
 from iflearner.controller.leaderelection import LeaderElectionConfig, LeaderElector, default_identity
@@ -211,7 +212,8 @@ class Controller:
                 self.metrics.reconcile_errors.inc()
                 namespace, _, name = str(key).partition("/")
                 log.error("reconcile failed; retrying", exc_info=not _is_api_error(error), extra={
-                    "namespace": namespace, "job_name": name, "error": str(error)[:500], "retry_seconds": delay})
+                    "namespace": namespace, "job_name": name, "error": describe_error(error),
+                    "retry_seconds": delay})
             else:
                 self.queue.forget(key)
                 if result.requeue_after is not None:
@@ -223,12 +225,16 @@ class Controller:
                 self.metrics.reconcile_duration.observe(time.monotonic() - started)
                 self.queue.done(key)
 
+    def resync(self, reason: str = "periodic") -> None:
+        """Queue every cached job (level-triggered: unchanged jobs cost no Pulumi run)."""
+        keys = self.jobs.keys()
+        log.info("resync", extra={"jobs": len(keys), "reason": reason})
+        for key in keys:
+            self.queue.add(key)
+
     def _resync_loop(self) -> None:
         while not self.stop_event.wait(self.options.resync_seconds):
-            keys = self.jobs.keys()
-            log.info("resync", extra={"jobs": len(keys)})
-            for key in keys:
-                self.queue.add(key)
+            self.resync()
 
     def start_workers(self) -> None:
         if self._started_workers.is_set() or self.stop_event.is_set():
@@ -276,7 +282,10 @@ class Controller:
         else:
             self.metrics.leader.set(1)  # without election, this process is the one that reconciles
             self.start_workers()
-        self.stop_event.wait()
+        # Wake up regularly: a signal delivered to another thread only runs its Python handler
+        # once the main thread executes bytecode again.
+        while not self.stop_event.wait(0.5):
+            pass
         return self._shutdown()
 
     def stop(self) -> None:
@@ -359,4 +368,7 @@ def run_controller(options: ControllerOptions, runner: Any | None = None) -> int
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+        # SIGHUP: resync now (operators and the benchmark use it).
+        signal.signal(signal.SIGHUP, lambda _s, _f: threading.Thread(
+            target=controller.resync, args=("SIGHUP",), daemon=True).start())
     return controller.run()

@@ -255,12 +255,8 @@ def _decide(
                 _Condition("False", REASON_INVALID_SPEC, "waiting for a corrected spec"), stalled, message)
     if obs.in_progress is not None:
         text = f"applying the job's stack ({obs.in_progress})"
-        old_ready = _previous_condition(previous, READY)
-        if old_ready is not None and old_ready.get("status") == "True":
-            ready = _Condition("True", str(old_ready.get("reason") or REASON_RECONCILED),
-                               str(old_ready.get("message") or ""))
-        else:
-            ready = _Condition("False", REASON_STACK_UPDATING, text)
+        # Ready is replaced by the previous Ready condition in compute_status when there is one.
+        ready = _Condition("False", REASON_STACK_UPDATING, text)
         return ready, _Condition("True", REASON_STACK_UPDATING, text), not_stalled, text
     if last is not None and last.kind == "up" and last.failed:
         error = truncate(last.error or "unknown error", MAX_CONDITION_MESSAGE - 80)
@@ -288,10 +284,20 @@ def compute_status(previous: Mapping[str, Any] | None, obs: Observation) -> dict
         _condition(kind, wanted, old_conditions, obs.generation, obs.now)
         for kind, wanted in ((READY, ready), (RECONCILING, reconciling), (STALLED, stalled))
     ]
+    observed_generation = obs.generation
+    applying = obs.in_progress is not None and not obs.deleting and not obs.problems
+    old_ready = _previous_condition(previous, READY)
+    if applying and old_ready is not None:
+        # While the new generation is being applied, Ready still describes the previous one:
+        # keep it as it was (with its observedGeneration), and so does status.observedGeneration,
+        # so that "observedGeneration == generation and Ready" means the new spec is in effect.
+        conditions[0] = dict(old_ready)
+        if isinstance(previous.get("observedGeneration"), int):
+            observed_generation = previous["observedGeneration"]
     status: dict[str, Any] = {
         "phase": obs.pod_phase if obs.pod_phase in PHASES else "Pending",
         "message": truncate(message, MAX_MESSAGE),
-        "observedGeneration": obs.generation,
+        "observedGeneration": observed_generation,
         "conditions": conditions,
     }
     if obs.in_progress is not None:

@@ -170,12 +170,15 @@ def test_recovery_after_failure_resets_the_count():
     assert is_ready(ok)
 
 
-def test_update_of_a_ready_job_keeps_ready_while_applying():
+def test_update_of_a_ready_job_keeps_the_previous_ready_and_generation_while_applying():
     ready = compute_status(None, Observation(generation=1, now=T0, operation=UP_OK, pod_phase="Running"))
     applying = compute_status(ready, Observation(generation=2, now=T1, in_progress="up", pod_phase="Running"))
-    assert cond(applying, "Ready") == ("True", "PodRunning")
+    assert condition(applying, "Ready") == condition(ready, "Ready"), "Ready still describes generation 1"
+    assert applying["observedGeneration"] == 1, "generation 2 is not in effect yet"
     assert cond(applying, "Reconciling") == ("True", "StackUpdating")
-    assert condition(applying, "Ready")["observedGeneration"] == 2
+    assert condition(applying, "Reconciling")["observedGeneration"] == 2
+    done = compute_status(applying, Observation(generation=2, now=T2, operation=UP_OK, pod_phase="Pending"))
+    assert done["observedGeneration"] == 2 and cond(done, "Ready") == ("False", "PodPending")
 
 
 def test_deleting_and_destroy_failure():
