@@ -2,6 +2,10 @@
 resources with pulumi-kubernetes. It decides nothing; every name, label and
 field comes from :mod:`iflearner.desired`.
 
+Ownership: every object carries ``pulumi.com/patchForce``: the job owns its
+objects, so a field someone changed by hand (another server-side-apply
+manager) is taken back on the next ``up`` instead of failing with a conflict.
+
 Await behaviour: the Pod, Service and Ingress carry ``pulumi.com/skipAwait``.
 A job's readiness is the Pod's phase, which the controller reads from the
 cluster; a stack that waited for it would hold a Pulumi process open for the
@@ -22,17 +26,17 @@ import pulumi_kubernetes as k8s
 from iflearner.desired import ClusterSettings, DesiredResources
 from iflearner.tlsresources import SignedCertificate
 
-SKIP_AWAIT = {"pulumi.com/skipAwait": "true"}
+FORCE_OWNERSHIP = {"pulumi.com/patchForce": "true"}
+WORKLOAD_ANNOTATIONS = {"pulumi.com/skipAwait": "true", **FORCE_OWNERSHIP}
 
 
 def _decode(data: Any, key: str) -> str:
     return base64.b64decode(data[key]).decode()
 
 
-def _with_skip_await(manifest: dict[str, Any]) -> dict[str, Any]:
+def _annotated(manifest: dict[str, Any], annotations: dict[str, str]) -> dict[str, Any]:
     manifest = copy.deepcopy(manifest)
-    annotations = manifest.setdefault("metadata", {}).setdefault("annotations", {})
-    annotations.update(SKIP_AWAIT)
+    manifest.setdefault("metadata", {}).setdefault("annotations", {}).update(annotations)
     return manifest
 
 
@@ -65,7 +69,7 @@ def job_program(
         tls = desired.tls_secret
         tls_secret = k8s.core.v1.Secret(
             "tls-secret",
-            metadata=tls["metadata"],
+            metadata=_annotated(tls, FORCE_OWNERSHIP)["metadata"],
             type=tls["type"],
             string_data={"tls.crt": certificate.cert_pem, "tls.key": certificate.private_key_pem},
             opts=opts,
@@ -79,7 +83,7 @@ def job_program(
             depends.append(
                 k8s.core.v1.ConfigMap(
                     "trust-configmap",
-                    metadata=desired.trust_configmap["metadata"],
+                    metadata=_annotated(desired.trust_configmap, FORCE_OWNERSHIP)["metadata"],
                     data=trust.data.apply(lambda d: {
                         "server-iflearner-secret.crt": d["server.crt"],
                         "party-iflearner-secret.crt": d["party.crt"],
@@ -104,7 +108,7 @@ def job_program(
 
         workload = k8s.yaml.v2.ConfigGroup(
             "workload",
-            objs=[_with_skip_await(m) for m in (desired.service, desired.ingress, desired.pod)],
+            objs=[_annotated(m, WORKLOAD_ANNOTATIONS) for m in (desired.service, desired.ingress, desired.pod)],
             opts=pulumi.ResourceOptions(provider=provider, depends_on=depends),
         )
         pulumi.export("endpoint", desired.certificate.common_name)

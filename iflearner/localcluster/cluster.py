@@ -9,6 +9,7 @@ or writes the user's ``~/.kube/config``.
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import ssl
 import time
@@ -124,6 +125,9 @@ class LocalCluster:
         binaries = {name: toolchain.tool(name) for name in (
             "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")}
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        # Every `up` is a fresh cluster: objects of a previous run (and their
+        # allocated Service IPs) would clash with the add-ons created below.
+        shutil.rmtree(self.data_dir / "etcd", ignore_errors=True)
         pki = ensure_pki(self.data_dir / "pki")
         logs = self.data_dir / "logs"
         etcd_port, etcd_peer, api_port, cm_port, sched_port, kwok_port = (
@@ -176,6 +180,9 @@ class LocalCluster:
                 "--bind-address=127.0.0.1", f"--secure-port={cm_port}", "--leader-elect=false",
                 f"--service-account-private-key-file={pki.sa_key}", f"--root-ca-file={pki.ca_cert}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}", "--use-service-account-credentials=false",
+                # kwok renews the node's lease; on a busy 2-core machine a late
+                # renewal must not mark the node NotReady and evict its Pods.
+                "--node-monitor-grace-period=5m",
                 f"--cert-dir={self.data_dir / 'controller-manager-certs'}",
             ])
             launch("kube-scheduler", [

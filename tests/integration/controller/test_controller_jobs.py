@@ -8,7 +8,6 @@ import copy
 import subprocess
 import time
 
-import pytest
 import yaml
 from controller_harness import (
     GROUP,
@@ -25,7 +24,6 @@ from controller_harness import (
 )
 from kubernetes import client
 
-import iflearner.program
 from iflearner.desired import TRUST_VOLUMES
 from iflearner.toolchain import REPO_ROOT
 
@@ -113,11 +111,8 @@ def test_template_change_replaces_pod_and_hand_deletions_are_repaired(controller
     wait_ready_running(custom, jobs_ns, name, controller)
 
 
-FORCED = "pulumi.com/patchForce" in str(getattr(iflearner.program, "SKIP_AWAIT", ""))
 
 
-@pytest.mark.xfail(not FORCED, strict=True, reason="iflearner/program.py does not set pulumi.com/patchForce, so "
-                   "server-side apply refuses to take back fields another manager changed")
 def test_hand_edit_of_an_owned_object_is_reverted(controller, custom, networking, jobs_ns):
     name = "revert-me"
     create_job(custom, job_manifest(name, jobs_ns))
