@@ -25,12 +25,19 @@ KEY="pulumi-${PULUMI_VERSION}_k8sprov-${K8S_PROVIDER_VERSION}_etcd-${ETCD_VERSIO
 CACHE_ROOT="${IFLEARNER_CACHE:-$HOME/.cache/iflearner-operator}"
 TOOLS="$CACHE_ROOT/tools/$KEY"
 BIN="$TOOLS/bin"
+# Providers live outside bin/ (which goes on PATH for the language host): a
+# provider found on PATH is used whatever its version, with a warning each
+# run; registered in PULUMI_HOME it is resolved like any plugin.
+PROVIDERS="$TOOLS/providers"
 LOGS="$TOOLS/logs"
 WORK="$CACHE_ROOT/build"
 
 if [[ "${1:-}" == "--print-dir" ]]; then echo "$TOOLS"; exit 0; fi
 
-mkdir -p "$BIN" "$LOGS" "$WORK" "$TOOLS/stamps"
+mkdir -p "$BIN" "$PROVIDERS" "$LOGS" "$WORK" "$TOOLS/stamps"
+if [[ -f "$BIN/pulumi-resource-kubernetes" ]]; then  # built by an earlier version of this script
+  mv "$BIN/pulumi-resource-kubernetes" "$PROVIDERS/pulumi-resource-kubernetes"
+fi
 export CGO_ENABLED=0 GOWORK=off GOFLAGS=-buildvcs=false GOPROXY="${GOPROXY:-https://proxy.golang.org}"
 START_ALL=$SECONDS
 
@@ -113,7 +120,7 @@ build_kubernetes_provider() {
   cd "$d"
   run kubernetes-provider build go build -mod=mod \
     -ldflags "-s -w -X github.com/pulumi/pulumi-kubernetes/provider/v4/pkg/version.Version=v$K8S_PROVIDER_VERSION" \
-    -o "$BIN/pulumi-resource-kubernetes" ./cmd/pulumi-resource-kubernetes
+    -o "$PROVIDERS/pulumi-resource-kubernetes" ./cmd/pulumi-resource-kubernetes
   cd "$WORK"; rm -rf "$d"
 }
 
@@ -180,7 +187,7 @@ build_coredns() {
 register_plugins() {
   export PULUMI_HOME="$TOOLS/pulumi-home" PULUMI_SKIP_UPDATE_CHECK=true PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true
   mkdir -p "$PULUMI_HOME"
-  run plugins install-kubernetes "$BIN/pulumi" plugin install resource kubernetes "$K8S_PROVIDER_VERSION" --file "$BIN/pulumi-resource-kubernetes"
+  run plugins install-kubernetes "$BIN/pulumi" plugin install resource kubernetes "$K8S_PROVIDER_VERSION" --file "$PROVIDERS/pulumi-resource-kubernetes"
 }
 
 only="${1:-all}"

@@ -1,5 +1,6 @@
-"""A Pulumi resource that adds the operator's block to CoreDNS's Corefile and
-takes it out again on destroy.
+"""Pulumi resources that wire CoreDNS for the federation and unwire it on
+destroy: the operator's block in the Corefile, and the records volume in the
+CoreDNS Deployment.
 
 The Corefile is one string field that kubeadm (or the cluster's vendor) owns;
 server-side apply can only own the whole field, and giving it up would delete
@@ -19,13 +20,19 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, Resou
 from iflearner.bootstrap.corefile import add_block, remove_block
 
 
-def _core_api(kubeconfig: str | None) -> Any:
+def _api_client(kubeconfig: str | None) -> Any:
     from kubernetes import client, config
 
     if kubeconfig:
-        return client.CoreV1Api(config.new_client_from_config_dict(yaml.safe_load(kubeconfig)))
+        return config.new_client_from_config_dict(yaml.safe_load(kubeconfig))
     config.load_incluster_config()
-    return client.CoreV1Api()
+    return client.ApiClient()
+
+
+def _core_api(kubeconfig: str | None) -> Any:
+    from kubernetes import client
+
+    return client.CoreV1Api(_api_client(kubeconfig))
 
 
 def _edit(props: dict[str, Any], change: Any) -> str:
@@ -73,5 +80,69 @@ class CorefileBlock(Resource):
             _CorefileBlockProvider(), name,
             {"block": block, "kubeconfig": pulumi.Output.secret(kubeconfig) if kubeconfig else None,
              "namespace": namespace, "name": configmap, "key": key},
+            opts,
+        )
+
+
+def _edit_deployment(props: dict[str, Any], add: bool) -> None:
+    """Add or remove the records volume and its mount; other volumes stay as they are."""
+    from kubernetes import client
+
+    apps = client.AppsV1Api(_api_client(props.get("kubeconfig")))
+    deployment = apps.read_namespaced_deployment(props["deployment"], props["namespace"])
+    spec = deployment.spec.template.spec
+    volume_name = props["volume"]
+    spec.volumes = [v for v in spec.volumes or [] if v.name != volume_name]
+    container = next((c for c in spec.containers if c.name == props["container"]), spec.containers[0])
+    container.volume_mounts = [m for m in container.volume_mounts or [] if m.name != volume_name]
+    if add:
+        spec.volumes.append(client.V1Volume(
+            name=volume_name, config_map=client.V1ConfigMapVolumeSource(name=props["configmap"])))
+        container.volume_mounts.append(client.V1VolumeMount(
+            name=volume_name, mount_path=props["mount_path"], read_only=True))
+    # Replace with the read resourceVersion: a concurrent change fails instead of being lost.
+    apps.replace_namespaced_deployment(props["deployment"], props["namespace"], deployment)
+
+
+class _RecordsVolumeProvider(ResourceProvider):
+    _identity = ("namespace", "deployment", "container", "volume")
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        _edit_deployment(props, add=True)
+        return CreateResult(id_=f"{props['namespace']}/{props['deployment']}/{props['volume']}", outs=props)
+
+    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        _edit_deployment(news, add=True)
+        return UpdateResult(outs=news)
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        changed = [k for k in news if olds.get(k) != news.get(k)]
+        return DiffResult(changes=bool(changed), replaces=[k for k in changed if k in self._identity])
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        _edit_deployment(props, add=False)
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        return ReadResult(id_=id_, outs=props)
+
+
+class RecordsVolume(Resource):
+    """The job records ConfigMap mounted read-only into the CoreDNS Deployment.
+
+    A server-side-apply DeploymentPatch would do the same, but Pulumi diffs it
+    against the whole live Deployment and reports an update on every preview;
+    this resource changes only when its inputs do, and removes exactly its
+    volume and mount on delete."""
+
+    def __init__(
+        self, name: str, *, configmap: pulumi.Input[str], mount_path: str, kubeconfig: pulumi.Input[str] | None,
+        namespace: str = "kube-system", deployment: str = "coredns", container: str = "coredns",
+        volume: str = "iflearner-dns-records", opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__(
+            _RecordsVolumeProvider(), name,
+            {"configmap": configmap, "mount_path": mount_path,
+             "kubeconfig": pulumi.Output.secret(kubeconfig) if kubeconfig else None,
+             "namespace": namespace, "deployment": deployment, "container": container, "volume": volume},
             opts,
         )

@@ -15,7 +15,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from iflearner.bootstrap.coredns import CorefileBlock
+from iflearner.bootstrap.coredns import CorefileBlock, RecordsVolume
 from iflearner.bootstrap.corefile import RECORDS_DIR, ZoneTemplate, render_block
 from iflearner.bootstrap.generated_secret import GeneratedSecret
 from iflearner.bootstrap.operator import OperatorConfig, deployment, rbac
@@ -111,17 +111,8 @@ def bootstrap() -> None:
         metadata={"name": settings.dns_configmap_name, "namespace": settings.dns_namespace},
         opts=pulumi.ResourceOptions(provider=provider, ignore_changes=["data"]),
     )
-    k8s.apps.v1.DeploymentPatch(
-        "coredns-records-volume",
-        metadata={"name": "coredns", "namespace": "kube-system",
-                  "annotations": {"pulumi.com/patchFieldManager": "iflearner-bootstrap"}},
-        spec={"template": {"spec": {
-            "volumes": [{"name": "iflearner-dns-records", "configMap": {"name": settings.dns_configmap_name}}],
-            "containers": [{"name": "coredns", "volumeMounts": [
-                {"name": "iflearner-dns-records", "mountPath": RECORDS_DIR, "readOnly": True}]}],
-        }}},
-        opts=pulumi.ResourceOptions(provider=provider, depends_on=[records]),
-    )
+    RecordsVolume("coredns-records-volume", configmap=records.metadata.name, mount_path=RECORDS_DIR,
+                  kubeconfig=kubeconfig)
     CorefileBlock("corefile", block=render_block(zones), kubeconfig=kubeconfig,
                   opts=pulumi.ResourceOptions(depends_on=[records]))
 

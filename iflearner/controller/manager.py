@@ -130,11 +130,11 @@ class Controller:
             self.servers.append(HealthServer(options.health_address, self.metrics, self._healthy, self._ready))
 
     def _make_runner(self) -> Any:
-        from iflearner.controller.runner import make_runner
+        from iflearner.stackrunner import StackRunner
 
         # With leader election only the leader runs stacks, so a lock left by
         # another host is from a dead (former) leader and may be cleared.
-        return make_runner(self.options.runner_settings(), foreign_locks_are_stale=self.options.leader_elect)
+        return StackRunner(self.options.runner_settings(), foreign_locks_are_stale=self.options.leader_elect)
 
     # -- event handlers (informer threads: keep them quick) ---------------------------------------
 

@@ -30,11 +30,9 @@ from iflearner.controller.informers import JOBS, OWNED_RESOURCES, Informer, Reso
 from iflearner.controller.kubeapi import MERGE_PATCH, KubeApi, object_path
 from iflearner.controller.logs import job_logger
 from iflearner.controller.metrics import Metrics
-from iflearner.controller.runner import supports_refresh
 from iflearner.controller.status import (
     READY,
     RESULT_FAILED,
-    RESULT_IN_PROGRESS,
     RESULT_SUCCEEDED,
     STALLED,
     Observation,
@@ -61,7 +59,7 @@ _RESOURCES_BY_KIND: dict[str, Resource] = {r.kind: r for r in OWNED_RESOURCES}
 
 
 class Runner(Protocol):
-    def up(self, stack_name: str, program: Callable[[], None]) -> StackResult: ...
+    def up(self, stack_name: str, program: Callable[[], None], refresh: bool = False) -> StackResult: ...
 
     def destroy(self, stack_name: str) -> StackResult: ...
 
@@ -145,7 +143,6 @@ class Reconciler:
         self.metrics = metrics
         self.clock = clock
         self.cache_wait = cache_wait
-        self._can_refresh = supports_refresh(runner)
         self._memo: dict[str, _Memo] = {}
         self._memo_lock = threading.Lock()
 
@@ -218,24 +215,6 @@ class Reconciler:
         return (pod.get("status") or {}).get("phase") or "Pending"
 
     # -- stack operations -----------------------------------------------------------------------
-
-    def _recover_if_needed(self, stack: str, last: Operation | None) -> None:
-        """Clear a stale lock and pending operations left by a run that died.
-
-        Only when the status says a run may have died (an operation recorded
-        as in progress) or the last one failed on a lock, so that the common
-        path starts no extra process.
-        """
-        recover = getattr(self.runner, "recover", None)
-        if recover is None or last is None:
-            return
-        interrupted = last.result == RESULT_IN_PROGRESS
-        locked = last.failed and "lock" in (last.error or "").lower()
-        if interrupted or locked:
-            try:
-                recover(stack)
-            except Exception as error:  # noqa: BLE001 - the operation itself reports what is wrong
-                log.warning("stack recovery failed", extra={"stack": stack, "error": str(error)[:300]})
 
     def _run(self, operation: str, action: Callable[[], StackResult]) -> StackResult:
         result = action()
@@ -312,12 +291,10 @@ class Reconciler:
                 pod_phase=self._pod_phase(namespace, desired.names.pod), **base))
             self._write_status(key, obj, previous, starting)
             previous = starting
-            self._recover_if_needed(stack, last)
+            # A stale lock or pending operations of a run that died are
+            # cleared by the runner itself (never a live run's).
             program = job_program(desired, self.settings, self.kubeconfig_text)
-            if decision.refresh and self._can_refresh:
-                result = self._run("up", lambda: self.runner.up(stack, program, refresh=True))  # type: ignore[call-arg]
-            else:
-                result = self._run("up", lambda: self.runner.up(stack, program))
+            result = self._run("up", lambda: self.runner.up(stack, program, refresh=decision.refresh))
             finished = rfc3339(self.clock())
             if result.succeeded:
                 failures = 0
@@ -397,7 +374,6 @@ class Reconciler:
             generation=generation, now=rfc3339(now), in_progress="destroy", deleting=True,
             failure_count=failures, pod_phase=pod_phase))
         self._write_status(key, obj, previous, starting)
-        self._recover_if_needed(stack, last)
         logger.info("destroying the stack", extra={"stack": stack})
         result = self._run("destroy", lambda: self.runner.destroy(stack))
         finished = rfc3339(self.clock())

@@ -44,7 +44,7 @@ def test_server_job_stack_lifecycle(runner, kubeconfig, api_client, core, cluste
     job = job_in("server.yaml", namespace)
     desired, result = up(runner, kubeconfig, job)
     assert result.succeeded, result.error
-    assert result.outputs["service"] == "iflearnerjob-server"
+    assert runner.outputs(stack_name(job))["service"] == "iflearnerjob-server"
 
     service = core.read_namespaced_service("iflearnerjob-server", namespace)
     assert {(p.name, p.port, p.target_port) for p in service.spec.ports} == {("grpc", 80, 50001), ("http", 82, 50002)}

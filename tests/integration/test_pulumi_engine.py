@@ -35,13 +35,14 @@ def test_inline_program_creates_and_destroys_secret(runner, kubeconfig, core: cl
     result = runner.up(stack, program)
     assert result.succeeded, result.error
     assert result.changes.get("create") == 4  # stack, provider, CA, Secret
-    assert "key" not in result.outputs, "secret outputs must never be returned in clear"
+    outputs = runner.outputs(stack)
+    assert "key" not in outputs, "secret outputs must never be returned in clear"
 
     secret = core.read_namespaced_secret("engine-test", namespace)
     cert = x509.load_pem_x509_certificate(base64.b64decode(secret.data["tls.crt"]))
     assert cert.subject.rfc4514_string() == "CN=engine-test-ca"
     assert base64.b64decode(secret.data["tls.key"]).startswith(b"-----BEGIN PRIVATE KEY-----")
-    assert result.outputs["certificate"].startswith("-----BEGIN CERTIFICATE-----")
+    assert outputs["certificate"].startswith("-----BEGIN CERTIFICATE-----")
 
     state_files = list((runner.settings.work_dir.parent / "state").rglob(f"{stack}.json"))
     assert state_files, "state is kept in the file:// backend"

@@ -67,7 +67,6 @@ class World:
         self.events = []
         self.ups = []
         self.destroys = []
-        self.recovered = []
         self.up_error = None
         self.destroy_error = None
         self.stack_exists = False
@@ -115,7 +114,7 @@ class World:
         return None
 
     # -- runner --------------------------------------------------------------------------------
-    def up(self, stack, program):
+    def up(self, stack, program, refresh=False):
         self.ups.append(stack)
         if self.up_error:
             return StackResult("up", stack, False, error=self.up_error, seconds=0.1)
@@ -141,9 +140,6 @@ class World:
             self.owned[kind].store.pop(f"{ns}/{name}", None)
         self.stack_exists = False
         return StackResult("destroy", stack, True)
-
-    def recover(self, stack):
-        self.recovered.append(stack)
 
     # -- helpers -------------------------------------------------------------------------------
     def delete_object(self, kind, name):
@@ -216,7 +212,6 @@ def test_first_reconcile_adds_finalizer_runs_up_and_reports(world, reconciler):
     assert st["applied"]["objects"]["Pod/iflearnerjob-server"].startswith("Pod-uid-")
     assert st["outputs"]["service"] == "iflearnerjob-server"
     assert cond(world, "Reconciling") == ("True", "WaitingForPod")
-    assert world.recovered == [], "no recovery on the normal path"
 
 
 def test_resync_of_unchanged_job_runs_no_pulumi_and_writes_nothing(world, reconciler):
@@ -290,11 +285,11 @@ def test_failed_up_backs_off_from_status_and_events_first_and_every_fifth(world,
     assert status(world)["lastOperation"]["result"] == "Succeeded"
 
 
-def test_interrupted_up_is_recovered_then_rerun(world, reconciler):
+def test_interrupted_up_is_rerun(world, reconciler):
     world.jobs.store[KEY]["status"] = {"lastOperation": {"kind": "up", "result": "InProgress",
                                                          "time": "2025-01-01T00:00:00Z", "failureCount": 0}}
     reconciler.reconcile(KEY)
-    assert world.recovered == ["default.iflearnerjob-server"]
+    assert world.ups == ["default.iflearnerjob-server"]
     assert status(world)["lastOperation"]["result"] == "Succeeded"
 
 
@@ -320,7 +315,6 @@ def test_failed_destroy_keeps_finalizer_and_retries(world, reconciler, clock):
     clock.advance(5)
     reconciler.reconcile(KEY)
     assert world.job() is None
-    assert world.recovered == ["default.iflearnerjob-server"], "a lock error triggers recovery"
 
 
 def test_job_without_finalizer_being_deleted_is_left_alone(world, reconciler):
