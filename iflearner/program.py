@@ -6,7 +6,8 @@ Ownership: every object carries ``pulumi.com/patchForce``: the job owns its
 objects, so a field someone changed by hand (another server-side-apply
 manager) is taken back on the next ``up`` instead of failing with a conflict.
 
-Await behaviour: the Pod, Service and Ingress carry ``pulumi.com/skipAwait``.
+Await behaviour: the Service and Ingress carry ``pulumi.com/skipAwait``, the
+Pod an immediate ``pulumi.com/waitFor`` (its deletion is still awaited).
 A job's readiness is the Pod's phase, which the controller reads from the
 cluster; a stack that waited for it would hold a Pulumi process open for the
 life of the job, fail on Pods that finish (parties exit 0), and block on
@@ -28,6 +29,11 @@ from iflearner.tlsresources import SignedCertificate
 
 FORCE_OWNERSHIP = {"pulumi.com/patchForce": "true"}
 WORKLOAD_ANNOTATIONS = {"pulumi.com/skipAwait": "true", **FORCE_OWNERSHIP}
+# For the Pod, skipAwait would also skip waiting for its deletion, and a
+# replacement under the same name would then race the terminating old Pod.
+# waitFor on a field every Pod has ends the create/update await at once and
+# leaves the delete await in place.
+POD_ANNOTATIONS = {"pulumi.com/waitFor": "jsonpath={.metadata.uid}", **FORCE_OWNERSHIP}
 
 
 def _decode(data: Any, key: str) -> str:
@@ -106,10 +112,19 @@ def job_program(
                 opts=opts,
             )
 
-        workload = k8s.yaml.v2.ConfigGroup(
+        k8s.yaml.v2.ConfigGroup(
             "workload",
-            objs=[_annotated(m, WORKLOAD_ANNOTATIONS) for m in (desired.service, desired.ingress, desired.pod)],
+            objs=[_annotated(m, WORKLOAD_ANNOTATIONS) for m in (desired.service, desired.ingress)],
             opts=pulumi.ResourceOptions(provider=provider, depends_on=depends),
+        )
+        pod = _annotated(desired.pod, POD_ANNOTATIONS)
+        k8s.core.v1.Pod(
+            "pod",
+            metadata=pod["metadata"],
+            spec=pod["spec"],
+            # A Pod's spec is immutable and its name is the job's: the old Pod
+            # must go before the new one can be created under the same name.
+            opts=pulumi.ResourceOptions(provider=provider, depends_on=depends, delete_before_replace=True),
         )
         pulumi.export("endpoint", desired.certificate.common_name)
         pulumi.export("namespace", desired.pod["metadata"]["namespace"])
@@ -119,6 +134,5 @@ def job_program(
         pulumi.export("tlsSecret", names.tls_secret)
         pulumi.export("trustConfigMap", names.trust_configmap if desired.trust_configmap else None)
         pulumi.export("certificate", certificate.cert_pem)
-        pulumi.export("resources", workload.resources.apply(len))
 
     return program

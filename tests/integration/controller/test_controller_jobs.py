@@ -100,6 +100,10 @@ def test_template_change_replaces_pod_and_hand_deletions_are_repaired(controller
     pod = core.read_namespaced_pod(name, jobs_ns)
     assert pod.metadata.uid != first_uid, "the Pod was replaced"
     assert pod.spec.containers[0].args[-1] == "--epochs=3"
+    # The replacement deletes the old Pod first, so the first up succeeds.
+    assert job["status"]["lastOperation"]["failureCount"] == 0, job["status"]["lastOperation"]
+    failures = core.list_namespaced_event(jobs_ns, field_selector="reason=StackUpdateFailed").items
+    assert not failures, [e.message for e in failures]
 
     core.delete_namespaced_service(name, jobs_ns)
     wait_for("the deleted Service to come back", lambda: core.read_namespaced_service(name, jobs_ns), 90,
