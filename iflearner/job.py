@@ -341,15 +341,22 @@ def short_hash(text: str, length: int = 8) -> str:
 
 
 def stack_name(job: IflearnerJob) -> str:
-    """The Pulumi stack name for a job: '<namespace>.<name>'.
+    """The Pulumi stack name for a job (see :func:`stack_name_of`)."""
+    return stack_name_of(job.namespace, job.name)
+
+
+def stack_name_of(namespace: str, name: str) -> str:
+    """The Pulumi stack name for the job ``namespace/name``: '<namespace>.<name>'.
 
     Namespaces never contain dots, so the first dot separates the two parts
     and the name is unique per (namespace, name). Names too long for Pulumi
     (100 characters) are truncated and suffixed with a hash of both parts.
+    Takes names rather than a job so that the stack of a job whose spec no
+    longer parses can still be found and destroyed.
     """
-    full = f"{job.namespace}.{job.name}"
+    full = f"{namespace}.{name}"
     if len(full) <= _MAX_STACK_NAME and _STACK_NAME_RE.match(full):
         return full
-    suffix = short_hash(f"{job.namespace}/{job.name}")
+    suffix = short_hash(f"{namespace}/{name}")
     prefix = re.sub(r"[^A-Za-z0-9._-]", "-", full)[: _MAX_STACK_NAME - len(suffix) - 1]
     return f"{prefix}-{suffix}"

@@ -47,7 +47,7 @@ from iflearner.controller.status import (
 )
 from iflearner.controller.workqueue import exponential_backoff
 from iflearner.desired import ClusterSettings, base_name, desired_resources, owned_object_refs
-from iflearner.job import IflearnerJob, InvalidJobError, Role, parse_job, stack_name
+from iflearner.job import InvalidJobError, parse_job, stack_name, stack_name_of
 from iflearner.program import job_program
 from iflearner.stackrunner import StackResult
 
@@ -99,12 +99,6 @@ def utc_now() -> datetime.datetime:
 
 def job_path(namespace: str, name: str) -> str:
     return object_path(JOBS.api_path, JOBS.plural, namespace, name)
-
-
-def stack_name_for(namespace: str, name: str) -> str:
-    """The stack of a job, also for jobs whose spec does not parse."""
-    placeholder = IflearnerJob(name=name, namespace=namespace, role=Role.SERVER, host="x.invalid", template={})
-    return stack_name(placeholder)
 
 
 def _deep_union(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
@@ -369,7 +363,7 @@ class Reconciler:
         if retry_at is not None and retry_at > now:
             return Result(requeue_after=(retry_at - now).total_seconds() + 0.05)
 
-        stack = stack_name_for(namespace, name)
+        stack = stack_name_of(namespace, name)
         starting = compute_status(previous, Observation(
             generation=generation, now=rfc3339(now), in_progress="destroy", deleting=True,
             failure_count=failures, pod_phase=pod_phase))
