@@ -133,30 +133,51 @@ build_etcd() {
   cd "$WORK"; rm -rf "$d"
 }
 
-build_kube() {
-  local d="$WORK/kube-wrapper" kdir ldflags
+# kube_wrapper DIR PROG CMD...: a throw-away module that requires
+# k8s.io/kubernetes at $KUBE_VERSION with the given commands as tools; the
+# shell is left inside DIR.
+kube_wrapper() {
+  local d=$1 prog=$2 kdir m c; shift 2
   kdir=$(moddir "k8s.io/kubernetes@$KUBE_VERSION")
   rm -rf "$d"; mkdir -p "$d"; cd "$d"
-  run kube init go mod init iflearner.local/kube-wrapper
+  run "$prog" init go mod init "iflearner.local/$prog-wrapper"
   grep -E '^godebug' "$kdir/go.mod" >>go.mod || true
   # Kubernetes requires its staging modules at v0.0.0 and replaces them with
   # ./staging/..., which the module zip lacks: pin each to its release.
-  local m
   for m in $(grep -oE '^\s*k8s\.io/[a-z0-9-]+ => \./staging/' "$kdir/go.mod" | awk '{print $1}'); do
     echo "replace $m => $m $KUBE_STAGING_VERSION" >>go.mod
   done
-  run kube get go get -tool "k8s.io/kubernetes/cmd/kube-apiserver@$KUBE_VERSION" "k8s.io/kubernetes/cmd/kube-controller-manager@$KUBE_VERSION" "k8s.io/kubernetes/cmd/kube-scheduler@$KUBE_VERSION"
-  local minor=${KUBE_VERSION#v1.}; minor=${minor%%.*}
+  local tools=()
+  for c in "$@"; do tools+=("k8s.io/kubernetes/cmd/$c@$KUBE_VERSION"); done
+  run "$prog" get go get -tool "${tools[@]}"
+}
+
+# Version ldflags for both version packages: without them /version reads
+# v0.0.0-master and clients guess an ancient server.
+kube_ldflags() {
+  local minor=${KUBE_VERSION#v1.} flags="-s -w" pkg v; minor=${minor%%.*}
   local vars="gitVersion=$KUBE_VERSION gitMajor=1 gitMinor=$minor gitTreeState=clean gitCommit=0000000000000000000000000000000000000000 buildDate=2026-01-01T00:00:00Z"
-  ldflags="-s -w"
   for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    for v in $vars; do ldflags+=" -X $pkg.$v"; done
+    for v in $vars; do flags+=" -X $pkg.$v"; done
   done
-  for c in kube-apiserver kube-controller-manager kube-scheduler; do
-    run kube "build-$c" go build -pgo=off -ldflags "$ldflags" -o "$BIN/$c" "k8s.io/kubernetes/cmd/$c"
+  echo "$flags"
+}
+
+build_kube_programs() { # build_kube_programs STEP PROG...
+  local prog=$1 d="$WORK/$1-wrapper" ldflags c; shift
+  kube_wrapper "$d" "$prog" "$@"
+  ldflags=$(kube_ldflags)
+  for c in "$@"; do
+    run "$prog" "build-$c" go build -pgo=off -ldflags "$ldflags" -o "$BIN/$c" "k8s.io/kubernetes/cmd/$c"
   done
   cd "$WORK"; rm -rf "$d"
 }
+
+build_kube() { build_kube_programs kube kube-apiserver kube-controller-manager kube-scheduler; }
+
+# The real node's programs: a separate step (and stamp) so that a cache built
+# before they existed keeps its control plane.
+build_kube_node() { build_kube_programs kube-node kubelet kube-proxy; }
 
 build_kwok() {
   GOBIN="$BIN" run kwok install go install "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" "sigs.k8s.io/kwok/cmd/kwokctl@$KWOK_VERSION"
@@ -200,6 +221,7 @@ want etcd && build_one etcd build_etcd
 want kwok && build_one kwok build_kwok
 want kwok && install_kwok_stages
 want kube && build_one kube build_kube
+want kube-node && build_one kube-node build_kube_node "$KUBE_VERSION"
 want coredns && build_one coredns build_coredns "$COREDNS_VERSION"
 want plugins && build_one plugins register_plugins
 log "toolchain ready in $TOOLS ($((SECONDS - START_ALL))s)"
