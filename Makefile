@@ -9,9 +9,11 @@ setup: venv toolchain  ## Python environment and the real toolchain (idempotent)
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
+	# The `iflearner-operator` command (editable: it runs this checkout's code).
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
 
 toolchain:  ## Build Pulumi, providers, etcd, kube-*, kwok, CoreDNS from Go modules

@@ -54,10 +54,11 @@ def _format_step(step: dict[str, str]) -> str:
 
 
 def _preview(args: argparse.Namespace) -> int:
-    from iflearner.desired import desired_resources
+    from iflearner.desired import ClusterSettings, desired_resources
     from iflearner.job import InvalidJobError, load_job_file, stack_name
+    from iflearner.operator_record import read_operator_record
     from iflearner.program import job_program
-    from iflearner.settings import SettingsError, kubeconfig_text, load_cluster_settings, runner_settings
+    from iflearner.settings import SettingsError, kubeconfig_text, preview_settings
     from iflearner.stackrunner import StackRunner
 
     try:
@@ -67,12 +68,15 @@ def _preview(args: argparse.Namespace) -> int:
             print(f"invalid: {problem.field}: {problem.message}", file=sys.stderr)
         return EXIT_INVALID_INPUT
     try:
-        settings = load_cluster_settings(args.cluster_settings)
         kubeconfig = kubeconfig_text(args.kubeconfig)
-        runner = StackRunner(runner_settings(args.backend_url, args.passphrase_file))
+        record = read_operator_record(kubeconfig, ClusterSettings().operator_namespace)
+        chosen = preview_settings(args.backend_url, args.passphrase_file, args.cluster_settings, record)
     except SettingsError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_INVALID_INPUT
+    print(f"preview: using {chosen.origin}", file=sys.stderr)
+    settings = chosen.cluster
+    runner = StackRunner(chosen.runner)
     desired = desired_resources(job, settings)
     stack = stack_name(job)
     result = runner.preview(stack, job_program(desired, settings, kubeconfig))
@@ -101,22 +105,25 @@ def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cluster-settings", type=Path, default=None,
                         help="YAML file of cluster settings (CA secret, ingress class, DNS ConfigMap, ...)")
     parser.add_argument("--backend-url", default=None,
-                        help="Pulumi DIY backend URL (file://, s3://, ...); default: a local file:// directory")
+                        help="Pulumi DIY backend URL (file://, s3://, ...); default: the operator's backend "
+                             "as the bootstrap recorded it in the cluster, else a local file:// directory")
     parser.add_argument("--passphrase-file", type=Path, default=None,
                         help="file holding the passphrase that encrypts stack secrets "
                              "(default: $PULUMI_CONFIG_PASSPHRASE)")
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from iflearner.demo import Demo, default_data_dir
+    from iflearner.demo import Demo, DemoError, default_data_dir
 
     demo = Demo((args.data_dir or default_data_dir()).resolve(), timeout=args.timeout)
     demo.data_dir.mkdir(parents=True, exist_ok=True)
     if args.down:
-        demo.cleanup()
-        return EXIT_OK
+        return EXIT_OK if demo.down() else EXIT_FAILED
     try:
         return demo.run(keep=args.keep)
+    except DemoError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILED
     except Exception as error:  # noqa: BLE001 - the demo reports, cleans up and exits non-zero
         print(f"demo failed: {error}", file=sys.stderr)
         return EXIT_FAILED

@@ -14,10 +14,20 @@ is one ``pulumi up`` with the inline program served in-process (as
 Every stack has a work directory of its own: the Automation API rewrites
 ``Pulumi.yaml`` whenever it opens a workspace, and parallel stacks sharing a
 directory would read a half-written file.
+
+Work directories hold nothing the state backend does not also hold. They are
+keyed by the backend URL (two backends never share one), and the stack's
+config file (``Pulumi.<stack>.yaml``, where ``stack init`` writes the
+passphrase salt) is removed before a runner first selects a stack: the engine
+then takes the secrets manager from the stack's own state. A stale file left
+by another backend, another passphrase or an earlier run can therefore never
+make a stack undecryptable, and a runner with fresh work directories resumes
+every stack.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -175,9 +185,11 @@ class StackRunner:
         self._stacks_lock = threading.Lock()
 
     def _work_dir(self, stack_name: str) -> Path:
-        return Path(self.settings.work_dir) / "stacks" / stack_name
+        return backend_work_dir(self.settings) / stack_name
 
     def _stack(self, stack_name: str, program: Callable[[], None]) -> auto.Stack:
+        # The salt comes from the stack's state, never from a file left behind.
+        (self._work_dir(stack_name) / f"Pulumi.{stack_name}.yaml").unlink(missing_ok=True)
         return auto.create_or_select_stack(
             stack_name=stack_name, project_name=PROJECT_NAME, program=program,
             opts=self._workspace_options(stack_name),
@@ -266,6 +278,7 @@ class StackRunner:
         program = program or (lambda: None)
 
         def action() -> StackResult:
+            (self._work_dir(stack_name) / f"Pulumi.{stack_name}.yaml").unlink(missing_ok=True)
             try:
                 stack = auto.select_stack(stack_name=stack_name, project_name=PROJECT_NAME, program=program,
                                           opts=self._workspace_options(stack_name))
@@ -328,6 +341,13 @@ class StackRunner:
                 backend=auto.ProjectBackend(url=self.settings.backend_url),
             ),
         )
+
+
+def backend_work_dir(settings: RunnerSettings) -> Path:
+    """The work directories of one backend's stacks: a backend URL never
+    shares them with another (the key is a digest: URLs may hold credentials)."""
+    key = hashlib.sha256(settings.backend_url.encode()).hexdigest()[:16]
+    return Path(settings.work_dir) / "stacks" / key
 
 
 def default_passphrase() -> str:

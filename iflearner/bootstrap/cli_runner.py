@@ -78,10 +78,15 @@ class BootstrapProject:
         if not any(s["name"] == self.stack for s in listed):
             self.pulumi_raw("stack", "init", self.stack)
 
-    def pulumi_raw(self, *args: str) -> str:
+    def set_config(self, key: str, value: str, secret: bool = False) -> None:
+        """``pulumi config set``; the value goes on stdin, never in a process's arguments."""
+        flags = ["--secret"] if secret else ["--plaintext"]
+        self.pulumi_raw("config", "set", key, *flags, "--stack", self.stack, stdin=value)
+
+    def pulumi_raw(self, *args: str, stdin: str | None = None) -> str:
         env = self.env()
         out = subprocess.run([str(toolchain.tool("pulumi")), *args, "--non-interactive"], cwd=self.project_dir,
-                             env=env, capture_output=True, text=True, timeout=300)
+                             env=env, capture_output=True, text=True, timeout=300, input=stdin)
         if out.returncode != 0:
             raise RuntimeError(f"pulumi {' '.join(args)} failed: {out.stderr or out.stdout}")
         return out.stdout

@@ -27,11 +27,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from iflearner.desired import ClusterSettings
+from iflearner.operator_record import PASSPHRASE_SECRET, SETTINGS_CONFIGMAP
 
 NAME = "iflearner-operator"
 LEASE_NAME = "iflearner-operator-leader"
 METRICS_PORT = 8080
 HEALTH_PORT = 8081
+STATE_MOUNT = "/var/lib/iflearner-operator/state"
+# The embedded default: a file:// backend on the state PersistentVolumeClaim.
+DEFAULT_BACKEND_URL = f"file://{STATE_MOUNT}"
 WORKLOAD_VERBS = ["get", "list", "watch", "create", "update", "patch", "delete"]
 
 
@@ -42,7 +46,7 @@ class OperatorConfig:
     workers: int = 4
     backend_url: str | None = None  # None: a file:// backend on the state PersistentVolumeClaim
     state_storage: str = "1Gi"
-    passphrase_secret: str = "iflearner-operator-state"
+    passphrase_secret: str = PASSPHRASE_SECRET
     job_namespaces: tuple[str, ...] = ()  # empty: jobs in every namespace
 
 
@@ -110,14 +114,14 @@ def deployment(settings: ClusterSettings, config: OperatorConfig) -> list[dict[s
     """Deployment, metrics Service and (for the file:// backend) the state volume claim."""
     ns = settings.operator_namespace
     labels = {"app.kubernetes.io/name": NAME}
-    backend = config.backend_url or "file:///var/lib/iflearner-operator/state"
+    backend = config.backend_url or DEFAULT_BACKEND_URL
     args = ["run", f"--workers={config.workers}", f"--backend-url={backend}", "--leader-elect",
             f"--leader-election-namespace={ns}", f"--metrics-address=0.0.0.0:{METRICS_PORT}",
             f"--health-address=0.0.0.0:{HEALTH_PORT}", "--cluster-settings=/etc/iflearner/cluster-settings.yaml"]
     args += [f"--namespace={namespace}" for namespace in config.job_namespaces]
     volumes: list[dict[str, Any]] = [
         {"name": "tmp", "emptyDir": {}},
-        {"name": "settings", "configMap": {"name": f"{NAME}-settings"}},
+        {"name": "settings", "configMap": {"name": SETTINGS_CONFIGMAP}},
     ]
     mounts: list[dict[str, Any]] = [
         {"name": "tmp", "mountPath": "/tmp"},
@@ -129,7 +133,7 @@ def deployment(settings: ClusterSettings, config: OperatorConfig) -> list[dict[s
                         "spec": {"accessModes": ["ReadWriteOnce"],
                                  "resources": {"requests": {"storage": config.state_storage}}}})
         volumes.append({"name": "state", "persistentVolumeClaim": {"claimName": f"{NAME}-state"}})
-        mounts.append({"name": "state", "mountPath": "/var/lib/iflearner-operator/state"})
+        mounts.append({"name": "state", "mountPath": STATE_MOUNT})
     container = {
         "name": "operator",
         "image": config.image,

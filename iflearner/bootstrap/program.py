@@ -18,8 +18,9 @@ import pulumi_kubernetes as k8s
 from iflearner.bootstrap.coredns import CorefileBlock, RecordsVolume
 from iflearner.bootstrap.corefile import RECORDS_DIR, ZoneTemplate, render_block
 from iflearner.bootstrap.generated_secret import GeneratedSecret
-from iflearner.bootstrap.operator import OperatorConfig, deployment, rbac
+from iflearner.bootstrap.operator import DEFAULT_BACKEND_URL, OperatorConfig, deployment, rbac
 from iflearner.desired import ClusterSettings
+from iflearner.operator_record import BACKEND_KEY, SETTINGS_CONFIGMAP, SETTINGS_KEY, redact_url
 from iflearner.tlsresources import CertificateAuthority
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -90,10 +91,12 @@ def bootstrap() -> None:
         string_data={"passphrase": passphrase},
         opts=in_namespace,
     )
+    # Also the record `preview` reads to use the operator's backend and settings.
     k8s.core.v1.ConfigMap(
         "operator-settings",
-        metadata={"name": "iflearner-operator-settings", "namespace": settings.operator_namespace},
-        data={"cluster-settings.yaml": _settings_yaml(settings)},
+        metadata={"name": SETTINGS_CONFIGMAP, "namespace": settings.operator_namespace},
+        data={SETTINGS_KEY: _settings_yaml(settings),
+              BACKEND_KEY: redact_url(operator.backend_url or DEFAULT_BACKEND_URL)},
         opts=in_namespace,
     )
     k8s.yaml.v2.ConfigGroup(

@@ -1,10 +1,21 @@
-"""`iflearner-operator demo`, the README's first command, as a newcomer runs it."""
+"""`iflearner-operator demo`, the README's first command, as a newcomer runs it: on a used machine,
+after unclean stops, with jobs left in other namespaces, and `preview` beside it."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import yaml
+from kubernetes import client, config
+
+from iflearner.toolchain import REPO_ROOT
+
+GROUP, VERSION, PLURAL = "git.iflytek.com", "v1", "iflearnerjobs"
 
 
 def _processes_mentioning(text: str) -> list[str]:
@@ -19,15 +30,68 @@ def _processes_mentioning(text: str) -> list[str]:
     return found
 
 
-def test_demo_runs_the_federation_and_cleans_up(tmp_path):
-    data_dir = tmp_path / "demo"
-    command = [sys.executable, "-m", "iflearner", "demo", "--data-dir", str(data_dir), "--timeout", "300"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+def _iflearner(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "iflearner", *args], capture_output=True, text=True,
+                          timeout=900, cwd=REPO_ROOT, env=env)
+
+
+def _ok(result: subprocess.CompletedProcess[str]) -> str:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    table = [line for line in result.stdout.splitlines() if line.startswith("iflearnerjob-")]
-    assert len(table) == 3, result.stdout
+    return result.stdout
+
+
+def _demo(data_dir: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    return _iflearner("demo", "--data-dir", str(data_dir), "--timeout", "300", *flags)
+
+
+def _job_in_another_namespace(kubeconfig: Path) -> None:
+    api = config.new_client_from_config(config_file=str(kubeconfig))
+    core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="elsewhere")))
+    manifest = yaml.safe_load((REPO_ROOT / "examples" / "party-a.yaml").read_text())
+    manifest["metadata"]["namespace"] = "elsewhere"
+    custom.create_namespaced_custom_object(GROUP, VERSION, "elsewhere", PLURAL, manifest)
+    deadline = time.monotonic() + 180
+    while (custom.get_namespaced_custom_object(GROUP, VERSION, "elsewhere", PLURAL, manifest["metadata"]["name"])
+           .get("status", {}).get("phase")) != "Running":
+        assert time.monotonic() < deadline, "the job in namespace elsewhere did not start"
+        time.sleep(1)
+    api.close()
+
+
+def test_demo_is_rerunnable_from_any_state(tmp_path):
+    data_dir = tmp_path / "demo"
+    kubeconfig = data_dir / "cluster" / "kubeconfig"
+
+    # 1. left running; `preview` with no flags compares with the operator's own stacks
+    _ok(_demo(data_dir, "--keep"))
+    env = {k: v for k, v in os.environ.items() if k not in ("PULUMI_CONFIG_PASSPHRASE", "IFLEARNER_BACKEND_URL")}
+    preview = _iflearner("preview", str(REPO_ROOT / "examples" / "server.yaml"), "-o", "json",
+                         "--kubeconfig", str(kubeconfig), env=env)
+    report = json.loads(_ok(preview))
+    assert report["succeeded"] and not report["changes"].get("create"), report
+    assert "using the operator's backend" in preview.stderr, preview.stderr
+
+    # 2. the cluster stops without `demo --down` (as a reboot would): the next demo starts clean
+    _ok(_iflearner("cluster", "down", "--data-dir", str(data_dir / "cluster")))
+    rerun = _ok(_demo(data_dir, "--keep"))
+    assert "belongs to a cluster that is gone" in rerun, rerun
+
+    # 3. `demo --down` with a job outside `default` deletes it too, and is idempotent
+    _job_in_another_namespace(kubeconfig)
+    down = _ok(_demo(data_dir, "--down"))
+    assert "deleting 4 job(s) in every namespace" in down, down
+    assert "bootstrap destroy failed" not in down, down
+    assert not _processes_mentioning(str(data_dir)), "demo --down must leave no process behind"
+    assert "nothing left to clean" in _ok(_demo(data_dir, "--down"))
+
+    # 4. the README's first command, on this used machine
+    result = _demo(data_dir)
+    out = _ok(result)
+    table = [line for line in out.splitlines() if line.startswith("iflearnerjob-")]
+    assert len(table) == 3, out
     for row in table:
         assert " Running " in row and " True " in row, row
-    assert "the federation is Running" in result.stdout
-    assert "stopping the local control plane" in result.stdout
+    assert "the federation is Running" in out
+    assert "stopping the local control plane" in out
     assert not _processes_mentioning(str(data_dir)), "the demo must leave no process behind"

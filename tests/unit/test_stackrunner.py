@@ -37,3 +37,13 @@ def test_only_dead_or_elected_foreign_locks_are_stale():
     assert lock_is_stale(dead, "here", foreign_locks_are_stale=False)
     assert not lock_is_stale(LockHolder("elsewhere", 1), "here", foreign_locks_are_stale=False)
     assert lock_is_stale(LockHolder("elsewhere", 1), "here", foreign_locks_are_stale=True)
+
+
+def test_each_backend_has_work_directories_of_its_own(tmp_path):
+    from iflearner.stackrunner import RunnerSettings, backend_work_dir
+
+    one = backend_work_dir(RunnerSettings("file:///a", "p", tmp_path))
+    other = backend_work_dir(RunnerSettings("file:///b", "p", tmp_path))
+    assert one != other and one.parent == other.parent == tmp_path / "stacks"
+    secret_url = backend_work_dir(RunnerSettings("postgres://u:secret@h/db", "p", tmp_path))
+    assert "secret" not in str(secret_url)
