@@ -205,6 +205,21 @@ build_coredns() {
   cd "$WORK"; rm -rf "$d"
 }
 
+# Traefik, the gateway (Gateway API and NGINX-annotated Ingresses). Built as
+# the main module: its own replace lines (forks under github.com/containous/)
+# only apply there; a plain `go install` ignores them and fails. v3.7.x needs
+# modules the proxy refuses.
+TRAEFIK_VERSION=v3.6.12
+build_traefik() {
+  local d="$WORK/traefik"
+  run traefik download fresh_copy "github.com/traefik/traefik/v3@$TRAEFIK_VERSION" "$d"
+  cd "$d"
+  run traefik build go build -mod=mod -trimpath \
+    -ldflags "-s -w -X github.com/traefik/traefik/v3/pkg/version.Version=$TRAEFIK_VERSION" \
+    -o "$BIN/traefik" ./cmd/traefik
+  cd "$WORK"; rm -rf "$d"
+}
+
 register_plugins() {
   export PULUMI_HOME="$TOOLS/pulumi-home" PULUMI_SKIP_UPDATE_CHECK=true PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true
   mkdir -p "$PULUMI_HOME"
@@ -223,5 +238,6 @@ want kwok && install_kwok_stages
 want kube && build_one kube build_kube
 want kube-node && build_one kube-node build_kube_node "$KUBE_VERSION"
 want coredns && build_one coredns build_coredns "$COREDNS_VERSION"
+want traefik && build_one traefik build_traefik "$TRAEFIK_VERSION"
 want plugins && build_one plugins register_plugins
 log "toolchain ready in $TOOLS ($((SECONDS - START_ALL))s)"
