@@ -19,6 +19,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = REPO_ROOT / "scripts" / "build-toolchain.sh"
 # Set in the operator image, where the toolchain is installed at a fixed path.
 TOOLS_DIR_ENV = "IFLEARNER_TOOLS_DIR"
+# A writable PULUMI_HOME for where the toolchain's is read-only (the image).
+PULUMI_HOME_ENV = "IFLEARNER_PULUMI_HOME"
 
 
 class ToolchainMissingError(RuntimeError):
@@ -52,8 +54,25 @@ def tool(name: str) -> Path:
 
 
 def pulumi_home() -> Path:
-    """The project's own PULUMI_HOME, with the providers pre-registered."""
-    return tools_dir() / "pulumi-home"
+    """The project's own PULUMI_HOME, with the providers pre-registered.
+
+    The CLI writes under PULUMI_HOME on every ``stack select`` (workspace
+    files, plugin locks). Where the toolchain is read-only (the operator
+    image's root filesystem), ``$IFLEARNER_PULUMI_HOME`` names a writable home
+    whose plugin directories link to the registered ones.
+    """
+    registered = tools_dir() / "pulumi-home"
+    writable = os.environ.get(PULUMI_HOME_ENV)
+    if not writable:
+        return registered
+    home = Path(writable)
+    plugins = home / "plugins"
+    plugins.mkdir(parents=True, exist_ok=True)
+    for plugin in (registered / "plugins").iterdir():
+        link = plugins / plugin.name
+        if not link.exists() and not link.is_symlink():
+            link.symlink_to(plugin)
+    return home
 
 
 def pulumi_env(base: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -23,7 +23,8 @@ cluster-wide, so the operator cannot read a Secret outside those namespaces.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import urllib.parse
+from dataclasses import dataclass, field
 from typing import Any
 
 from iflearner.desired import ClusterSettings
@@ -34,20 +35,54 @@ LEASE_NAME = "iflearner-operator-leader"
 METRICS_PORT = 8080
 HEALTH_PORT = 8081
 STATE_MOUNT = "/var/lib/iflearner-operator/state"
+# Writable paths of the read-only image, on the `tmp` emptyDir: Pulumi's home
+# (the CLI writes workspace files there; the providers stay in the image) and
+# the stacks' work directories (they hold nothing the backend does not).
+WRITABLE_PULUMI_HOME = "/tmp/pulumi-home"
+WORK_DIR = "/tmp/iflearner"
+BACKEND_URL_KEY = "IFLEARNER_BACKEND_URL"
 # The embedded default: a file:// backend on the state PersistentVolumeClaim.
 DEFAULT_BACKEND_URL = f"file://{STATE_MOUNT}"
 WORKLOAD_VERBS = ["get", "list", "watch", "create", "update", "patch", "delete"]
 
 
+class OperatorConfigError(ValueError):
+    """A bootstrap setting of the operator is wrong; the message says what to fix."""
+
+
 @dataclass(frozen=True)
 class OperatorConfig:
     image: str = "ghcr.io/iflytek/iflearner-operator:0.1.0"
+    image_pull_policy: str = "IfNotPresent"
     replicas: int = 1
     workers: int = 4
     backend_url: str | None = None  # None: a file:// backend on the state PersistentVolumeClaim
+    # A Secret whose keys become the operator's environment: backend
+    # credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ...) or the whole
+    # backend URL (IFLEARNER_BACKEND_URL) when it holds a password.
+    backend_secret: str | None = None
+    # For workload identity (e.g. eks.amazonaws.com/role-arn) instead of keys.
+    service_account_annotations: dict[str, str] = field(default_factory=dict)
     state_storage: str = "1Gi"
+    state_storage_class: str | None = None
     passphrase_secret: str = PASSPHRASE_SECRET
     job_namespaces: tuple[str, ...] = ()  # empty: jobs in every namespace
+
+    def validate(self) -> None:
+        """Refuse settings that cannot work, saying what to set instead."""
+        if self.replicas < 0:
+            raise OperatorConfigError(f"iflearner:operatorReplicas must be 0 or more, got {self.replicas}")
+        if self.backend_url and urllib.parse.urlsplit(self.backend_url).password is not None:
+            raise OperatorConfigError(
+                "iflearner:stateBackendUrl holds a password, which would be readable by anyone who can read "
+                f"Deployments: put the URL in a Secret under the key {BACKEND_URL_KEY}, name it in "
+                "iflearner:stateBackendSecret, and remove iflearner:stateBackendUrl")
+        shared = bool(self.backend_secret) or bool(self.backend_url and not self.backend_url.startswith("file://"))
+        if self.replicas > 1 and not shared:
+            raise OperatorConfigError(
+                f"iflearner:operatorReplicas is {self.replicas}, but the state backend is a file:// directory on "
+                "a ReadWriteOnce volume that only one node can mount: a hot standby needs a shared backend "
+                "(set iflearner:stateBackendUrl to s3://, gs://, azblob:// or postgres://), or use 1 replica")
 
 
 def _meta(name: str, namespace: str | None = None) -> dict[str, Any]:
@@ -79,11 +114,15 @@ def _workload_bindings(subject: list[dict[str, str]], job_namespaces: tuple[str,
             for namespace in job_namespaces]
 
 
-def rbac(settings: ClusterSettings, job_namespaces: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+def rbac(settings: ClusterSettings, job_namespaces: tuple[str, ...] = (),
+         service_account_annotations: dict[str, str] | None = None) -> list[dict[str, Any]]:
     ns = settings.operator_namespace
     subject = [{"kind": "ServiceAccount", "name": NAME, "namespace": ns}]
+    account = _meta(NAME, ns)
+    if service_account_annotations:
+        account["annotations"] = dict(service_account_annotations)
     return [
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(NAME, ns)},
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": account},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": _meta(NAME),
          "rules": cluster_role_rules()},
         *_workload_bindings(subject, job_namespaces),
@@ -112,10 +151,14 @@ def rbac(settings: ClusterSettings, job_namespaces: tuple[str, ...] = ()) -> lis
 
 def deployment(settings: ClusterSettings, config: OperatorConfig) -> list[dict[str, Any]]:
     """Deployment, metrics Service and (for the file:// backend) the state volume claim."""
+    config.validate()
     ns = settings.operator_namespace
     labels = {"app.kubernetes.io/name": NAME}
-    backend = config.backend_url or DEFAULT_BACKEND_URL
-    args = ["run", f"--workers={config.workers}", f"--backend-url={backend}", "--leader-elect",
+    file_backend = config.backend_url is None and config.backend_secret is None
+    # A backend from the Secret comes in as IFLEARNER_BACKEND_URL, never as an argument.
+    backend = [f"--backend-url={config.backend_url or DEFAULT_BACKEND_URL}"] \
+        if config.backend_url or file_backend else []
+    args = ["run", f"--workers={config.workers}", *backend, "--leader-elect",
             f"--leader-election-namespace={ns}", f"--metrics-address=0.0.0.0:{METRICS_PORT}",
             f"--health-address=0.0.0.0:{HEALTH_PORT}", "--cluster-settings=/etc/iflearner/cluster-settings.yaml"]
     args += [f"--namespace={namespace}" for namespace in config.job_namespaces]
@@ -128,18 +171,24 @@ def deployment(settings: ClusterSettings, config: OperatorConfig) -> list[dict[s
         {"name": "settings", "mountPath": "/etc/iflearner", "readOnly": True},
     ]
     objects: list[dict[str, Any]] = []
-    if config.backend_url is None:
+    if file_backend:
+        claim: dict[str, Any] = {"accessModes": ["ReadWriteOnce"],
+                                 "resources": {"requests": {"storage": config.state_storage}}}
+        if config.state_storage_class:
+            claim["storageClassName"] = config.state_storage_class
         objects.append({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": _meta(f"{NAME}-state", ns),
-                        "spec": {"accessModes": ["ReadWriteOnce"],
-                                 "resources": {"requests": {"storage": config.state_storage}}}})
+                        "spec": claim})
         volumes.append({"name": "state", "persistentVolumeClaim": {"claimName": f"{NAME}-state"}})
         mounts.append({"name": "state", "mountPath": STATE_MOUNT})
-    container = {
+    container: dict[str, Any] = {
         "name": "operator",
         "image": config.image,
+        "imagePullPolicy": config.image_pull_policy,
         "args": args,
         "env": [{"name": "PULUMI_CONFIG_PASSPHRASE", "valueFrom": {"secretKeyRef": {
-            "name": config.passphrase_secret, "key": "passphrase"}}}],
+                    "name": config.passphrase_secret, "key": "passphrase"}}},
+                {"name": "IFLEARNER_PULUMI_HOME", "value": WRITABLE_PULUMI_HOME},
+                {"name": "IFLEARNER_STATE_DIR", "value": WORK_DIR}],
         "ports": [{"name": "metrics", "containerPort": METRICS_PORT},
                   {"name": "health", "containerPort": HEALTH_PORT}],
         "livenessProbe": {"httpGet": {"path": "/healthz", "port": "health"}, "periodSeconds": 20},
@@ -149,11 +198,13 @@ def deployment(settings: ClusterSettings, config: OperatorConfig) -> list[dict[s
                             "capabilities": {"drop": ["ALL"]}},
         "volumeMounts": mounts,
     }
+    if config.backend_secret:
+        container["envFrom"] = [{"secretRef": {"name": config.backend_secret}}]
     objects += [
         {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(NAME, ns), "spec": {
             "replicas": config.replicas,
             # Leader election makes a second replica a hot standby.
-            "strategy": {"type": "Recreate"} if config.backend_url is None else {"type": "RollingUpdate"},
+            "strategy": {"type": "Recreate"} if file_backend else {"type": "RollingUpdate"},
             "selector": {"matchLabels": labels},
             "template": {"metadata": {"labels": labels}, "spec": {
                 "serviceAccountName": NAME,

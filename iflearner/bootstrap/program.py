@@ -53,10 +53,15 @@ def bootstrap() -> None:
     peers: dict[str, list[str]] = config.get_object("peerCaCertificates") or {}
     operator = OperatorConfig(
         image=config.get("operatorImage") or OperatorConfig.image,
+        image_pull_policy=config.get("operatorImagePullPolicy") or OperatorConfig.image_pull_policy,
         replicas=config.get_int("operatorReplicas") if config.get_int("operatorReplicas") is not None else 1,
         backend_url=config.get("stateBackendUrl"),
+        backend_secret=config.get("stateBackendSecret"),
+        service_account_annotations=dict(config.get_object("operatorServiceAccountAnnotations") or {}),
+        state_storage_class=config.get("stateStorageClass"),
         job_namespaces=tuple(config.get_object("jobNamespaces") or ()),
     )
+    operator.validate()  # before anything is declared: a clear error, nothing half-made
     passphrase = config.get_secret("statePassphrase") or GeneratedSecret("operator-state-passphrase").value
 
     provider = k8s.Provider("cluster", kubeconfig=kubeconfig)
@@ -95,12 +100,12 @@ def bootstrap() -> None:
     k8s.core.v1.ConfigMap(
         "operator-settings",
         metadata={"name": SETTINGS_CONFIGMAP, "namespace": settings.operator_namespace},
-        data={SETTINGS_KEY: _settings_yaml(settings),
-              BACKEND_KEY: redact_url(operator.backend_url or DEFAULT_BACKEND_URL)},
+        data={SETTINGS_KEY: _settings_yaml(settings), BACKEND_KEY: _recorded_backend(operator)},
         opts=in_namespace,
     )
     k8s.yaml.v2.ConfigGroup(
-        "operator", objs=[*rbac(settings, operator.job_namespaces), *deployment(settings, operator)],
+        "operator", objs=[*rbac(settings, operator.job_namespaces, operator.service_account_annotations),
+                          *deployment(settings, operator)],
         # The operator's readiness is the cluster's to report (probes); a stack
         # that waited would block `up` on image pulls and volume binding.
         skip_await=True,
@@ -125,6 +130,13 @@ def bootstrap() -> None:
     pulumi.export("caCertificate", ca.cert_pem)
     pulumi.export("operatorNamespace", settings.operator_namespace)
     pulumi.export("clusterRole", role)
+
+
+def _recorded_backend(operator: OperatorConfig) -> str:
+    """The backend for the record `preview` reads; empty when it is only in a Secret."""
+    if operator.backend_url:
+        return redact_url(operator.backend_url)
+    return "" if operator.backend_secret else DEFAULT_BACKEND_URL
 
 
 def _settings_yaml(settings: ClusterSettings) -> str:

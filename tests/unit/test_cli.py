@@ -16,3 +16,21 @@ def test_preview_of_invalid_job_exits_2_with_one_line_per_problem(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 3
     assert lines[0].startswith("invalid: spec.role:")
+
+
+def test_a_writable_pulumi_home_links_the_registered_providers(tmp_path, monkeypatch):
+    from iflearner import toolchain
+
+    tools = tmp_path / "tools"
+    (tools / "pulumi-home" / "plugins" / "resource-kubernetes-v4.34.2").mkdir(parents=True)
+    monkeypatch.setenv(toolchain.TOOLS_DIR_ENV, str(tools))
+    monkeypatch.setenv(toolchain.PULUMI_HOME_ENV, str(tmp_path / "home"))
+    toolchain.tools_dir.cache_clear()
+    try:
+        home = toolchain.pulumi_home()
+        assert home == tmp_path / "home"
+        link = home / "plugins" / "resource-kubernetes-v4.34.2"
+        assert link.is_symlink() and link.resolve() == tools / "pulumi-home" / "plugins" / "resource-kubernetes-v4.34.2"
+        assert toolchain.pulumi_home() == home  # idempotent
+    finally:
+        toolchain.tools_dir.cache_clear()

@@ -55,3 +55,50 @@ def test_job_namespaces_bind_workload_rules_per_namespace_only():
     args = next(o for o in deployment(ClusterSettings(), OperatorConfig(job_namespaces=("ml",)))
                 if o["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--namespace=ml" in args
+
+
+def _container(config: OperatorConfig) -> dict:
+    deploy = next(o for o in deployment(ClusterSettings(), config) if o["kind"] == "Deployment")
+    return deploy["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_backend_credentials_come_from_a_secret_never_from_args():
+    import pytest
+
+    from iflearner.bootstrap.operator import OperatorConfigError
+
+    with pytest.raises(OperatorConfigError, match="holds a password.*stateBackendSecret"):
+        deployment(ClusterSettings(), OperatorConfig(backend_url="postgres://op:s3cret@db:5432/state"))
+    container = _container(OperatorConfig(backend_secret="state-backend"))
+    assert container["envFrom"] == [{"secretRef": {"name": "state-backend"}}]
+    assert not any(a.startswith("--backend-url") for a in container["args"])
+    objects = deployment(ClusterSettings(), OperatorConfig(backend_secret="state-backend"))
+    assert not any(o["kind"] == "PersistentVolumeClaim" for o in objects)
+    s3 = _container(OperatorConfig(backend_url="s3://bucket/state?region=eu-west-1", backend_secret="aws-keys"))
+    assert "--backend-url=s3://bucket/state?region=eu-west-1" in s3["args"]
+
+
+def test_workload_identity_annotations_go_on_the_service_account():
+    account = next(o for o in rbac(ClusterSettings(), (), {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/x"})
+                   if o["kind"] == "ServiceAccount")
+    assert account["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/x"}
+
+
+def test_hot_standby_needs_a_shared_backend():
+    import pytest
+
+    from iflearner.bootstrap.operator import OperatorConfigError
+
+    with pytest.raises(OperatorConfigError, match="hot standby needs a shared backend"):
+        OperatorConfig(replicas=2).validate()
+    with pytest.raises(OperatorConfigError, match="hot standby"):
+        OperatorConfig(replicas=2, backend_url="file:///shared").validate()
+    OperatorConfig(replicas=2, backend_url="s3://bucket/state").validate()
+    OperatorConfig(replicas=2, backend_secret="postgres-url").validate()
+
+
+def test_read_only_image_gets_writable_pulumi_home_and_work_dirs_on_tmp():
+    container = _container(OperatorConfig())
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["IFLEARNER_PULUMI_HOME"].startswith("/tmp/") and env["IFLEARNER_STATE_DIR"].startswith("/tmp/")
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
