@@ -220,6 +220,21 @@ build_traefik() {
   cd "$WORK"; rm -rf "$d"
 }
 
+# The Gateway API standard-channel CRDs at the version Traefik's own go.mod
+# requires (what its gateway provider speaks), from that module in the Go
+# module cache, as one file the bootstrap applies.
+install_gateway_api_crds() {
+  local tdir ver dir out="$TOOLS/gateway-api-crds.yaml" f
+  tdir=$(moddir "github.com/traefik/traefik/v3@$TRAEFIK_VERSION")
+  ver=$(awk '$1 == "sigs.k8s.io/gateway-api" {print $2; exit}' "$tdir/go.mod")
+  dir=$(moddir "sigs.k8s.io/gateway-api@$ver")/config/crd/standard
+  { echo "# Gateway API $ver standard channel, from $dir"; } >"$out.tmp"
+  for f in "$dir"/gateway.networking.k8s.io_*.yaml; do
+    { echo "---"; cat "$f"; } >>"$out.tmp"
+  done
+  mv "$out.tmp" "$out"
+}
+
 register_plugins() {
   export PULUMI_HOME="$TOOLS/pulumi-home" PULUMI_SKIP_UPDATE_CHECK=true PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true
   mkdir -p "$PULUMI_HOME"
@@ -239,5 +254,6 @@ want kube && build_one kube build_kube
 want kube-node && build_one kube-node build_kube_node "$KUBE_VERSION"
 want coredns && build_one coredns build_coredns "$COREDNS_VERSION"
 want traefik && build_one traefik build_traefik "$TRAEFIK_VERSION"
+want traefik && install_gateway_api_crds
 want plugins && build_one plugins register_plugins
 log "toolchain ready in $TOOLS ($((SECONDS - START_ALL))s)"
