@@ -18,6 +18,7 @@ import pulumi_kubernetes as k8s
 from iflearner.bootstrap.coredns import CorefileBlock, RecordsVolume
 from iflearner.bootstrap.corefile import RECORDS_DIR, ZoneTemplate, render_block
 from iflearner.bootstrap.generated_secret import GeneratedSecret
+from iflearner.bootstrap.jobs_guard import DeclaredResources
 from iflearner.bootstrap.operator import DEFAULT_BACKEND_URL, OperatorConfig, deployment, rbac
 from iflearner.desired import ClusterSettings
 from iflearner.operator_record import BACKEND_KEY, SETTINGS_CONFIGMAP, SETTINGS_KEY, redact_url
@@ -64,6 +65,7 @@ def bootstrap() -> None:
     operator.validate()  # before anything is declared: a clear error, nothing half-made
     passphrase = config.get_secret("statePassphrase") or GeneratedSecret("operator-state-passphrase").value
 
+    declared = DeclaredResources()
     provider = k8s.Provider("cluster", kubeconfig=kubeconfig)
     opts = pulumi.ResourceOptions(provider=provider)
 
@@ -126,6 +128,9 @@ def bootstrap() -> None:
 
     if config.get_bool("installIngressNginx") is not False:
         k8s.yaml.v2.ConfigFile("ingress-nginx", file=str(INGRESS_NGINX_FILE), opts=opts)
+
+    # Deleted first on destroy: refuses while jobs exist, before anything is touched.
+    declared.guard("jobs-guard", kubeconfig)
 
     pulumi.export("caCertificate", ca.cert_pem)
     pulumi.export("operatorNamespace", settings.operator_namespace)

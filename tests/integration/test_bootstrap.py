@@ -168,6 +168,19 @@ def test_bootstrap_up_wires_dns_and_destroy_restores(bootstrap_cluster, tmp_path
     finally:
         coredns.stop()
 
+    # While a job exists, destroy refuses before touching anything (its stack would be orphaned).
+    custom = client.CustomObjectsApi(api)
+    manifest = yaml.safe_load((REPO_ROOT / "examples" / "party-a.yaml").read_text())
+    custom.create_namespaced_custom_object("git.iflytek.com", "v1", "default", "iflearnerjobs", manifest)
+    with pytest.raises(RuntimeError, match=r"refusing to destroy the bootstrap while 1 IflearnerJob\(s\) exist "
+                                           r"\(default/iflearnerjob-party-a\)"):
+        project.destroy()
+    assert core.read_namespaced_secret("iflearner-ca", "iflearner-system").type == "kubernetes.io/tls"
+    assert BEGIN_MARK in _corefile(core)
+    client.ApiextensionsV1Api(api).read_custom_resource_definition("iflearnerjobs.git.iflytek.com")
+    custom.delete_namespaced_custom_object("git.iflytek.com", "v1", "default", "iflearnerjobs",
+                                           manifest["metadata"]["name"])
+
     project.destroy()
     assert _corefile(core) == original
     deployment = client.AppsV1Api(api).read_namespaced_deployment("coredns", "kube-system")

@@ -102,3 +102,12 @@ def test_read_only_image_gets_writable_pulumi_home_and_work_dirs_on_tmp():
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["IFLEARNER_PULUMI_HOME"].startswith("/tmp/") and env["IFLEARNER_STATE_DIR"].startswith("/tmp/")
     assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+
+
+def test_destroy_refusal_names_the_jobs_and_what_to_do():
+    from iflearner.bootstrap.jobs_guard import refusal
+
+    assert refusal([]) is None
+    text = refusal([f"ns/job-{i}" for i in range(12)])
+    assert "12 IflearnerJob(s)" in text and "ns/job-0" in text and "and 2 more" in text
+    assert "kubectl delete iflearnerjobs --all --all-namespaces" in text
