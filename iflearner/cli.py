@@ -24,7 +24,7 @@ def _cluster(args: argparse.Namespace) -> int:
     cluster = LocalCluster(args.data_dir)
     if args.cluster_command == "up":
         try:
-            state = cluster.up(progress=lambda msg: print(f"cluster: {msg}", file=sys.stderr))
+            state = cluster.up(progress=lambda msg: print(f"cluster: {msg}", file=sys.stderr), node=args.node)
         except ClusterAlreadyRunningError as error:
             print(f"error: {error}", file=sys.stderr)
             return EXIT_FAILED
@@ -144,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     cluster = commands.add_parser("cluster", help="a real local control plane (etcd, kube-apiserver, kwok)")
     cluster.add_argument("cluster_command", choices=["up", "down", "status"])
+    cluster.add_argument("--node", choices=["kwok", "real"], default="kwok",
+                         help="kwok: simulated node (fast, default); real: containerd, kubelet and kube-proxy")
     cluster.add_argument("--data-dir", type=Path, default=None,
                          help="where the cluster keeps its state (default ~/.cache/iflearner-operator/local-cluster)")
     cluster.set_defaults(handler=_cluster)
