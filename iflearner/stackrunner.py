@@ -336,10 +336,9 @@ class StackRunner:
             env_vars=self._env,
             pulumi_command=self._command,
             secrets_provider="passphrase",
-            project_settings=auto.ProjectSettings(
-                name=PROJECT_NAME, runtime="python",
-                backend=auto.ProjectBackend(url=self.settings.backend_url),
-            ),
+            # The backend comes from PULUMI_BACKEND_URL only: a URL with
+            # credentials must never be written to the work dir's Pulumi.yaml.
+            project_settings=auto.ProjectSettings(name=PROJECT_NAME, runtime="python"),
         )
 
 

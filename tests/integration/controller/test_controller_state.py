@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from controller_harness import (
     GROUP,
     PLURAL,
@@ -19,20 +20,27 @@ from controller_harness import (
     create_job,
     example,
     get_job,
+    job_manifest,
+    wait_for,
     wait_ready_running,
 )
 from kubernetes import client
 
+from iflearner.localcluster.postgres import LocalPostgres
 from iflearner.toolchain import REPO_ROOT
 
 MERGE = "application/merge-patch+json"
 JOB_LABEL = "iflearner.git.iflytek.com/job-name"
 
 
-def _controller(kubeconfig: Path, state_dir: Path, backend: Path, passphrase: str, log: Path) -> ControllerProcess:
-    backend.mkdir(parents=True, exist_ok=True)
-    process = ControllerProcess(kubeconfig, state_dir, log, "--backend-url", f"file://{backend}",
-                                env={"PULUMI_CONFIG_PASSPHRASE": passphrase})
+def _controller(kubeconfig: Path, state_dir: Path, backend: Path | str, passphrase: str, log: Path,
+                *extra: str) -> ControllerProcess:
+    if isinstance(backend, Path):
+        backend.mkdir(parents=True, exist_ok=True)
+    url = f"file://{backend}" if isinstance(backend, Path) else backend
+    # The backend URL (it may hold a password) comes in through the environment, as in the Deployment.
+    process = ControllerProcess(kubeconfig, state_dir, log, *extra,
+                                env={"PULUMI_CONFIG_PASSPHRASE": passphrase, "IFLEARNER_BACKEND_URL": url})
     process.start().wait_ready()
     return process
 
@@ -122,5 +130,49 @@ def test_operator_with_fresh_work_directories_resumes_every_stack(kubeconfig, co
             job = wait_ready_running(custom, jobs_ns, name, second, generation=2)
             assert job["status"]["lastOperation"]["failureCount"] == 0, job["status"]["lastOperation"]
             assert core.read_namespaced_pod(name, jobs_ns).spec.containers[0].args[-1] == "--epochs=3"
+    finally:
+        second.stop()
+
+
+@pytest.fixture
+def postgres(tmp_path):
+    server = LocalPostgres(tmp_path / "postgres")
+    try:
+        yield server.up()
+    finally:
+        server.down(remove_data=True)
+
+
+def test_postgres_backend_restart_is_free_and_updates_still_decrypt(kubeconfig, controller_prereqs, custom, core,
+                                                                    jobs_ns, tmp_path, postgres):
+    names = ("pg-server", "pg-party")
+    first = _controller(kubeconfig, tmp_path / "state", postgres.url, "pg", tmp_path / "first.log")
+    try:
+        create_job(custom, job_manifest(names[0], jobs_ns))
+        create_job(custom, job_manifest(names[1], jobs_ns, role="client"))
+        for name in names:
+            wait_ready_running(custom, jobs_ns, name, first)
+    finally:
+        first.stop()
+    assert "pg-party" in subprocess.run(
+        ["psql", postgres.url.replace("?sslmode=disable", ""), "-tAc", "SELECT name FROM pulumi_state"],
+        capture_output=True, text=True, check=True).stdout, "the stacks live in PostgreSQL"
+
+    # a fresh machine: new work directories, the same backend
+    second = _controller(kubeconfig, tmp_path / "other-state", postgres.url, "pg", tmp_path / "second.log",
+                         "--resync-period", "2")
+    try:
+        wait_for("a resync of both unchanged jobs", lambda: second.metric(
+            "iflearner_gated_reconciles_total") >= 2 * len(names), 60, on_timeout=second.log)
+        assert second.pulumi_runs() == 0, second.log()
+        job = get_job(custom, jobs_ns, names[1])
+        container = copy.deepcopy(job["spec"]["template"]["spec"]["containers"][0])
+        container["args"] = [*container.get("args", []), "--epochs=3"]
+        custom.patch_namespaced_custom_object(GROUP, VERSION, jobs_ns, PLURAL, names[1],
+                                              {"spec": {"template": {"spec": {"containers": [container]}}}},
+                                              _content_type=MERGE)
+        job = wait_ready_running(custom, jobs_ns, names[1], second, generation=2)
+        assert job["status"]["lastOperation"]["result"] == "Succeeded", job["status"]["lastOperation"]
+        assert second.pulumi_runs() == 1
     finally:
         second.stop()

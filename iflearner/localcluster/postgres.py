@@ -1,0 +1,153 @@
+"""A local PostgreSQL server for the Pulumi ``postgres://`` state backend:
+Debian's PostgreSQL binaries, started like the control plane's processes,
+with its data under a directory of its own and a password-protected role.
+
+PostgreSQL refuses to run as root; on these machines (root, no systemd) the
+server runs as the package's ``postgres`` user through ``setpriv``, which
+execs (so the recorded pid is the server's own). That user cannot enter
+root's private directories (``/root``, pytest's temp dirs), so as root the
+database files live in ``/var/tmp/iflearner-postgres/<digest of data_dir>``;
+the data directory keeps the state file, log and password.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import pwd
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from iflearner.localcluster import processes
+
+STATE_FILE = "postgres.json"
+DATABASE = "pulumi"
+ROLE = "iflearner"
+
+
+class PostgresError(RuntimeError):
+    """The local PostgreSQL could not be started; the message says why."""
+
+
+def _bin(name: str) -> Path:
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    if not found:
+        raise PostgresError(
+            f"PostgreSQL's {name} is not installed (looked in /usr/lib/postgresql/*/bin); "
+            "run `make setup`, which installs Debian's postgresql package")
+    return Path(found[-1])
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class PostgresServer:
+    url: str  # postgres://role:password@127.0.0.1:port/db?sslmode=disable
+    port: int
+    process: processes.ProcessRecord
+
+
+class LocalPostgres:
+    """One PostgreSQL server rooted at ``data_dir`` (created on first ``up``)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir.resolve()
+        digest = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:16]
+        self.files_dir = Path("/var/tmp/iflearner-postgres") / digest if os.geteuid() == 0 else self.data_dir
+
+    def _as_postgres(self) -> list[str]:
+        if os.geteuid() != 0:
+            return []
+        user = pwd.getpwnam("postgres")
+        return ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--init-groups", "--"]
+
+    def _chown(self, path: Path) -> None:
+        if os.geteuid() == 0:
+            shutil.chown(path, "postgres", "postgres")
+
+    def up(self, timeout: float = 60.0) -> PostgresServer:
+        running = self.running()
+        if running is not None:
+            return running
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.files_dir.mkdir(parents=True, exist_ok=True)
+        self._chown(self.files_dir)
+        pgdata, sockets = self.files_dir / "pgdata", self.files_dir / "sockets"
+        password_file = self.data_dir / "password"
+        if not (pgdata / "PG_VERSION").exists():
+            shutil.rmtree(pgdata, ignore_errors=True)
+            password_file.write_text(secrets.token_urlsafe(18))
+            password_file.chmod(0o600)
+            pwfile = self.files_dir / "initdb-password"
+            pwfile.write_text(password_file.read_text())
+            self._chown(pwfile)
+            result = subprocess.run(
+                [*self._as_postgres(), str(_bin("initdb")), "-D", str(pgdata), "-U", ROLE, "--auth=scram-sha-256",
+                 f"--pwfile={pwfile}", "--no-sync"], capture_output=True, text=True, cwd="/")
+            pwfile.unlink()
+            if result.returncode != 0:
+                raise PostgresError(f"initdb failed: {result.stderr.strip() or result.stdout.strip()}")
+        sockets.mkdir(exist_ok=True)
+        self._chown(sockets)
+        port = _free_port()
+        record, _ = processes.start("postgres", [
+            *self._as_postgres(), str(_bin("postgres")), "-D", str(pgdata), "-p", str(port),
+            "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={sockets}", "-c", "fsync=off",
+        ], self.data_dir / "postgres.log")
+        password = password_file.read_text().strip()
+        server = PostgresServer(
+            f"postgres://{ROLE}:{password}@127.0.0.1:{port}/{DATABASE}?sslmode=disable", port, record)
+        (self.data_dir / STATE_FILE).write_text(json.dumps({"url": server.url, "port": port,
+                                                            "process": record.to_dict()}))
+        self._wait_and_create_database(server, password, timeout)
+        return server
+
+    def _wait_and_create_database(self, server: PostgresServer, password: str, timeout: float) -> None:
+        env = {**os.environ, "PGPASSWORD": password}
+        psql = [str(_bin("psql")), "-h", "127.0.0.1", "-p", str(server.port), "-U", ROLE, "-d", "postgres", "-tA"]
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            if not processes.is_alive(server.process):
+                raise PostgresError(f"postgres exited; see {self.data_dir / 'postgres.log'}")
+            check = subprocess.run([*psql, "-c", f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'"],
+                                   capture_output=True, text=True, env=env)
+            if check.returncode == 0:
+                if check.stdout.strip() != "1":
+                    subprocess.run([*psql, "-c", f"CREATE DATABASE {DATABASE}"], check=True,
+                                   capture_output=True, env=env)
+                return
+            last = check.stderr.strip()
+            time.sleep(0.2)
+        raise PostgresError(f"postgres did not accept connections in {timeout:.0f}s: {last}")
+
+    def running(self) -> PostgresServer | None:
+        path = self.data_dir / STATE_FILE
+        if not path.exists():
+            return None
+        saved = json.loads(path.read_text())
+        record = processes.ProcessRecord.from_dict(saved["process"])
+        if not processes.is_alive(record):
+            return None
+        return PostgresServer(saved["url"], int(saved["port"]), record)
+
+    def down(self, remove_data: bool = False) -> None:
+        """Stop the server; ``remove_data`` also deletes its database files."""
+        path = self.data_dir / STATE_FILE
+        if path.exists():
+            processes.stop(processes.ProcessRecord.from_dict(json.loads(path.read_text())["process"]))
+            path.unlink()
+        if remove_data:
+            shutil.rmtree(self.files_dir, ignore_errors=True)
+            (self.data_dir / "password").unlink(missing_ok=True)
