@@ -3,9 +3,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: setup venv toolchain test unit integration lint demo bench clean-cluster
+.PHONY: setup venv toolchain runtime images test unit integration lint demo bench clean-cluster
 
-setup: venv toolchain  ## Python environment and the real toolchain (idempotent)
+setup: venv toolchain runtime images  ## Python environment, the real toolchain, the container runtime and images (idempotent)
 
 venv: $(VENV)/.installed
 
@@ -16,8 +16,14 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
 
-toolchain:  ## Build Pulumi, providers, etcd, kube-*, kwok, CoreDNS from Go modules
+toolchain:  ## Build Pulumi, providers, etcd, kube-*, kubelet, kube-proxy, kwok, CoreDNS from Go modules
 	bash scripts/build-toolchain.sh
+
+runtime:  ## containerd, runc, CNI plugins, debootstrap, iptables from Debian's packages, when missing
+	bash scripts/install-runtime.sh
+
+images: venv toolchain runtime  ## The real node's images (pause, coredns, testapp), built and cached
+	$(PY) -m iflearner.images build
 
 test: setup  ## Unit and integration tests (integration uses a real control plane and Pulumi)
 	$(PY) -m pytest

@@ -2,9 +2,23 @@
 
 ``desired_resources`` maps a validated job plus the cluster's settings to the
 Kubernetes objects of the per-role contract (see DESIGN.md): TLS Secret,
-trust ConfigMap (clients), DNS zone files, Service, Ingress and Pod. It is
-pure and deterministic (no I/O, no Pulumi), so the Pulumi program, the
+trust ConfigMap (clients), DNS zone files, Service, the job's route and Pod.
+It is pure and deterministic (no I/O, no Pulumi), so the Pulumi program, the
 preview command and the tests all agree on one description.
+
+The route depends on the transport (a cluster setting, overridable per job):
+
+- ``gateway``: Gateway API. The job's TLS listener (its host and its own
+  certificate) is a Gateway of the cluster's GatewayClass in the job's
+  namespace, and a GRPCRoute attaches the job's Service to it. Gateway API
+  v1.5 has ListenerSet for exactly this (an application's listener attached
+  to a shared Gateway); Traefik v3.6, the gateway this project builds, does
+  not implement ListenerSet. A Gateway per job is the closest conformant
+  form: it is a standard object, the job owns it alone, and Traefik serves
+  every Gateway of its class on the same entry point, picking the
+  certificate by SNI. No job edits a shared object.
+- ``ingress``: the original's Ingress with the nginx annotations (served by
+  Traefik's kubernetesIngressNGINX provider, or by an ingress-nginx fork).
 """
 
 from __future__ import annotations
@@ -14,6 +28,7 @@ import re
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from iflearner.job import IflearnerJob, Role, short_hash
@@ -38,6 +53,22 @@ INGRESS_ANNOTATIONS = {
     "nginx.ingress.kubernetes.io/proxy-body-size": "1024m",
 }
 
+GATEWAY_API_VERSION = "gateway.networking.k8s.io/v1"
+GATEWAY_API_GROUP = "gateway.networking.k8s.io"
+# The listener's name in every job's Gateway (the GRPCRoute's sectionName).
+GATEWAY_LISTENER = "https"
+# Service ports named this way carry gRPC without TLS (HTTP/2 cleartext):
+# Gateway implementations take the backend protocol from it (GEP-1911).
+H2C_APP_PROTOCOL = "kubernetes.io/h2c"
+
+
+class Transport(StrEnum):
+    """How a job is reached from outside its cluster."""
+
+    GATEWAY = "gateway"
+    INGRESS = "ingress"
+
+
 ZONE_NAMESERVER = "ns.iflearner.local."
 ZONE_HOSTMASTER = "hostmaster.iflearner.local."
 ZONE_TTL = 60
@@ -61,6 +92,20 @@ class ClusterSettings:
     dns_namespace: str = "kube-system"
     dns_configmap_name: str = "iflearner-dns-records"
     certificate_validity_hours: int = 24 * 365
+    # Settings written before the gateway existed have no transport: they keep
+    # their Ingresses. The bootstrap writes "gateway" for new clusters.
+    transport: str = Transport.INGRESS.value
+    gateway_class_name: str = "iflearner"
+    # Traefik matches a Gateway listener to its entry point by port: this is
+    # the gateway's TLS entry point (its Service maps 443 and a NodePort to it).
+    gateway_listener_port: int = 8443
+
+    def __post_init__(self) -> None:
+        try:
+            Transport(self.transport)
+        except ValueError:
+            choices = " or ".join(repr(t.value) for t in Transport)
+            raise ValueError(f"transport must be {choices}, got {self.transport!r}") from None
 
 
 @dataclass(frozen=True)
@@ -71,6 +116,8 @@ class JobNames:
     pod: str
     service: str
     ingress: str
+    gateway: str
+    route: str
     tls_secret: str
     trust_configmap: str
     dns_key: str
@@ -106,8 +153,16 @@ class DesiredResources:
     dns_records: tuple[DnsRecord, ...]
     dns_zone_files: Mapping[str, str]
     service: dict[str, Any]
-    ingress: dict[str, Any]
+    transport: Transport
+    ingress: dict[str, Any] | None  # transport ingress
+    gateway: dict[str, Any] | None  # transport gateway: the job's TLS listener
+    grpc_route: dict[str, Any] | None  # transport gateway
     pod: dict[str, Any]
+
+    @property
+    def route_manifests(self) -> list[dict[str, Any]]:
+        """The objects that route traffic to the job's Service, for its transport."""
+        return [m for m in (self.ingress, self.gateway, self.grpc_route) if m is not None]
 
 
 def _truncate_with_hash(text: str, limit: int, seed: str, strip: str = "-.") -> str:
@@ -147,7 +202,7 @@ def job_names(job: IflearnerJob) -> JobNames:
     if len(manager) > _MAX_FIELD_MANAGER:
         manager = _truncate_with_hash(manager, _MAX_FIELD_MANAGER, seed)
     return JobNames(
-        base=base, pod=base, service=base, ingress=base,
+        base=base, pod=base, service=base, ingress=base, gateway=base, route=base,
         tls_secret=f"{base}-tls", trust_configmap=f"{base}-trust",
         dns_key=dns_key, field_manager=manager,
     )
@@ -202,8 +257,20 @@ def _dns_records(job: IflearnerJob, settings: ClusterSettings) -> tuple[DnsRecor
     return own + tuple(DnsRecord(p.host, p.address) for p in job.peers)
 
 
-def _service(job: IflearnerJob, names: JobNames, labels: Mapping[str, str]) -> dict[str, Any]:
-    ports = [{"name": "grpc", "port": GRPC_PORT, "targetPort": GRPC_TARGET_PORT, "protocol": "TCP"}]
+def transport_of(job: IflearnerJob, settings: ClusterSettings) -> Transport:
+    """The job's own choice, else the cluster's."""
+    return Transport(job.transport or settings.transport)
+
+
+def _service(
+    job: IflearnerJob, names: JobNames, labels: Mapping[str, str], transport: Transport
+) -> dict[str, Any]:
+    grpc: dict[str, Any] = {"name": "grpc", "port": GRPC_PORT, "targetPort": GRPC_TARGET_PORT, "protocol": "TCP"}
+    if transport is Transport.GATEWAY:
+        # Only for the gateway: an Ingress job's Service stays byte for byte
+        # what it was, so existing jobs see no change.
+        grpc["appProtocol"] = H2C_APP_PROTOCOL
+    ports = [grpc]
     if job.role is Role.SERVER:
         ports.append({"name": "http", "port": HTTP_PORT, "targetPort": HTTP_TARGET_PORT, "protocol": "TCP"})
     return {
@@ -230,6 +297,41 @@ def _ingress(
             "rules": [{"host": job.host, "http": {"paths": [path]}}],
             "tls": [{"hosts": [job.host], "secretName": names.tls_secret}],
         },
+    }
+
+
+def _gateway(
+    job: IflearnerJob, names: JobNames, labels: Mapping[str, str], settings: ClusterSettings
+) -> dict[str, Any]:
+    """The job's TLS listener: its host, its certificate, routes from its namespace only."""
+    listener = {
+        "name": GATEWAY_LISTENER,
+        "hostname": job.host,
+        "port": settings.gateway_listener_port,
+        "protocol": "HTTPS",
+        "tls": {"mode": "Terminate",
+                "certificateRefs": [{"group": "", "kind": "Secret", "name": names.tls_secret}]},
+        "allowedRoutes": {"namespaces": {"from": "Same"},
+                          "kinds": [{"group": GATEWAY_API_GROUP, "kind": "GRPCRoute"}]},
+    }
+    return {
+        "apiVersion": GATEWAY_API_VERSION,
+        "kind": "Gateway",
+        "metadata": _metadata(names.gateway, job, labels),
+        "spec": {"gatewayClassName": settings.gateway_class_name, "listeners": [listener]},
+    }
+
+
+def _grpc_route(job: IflearnerJob, names: JobNames, labels: Mapping[str, str]) -> dict[str, Any]:
+    """Every gRPC call for the job's host to its Service's grpc port (h2c)."""
+    parent = {"group": GATEWAY_API_GROUP, "kind": "Gateway", "name": names.gateway,
+              "sectionName": GATEWAY_LISTENER}
+    backend = {"group": "", "kind": "Service", "name": names.service, "port": GRPC_PORT}
+    return {
+        "apiVersion": GATEWAY_API_VERSION,
+        "kind": "GRPCRoute",
+        "metadata": _metadata(names.route, job, labels),
+        "spec": {"parentRefs": [parent], "hostnames": [job.host], "rules": [{"backendRefs": [backend]}]},
     }
 
 
@@ -283,6 +385,8 @@ def desired_resources(job: IflearnerJob, settings: ClusterSettings) -> DesiredRe
         trust_meta = _metadata(names.trust_configmap, job, labels)
         trust = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": trust_meta}
     records = _dns_records(job, settings)
+    transport = transport_of(job, settings)
+    gateway = transport is Transport.GATEWAY
     return DesiredResources(
         names=names,
         labels=labels,
@@ -291,15 +395,19 @@ def desired_resources(job: IflearnerJob, settings: ClusterSettings) -> DesiredRe
         trust_configmap=trust,
         dns_records=records,
         dns_zone_files={zone_file_key(r.fqdn): zone_file(r.fqdn, r.address) for r in records},
-        service=_service(job, names, labels),
-        ingress=_ingress(job, names, labels, settings),
+        service=_service(job, names, labels, transport),
+        transport=transport,
+        ingress=None if gateway else _ingress(job, names, labels, settings),
+        gateway=_gateway(job, names, labels, settings) if gateway else None,
+        grpc_route=_grpc_route(job, names, labels) if gateway else None,
         pod=_pod(job, names, labels),
     )
 
 
 def owned_object_refs(desired: DesiredResources) -> list[tuple[str, str, str, str]]:
     """(apiVersion, kind, namespace, name) of every in-namespace object the job owns."""
-    manifests = [desired.tls_secret, desired.trust_configmap, desired.service, desired.ingress, desired.pod]
+    manifests = [desired.tls_secret, desired.trust_configmap, desired.service, *desired.route_manifests,
+                 desired.pod]
     return [
         (m["apiVersion"], m["kind"], m["metadata"]["namespace"], m["metadata"]["name"])
         for m in manifests

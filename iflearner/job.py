@@ -24,6 +24,7 @@ API_VERSION = "git.iflytek.com/v1"
 KIND = "IflearnerJob"
 DEFAULT_NAMESPACE = "default"
 RESTART_POLICIES = ("Always", "OnFailure", "Never")
+TRANSPORTS = ("gateway", "ingress")  # iflearner.desired.Transport's values
 
 _DNS_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
 _DNS_SUBDOMAIN_RE = re.compile(rf"^{_DNS_LABEL}(\.{_DNS_LABEL})*$")
@@ -79,6 +80,7 @@ class IflearnerJob:
     template: Mapping[str, Any]
     peers: tuple[Peer, ...] = ()
     ingress_class_name: str | None = None
+    transport: str | None = None  # None: the cluster's transport
     scheduler_name: str | None = None
     generation: int = 0
     uid: str | None = None
@@ -298,12 +300,19 @@ def parse_job(manifest: Mapping[str, Any]) -> IflearnerJob:
     peers = _check_peers(spec, host, problems)
     ingress_class = _optional_string(spec, "ingressClassName", problems, dns=True)
     scheduler = _optional_string(spec, "schedulername", problems)
+    transport = _optional_string(spec, "transport", problems)
+    if transport is not None and transport not in TRANSPORTS:
+        problems.append(Problem(
+            "spec.transport",
+            f"must be 'gateway' (Gateway API) or 'ingress' (an nginx-class Ingress), or be left out to use "
+            f"the cluster's; got {_describe(transport)}",
+        ))
     if problems:
         raise InvalidJobError(problems)
     assert host is not None  # guaranteed: a missing host is a problem above
     return IflearnerJob(
         name=name, namespace=namespace, role=role, host=host, template=template,
-        peers=peers, ingress_class_name=ingress_class, scheduler_name=scheduler,
+        peers=peers, ingress_class_name=ingress_class, transport=transport, scheduler_name=scheduler,
         generation=generation, uid=uid,
     )
 

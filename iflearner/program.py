@@ -6,12 +6,14 @@ Ownership: every object carries ``pulumi.com/patchForce``: the job owns its
 objects, so a field someone changed by hand (another server-side-apply
 manager) is taken back on the next ``up`` instead of failing with a conflict.
 
-Await behaviour: the Service and Ingress carry ``pulumi.com/skipAwait``, the
-Pod an immediate ``pulumi.com/waitFor`` (its deletion is still awaited).
-A job's readiness is the Pod's phase, which the controller reads from the
-cluster; a stack that waited for it would hold a Pulumi process open for the
-life of the job, fail on Pods that finish (parties exit 0), and block on
-Ingress load-balancer status that some clusters never set.
+Await behaviour: the Service and the route (Ingress, or Gateway and
+GRPCRoute) carry ``pulumi.com/skipAwait``, the Pod an immediate
+``pulumi.com/waitFor`` (its deletion is still awaited). A job's readiness
+(the Pod's phase, the gateway's acceptance of its route) is what the
+controller reads from the cluster; a stack that waited for it would hold a
+Pulumi process open for the life of the job, fail on Pods that finish
+(parties exit 0), and block on Ingress load-balancer status that some
+clusters never set.
 """
 
 from __future__ import annotations
@@ -114,7 +116,7 @@ def job_program(
 
         k8s.yaml.v2.ConfigGroup(
             "workload",
-            objs=[_annotated(m, WORKLOAD_ANNOTATIONS) for m in (desired.service, desired.ingress)],
+            objs=[_annotated(m, WORKLOAD_ANNOTATIONS) for m in (desired.service, *desired.route_manifests)],
             opts=pulumi.ResourceOptions(provider=provider, depends_on=depends),
         )
         pod = _annotated(desired.pod, POD_ANNOTATIONS)
@@ -130,7 +132,10 @@ def job_program(
         pulumi.export("namespace", desired.pod["metadata"]["namespace"])
         pulumi.export("pod", names.pod)
         pulumi.export("service", names.service)
-        pulumi.export("ingress", names.ingress)
+        pulumi.export("transport", desired.transport.value)
+        pulumi.export("ingress", names.ingress if desired.ingress else None)
+        pulumi.export("gateway", names.gateway if desired.gateway else None)
+        pulumi.export("grpcRoute", names.route if desired.grpc_route else None)
         pulumi.export("tlsSecret", names.tls_secret)
         pulumi.export("trustConfigMap", names.trust_configmap if desired.trust_configmap else None)
         pulumi.export("certificate", certificate.cert_pem)

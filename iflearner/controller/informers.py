@@ -57,6 +57,27 @@ SECRETS = Resource("Secret", "/api/v1", "secrets")
 CONFIGMAPS = Resource("ConfigMap", "/api/v1", "configmaps")
 INGRESSES = Resource("Ingress", "/apis/networking.k8s.io/v1", "ingresses")
 OWNED_RESOURCES = (PODS, SERVICES, SECRETS, CONFIGMAPS, INGRESSES)
+# Jobs on the gateway transport own these; the cluster serves them only where
+# the bootstrap (or someone else) installed the Gateway API CRDs.
+GATEWAYS = Resource("Gateway", "/apis/gateway.networking.k8s.io/v1", "gateways")
+GRPCROUTES = Resource("GRPCRoute", "/apis/gateway.networking.k8s.io/v1", "grpcroutes")
+GATEWAY_RESOURCES = (GATEWAYS, GRPCROUTES)
+ALL_OWNED_RESOURCES = OWNED_RESOURCES + GATEWAY_RESOURCES
+
+
+def served_owned_resources(api: KubeApi) -> tuple[Resource, ...]:
+    """The owned kinds to watch: the Gateway API ones only where the cluster serves them.
+
+    An informer on a kind the cluster lacks would never sync and keep the
+    controller unready. Checked once at start: installing the Gateway API
+    later needs an operator restart (the bootstrap installs it first).
+    """
+    served: list[Resource] = []
+    for api_path in dict.fromkeys(r.api_path for r in GATEWAY_RESOURCES):
+        group = api.get_or_none(api_path) or {}
+        names = {r.get("name") for r in group.get("resources") or [] if isinstance(r, Mapping)}
+        served += [r for r in GATEWAY_RESOURCES if r.api_path == api_path and r.plural in names]
+    return OWNED_RESOURCES + tuple(served)
 
 
 def strip_object(obj: dict[str, Any]) -> dict[str, Any]:

@@ -30,12 +30,13 @@ from iflearner.controller.events import EventRecorder
 from iflearner.controller.health import HealthServer
 from iflearner.controller.informers import (
     ADDED,
+    ALL_OWNED_RESOURCES,
     DELETED,
     JOBS,
     MANAGED_SELECTOR,
-    OWNED_RESOURCES,
     Informer,
     describe_error,
+    served_owned_resources,
 )
 from iflearner.controller.kubeapi import KubeApi
 from iflearner.controller.leaderelection import LeaderElectionConfig, LeaderElector, default_identity
@@ -94,9 +95,10 @@ class Controller:
         self.options = options
         self.metrics = Metrics()
         namespaces = list(options.namespaces) or [None]
-        pool = len(namespaces) * (1 + len(OWNED_RESOURCES)) + options.workers * 2 + 8
+        pool = len(namespaces) * (1 + len(ALL_OWNED_RESOURCES)) + options.workers * 2 + 8
         self.api_client, self.kubeconfig_text = load_api_client(options, pool)
         self.api = KubeApi(self.api_client)
+        owned_resources = served_owned_resources(self.api)
         self.queue = WorkQueue()
         self.metrics.set_queue_depth_source(lambda: len(self.queue))
         ns = list(options.namespaces) or None
@@ -104,7 +106,7 @@ class Controller:
         self.owned = {
             r.kind: Informer(self.api, r, namespaces=ns, label_selector=MANAGED_SELECTOR,
                              handler=self._on_owned_pod if r.kind == "Pod" else self._on_owned)
-            for r in OWNED_RESOURCES
+            for r in owned_resources
         }
         self.metrics.set_jobs_by_phase_source(self._jobs_by_phase)
         self.identity = options.identity or default_identity()

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from iflearner.desired import ClusterSettings
+from iflearner.desired import ClusterSettings, Transport
 
 if TYPE_CHECKING:
     from iflearner.stackrunner import RunnerSettings
@@ -75,6 +75,12 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
+
+
+def _transport(text: str) -> str:
+    if text not in {t.value for t in Transport}:
+        raise argparse.ArgumentTypeError(f"must be one of {', '.join(t.value for t in Transport)}")
+    return text
 
 
 def _seconds(text: str) -> float:
@@ -153,6 +159,10 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         ("--dns-namespace", "dns_namespace", str, "namespace of the DNS records ConfigMap"),
         ("--dns-configmap", "dns_configmap_name", str, "ConfigMap the cluster DNS serves job zones from"),
         ("--certificate-validity-hours", "certificate_validity_hours", _positive_int, "validity of job certificates"),
+        ("--transport", "transport", _transport, "how jobs are reached: gateway (Gateway API) or ingress"),
+        ("--gateway-class", "gateway_class_name", str, "GatewayClass of the jobs' Gateways"),
+        ("--gateway-listener-port", "gateway_listener_port", _positive_int,
+         "port of the jobs' Gateway listeners (the gateway's TLS entry point)"),
     )
     for flag, dest, kind, text in overrides:
         jobs.add_argument(flag, dest=f"setting_{dest}", type=kind, default=None,
@@ -161,7 +171,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 _SETTING_FIELDS = (
     "operator_namespace", "ca_secret_name", "trust_configmap_name", "ingress_class_name", "ingress_address",
-    "dns_namespace", "dns_configmap_name", "certificate_validity_hours",
+    "dns_namespace", "dns_configmap_name", "certificate_validity_hours", "transport", "gateway_class_name",
+    "gateway_listener_port",
 )
 
 

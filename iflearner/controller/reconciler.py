@@ -26,7 +26,7 @@ from kubernetes.client.exceptions import ApiException
 
 from iflearner.controller import gating
 from iflearner.controller.events import NORMAL, WARNING, EventRecorder
-from iflearner.controller.informers import JOBS, OWNED_RESOURCES, Informer, Resource
+from iflearner.controller.informers import ALL_OWNED_RESOURCES, JOBS, Informer, Resource
 from iflearner.controller.kubeapi import MERGE_PATCH, KubeApi, object_path
 from iflearner.controller.logs import job_logger
 from iflearner.controller.metrics import Metrics
@@ -37,16 +37,25 @@ from iflearner.controller.status import (
     STALLED,
     Observation,
     Operation,
+    RouteStatus,
     compute_status,
     condition,
     failure_count_of,
+    gateway_route_status,
     is_ready,
     merge_patch,
     outputs_for,
     rfc3339,
 )
 from iflearner.controller.workqueue import exponential_backoff
-from iflearner.desired import ClusterSettings, base_name, desired_resources, owned_object_refs
+from iflearner.desired import (
+    GATEWAY_LISTENER,
+    ClusterSettings,
+    DesiredResources,
+    base_name,
+    desired_resources,
+    owned_object_refs,
+)
 from iflearner.job import InvalidJobError, parse_job, stack_name, stack_name_of
 from iflearner.program import job_program
 from iflearner.stackrunner import StackResult
@@ -55,7 +64,7 @@ log = logging.getLogger(__name__)
 
 FINALIZER = "iflearner.git.iflytek.com/stack"
 EVENT_EVERY_N_FAILURES = 5
-_RESOURCES_BY_KIND: dict[str, Resource] = {r.kind: r for r in OWNED_RESOURCES}
+_RESOURCES_BY_KIND: dict[str, Resource] = {r.kind: r for r in ALL_OWNED_RESOURCES}
 
 
 class Runner(Protocol):
@@ -208,6 +217,14 @@ class Reconciler:
             return None
         return (pod.get("status") or {}).get("phase") or "Pending"
 
+    def _route_status(self, desired: DesiredResources) -> RouteStatus | None:
+        """The gateway's verdict on the job's route, from the cache (None for an Ingress)."""
+        if desired.gateway is None or desired.grpc_route is None:
+            return None
+        gateway, route = (self._cached((m["apiVersion"], m["kind"], m["metadata"]["namespace"],
+                                        m["metadata"]["name"])) for m in (desired.gateway, desired.grpc_route))
+        return gateway_route_status(gateway, route, GATEWAY_LISTENER)
+
     # -- stack operations -----------------------------------------------------------------------
 
     def _run(self, operation: str, action: Callable[[], StackResult]) -> StackResult:
@@ -266,7 +283,8 @@ class Reconciler:
         last = Operation.from_status(previous.get("lastOperation"))
         failures = failure_count_of(previous)
         decision = gating.decide(fingerprint, previous.get("applied"), gating.observe(refs, self._cached), last)
-        outputs = outputs_for(job.host, job.namespace, desired.names, desired.trust_configmap is not None)
+        outputs = outputs_for(job.host, job.namespace, desired.names, desired.trust_configmap is not None,
+                              desired.transport.value)
         base = dict(generation=generation, pod_name=desired.names.pod, host=job.host, outputs=outputs)
 
         operation: Operation | None = None
@@ -312,7 +330,8 @@ class Reconciler:
         new = compute_status(previous, Observation(
             now=rfc3339(self.clock()), operation=operation, failure_count=failures,
             next_retry_time=gating.retry_time_text(retry_at) if requeue is not None else None,
-            pod_phase=self._pod_phase(namespace, desired.names.pod), applied=applied, **base))
+            pod_phase=self._pod_phase(namespace, desired.names.pod), applied=applied,
+            route=self._route_status(desired), **base))
         self._write_status(key, obj, previous, new)
         self._ready_events(obj, previous, new)
         return Result(requeue_after=requeue)

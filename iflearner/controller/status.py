@@ -12,6 +12,10 @@ with the previous status, into the new ``status`` object:
   Kubernetes API conventions: CamelCase reasons, a message,
   ``observedGeneration``, and a ``lastTransitionTime`` that changes only when
   the condition's status flips.
+- ``Ready`` also needs the gateway to have accepted the job's route (for the
+  ``gateway`` transport): :func:`gateway_route_status` reads the Gateway's,
+  its listener's and the GRPCRoute's own conditions, and a refusal carries
+  the gateway's reason into the job's condition message.
 - ``observedGeneration``, ``message`` (one short line for the printer
   column), ``lastOperation`` (kind, result, time, changes, failureCount,
   error) and ``outputs`` (names only, never keys or certificates).
@@ -49,6 +53,8 @@ REASON_RECONCILED = "Reconciled"
 REASON_DELETING = "Deleting"
 REASON_DESTROYING = "DestroyingStack"
 REASON_DESTROY_FAILED = "DestroyFailed"
+REASON_ROUTE_PENDING = "RoutePending"
+REASON_ROUTE_REFUSED = "RouteRefused"
 POD_REASONS = {
     None: "PodMissing",
     "Pending": "PodPending",
@@ -150,6 +156,107 @@ def failure_count_of(status: Mapping[str, Any] | None) -> int:
     return count if isinstance(count, int) and count > 0 else 0
 
 
+ROUTE_ACCEPTED = "Accepted"
+ROUTE_PENDING = "Pending"
+ROUTE_REFUSED = "Refused"
+
+
+@dataclass(frozen=True)
+class RouteStatus:
+    """Whether the gateway serves the job's route, in the gateway's own words."""
+
+    state: str  # ROUTE_ACCEPTED | ROUTE_PENDING | ROUTE_REFUSED
+    message: str
+    reason: str = ""  # the gateway's CamelCase reason, for a refusal
+
+    @property
+    def accepted(self) -> bool:
+        return self.state == ROUTE_ACCEPTED
+
+
+def _conditions_by_type(raw: object) -> dict[str, Mapping[str, Any]]:
+    if not isinstance(raw, list):
+        return {}
+    return {str(c["type"]): c for c in raw if isinstance(c, Mapping) and isinstance(c.get("type"), str)}
+
+
+def _judge(
+    what: str, conditions: Mapping[str, Mapping[str, Any]], wanted: Sequence[str], generation: object,
+    refusals: Sequence[str] = (),
+) -> RouteStatus | None:
+    """None when every wanted condition is True for the current generation.
+
+    A condition the controller has not written yet, or wrote for an older
+    generation, or left with reason Pending, means "not yet"; any other False
+    (or a true refusal condition such as Conflicted) is the gateway's no.
+    """
+    for kind in refusals:
+        found = conditions.get(kind)
+        if found is not None and found.get("status") == "True":
+            return RouteStatus(ROUTE_REFUSED, f"{what}: {kind}: {found.get('reason')}: {found.get('message', '')}",
+                               str(found.get("reason") or kind))
+    for kind in wanted:
+        found = conditions.get(kind)
+        current = (found is not None and isinstance(generation, int)
+                   and found.get("observedGeneration") in (None, generation))
+        if not current or found is None:
+            return RouteStatus(ROUTE_PENDING, f"waiting for the gateway to report {what} {kind}")
+        if found.get("status") != "True":
+            reason = str(found.get("reason") or "Unknown")
+            if reason == "Pending":
+                return RouteStatus(ROUTE_PENDING, f"{what} is not {kind} yet: {found.get('message', '')}")
+            return RouteStatus(ROUTE_REFUSED, f"{what} not {kind}: {reason}: {found.get('message', '')}", reason)
+    return None
+
+
+def _route_parent_status(route: Mapping[str, Any], gateway_name: str) -> Mapping[str, Any] | None:
+    namespace = (route.get("metadata") or {}).get("namespace")
+    for parent in (route.get("status") or {}).get("parents") or []:
+        ref = parent.get("parentRef") if isinstance(parent, Mapping) else None
+        if (isinstance(ref, Mapping) and ref.get("name") == gateway_name
+                and ref.get("namespace") in (None, namespace) and ref.get("kind", "Gateway") == "Gateway"):
+            return parent
+    return None
+
+
+def gateway_route_status(
+    gateway: Mapping[str, Any] | None, route: Mapping[str, Any] | None, listener: str
+) -> RouteStatus:
+    """The gateway's verdict on a job's Gateway (its TLS listener) and GRPCRoute.
+
+    Listener first (its conditions say why, e.g. a missing certificate or an
+    unknown port), then the Gateway (Accepted, Programmed), then the route's
+    status for that parent (Accepted, ResolvedRefs).
+    """
+    if gateway is None:
+        return RouteStatus(ROUTE_PENDING, "waiting for the job's Gateway to exist")
+    if route is None:
+        return RouteStatus(ROUTE_PENDING, "waiting for the job's GRPCRoute to exist")
+    gateway_name = str((gateway.get("metadata") or {}).get("name"))
+    gateway_generation = (gateway.get("metadata") or {}).get("generation")
+    status = gateway.get("status") or {}
+    for entry in status.get("listeners") or []:
+        if isinstance(entry, Mapping) and entry.get("name") == listener:
+            verdict = _judge(f"Gateway {gateway_name} listener {listener}",
+                             _conditions_by_type(entry.get("conditions")),
+                             ("Accepted", "ResolvedRefs", "Programmed"), gateway_generation, ("Conflicted",))
+            if verdict is not None:
+                return verdict
+    verdict = _judge(f"Gateway {gateway_name}", _conditions_by_type(status.get("conditions")),
+                     ("Accepted", "Programmed"), gateway_generation)
+    if verdict is not None:
+        return verdict
+    route_name = (route.get("metadata") or {}).get("name")
+    parent = _route_parent_status(route, gateway_name)
+    if parent is None:
+        return RouteStatus(ROUTE_PENDING, f"waiting for the gateway to report GRPCRoute {route_name}")
+    verdict = _judge(f"GRPCRoute {route_name}", _conditions_by_type(parent.get("conditions")),
+                     ("Accepted", "ResolvedRefs"), (route.get("metadata") or {}).get("generation"))
+    if verdict is not None:
+        return verdict
+    return RouteStatus(ROUTE_ACCEPTED, f"GRPCRoute {route_name} is accepted by Gateway {gateway_name}")
+
+
 @dataclass(frozen=True)
 class Observation:
     """What the reconciler saw and did in one pass."""
@@ -167,6 +274,7 @@ class Observation:
     outputs: Mapping[str, Any] | None = None  # None keeps the previous outputs
     applied: Mapping[str, Any] | None = None  # the gating record; None keeps the previous
     deleting: bool = False
+    route: RouteStatus | None = None  # None: the transport has no acceptance to wait for (Ingress)
 
 
 @dataclass(frozen=True)
@@ -271,6 +379,15 @@ def _decide(
         return (_Condition("False", REASON_PROGRESSING, text), _Condition("True", REASON_PROGRESSING, text),
                 not_stalled, text)
     ready, reconciling, message = _pod_conditions(obs, host)
+    if obs.route is not None and not obs.route.accepted and obs.pod_phase == "Running":
+        # The Pod serves, but callers cannot reach it until the gateway takes the route.
+        if obs.route.state == ROUTE_REFUSED:
+            text = f"the gateway refused the job's route: {obs.route.message}"
+            return (_Condition("False", REASON_ROUTE_REFUSED, text),
+                    _Condition("False", REASON_RECONCILED, "the job's stack is up to date"), not_stalled, text)
+        text = f"pod is Running; {obs.route.message}"
+        return (_Condition("False", REASON_ROUTE_PENDING, text),
+                _Condition("True", REASON_ROUTE_PENDING, text), not_stalled, text)
     return ready, reconciling, not_stalled, message
 
 
@@ -324,19 +441,23 @@ def is_ready(status: Mapping[str, Any] | None) -> bool:
     return found is not None and found.get("status") == "True"
 
 
-def outputs_for(host: str, namespace: str, names: Any, has_trust: bool) -> dict[str, str]:
+def outputs_for(host: str, namespace: str, names: Any, has_trust: bool, transport: str = "ingress") -> dict[str, str]:
     """The names the job's stack declares, for ``status.outputs`` (never key material).
 
-    ``names`` is a :class:`iflearner.desired.JobNames`.
+    ``names`` is a :class:`iflearner.desired.JobNames`; ``transport`` says
+    which route objects exist (an Ingress, or a Gateway and a GRPCRoute).
     """
     outputs = {
         "endpoint": host,
         "namespace": namespace,
         "pod": names.pod,
         "service": names.service,
-        "ingress": names.ingress,
         "tlsSecret": names.tls_secret,
     }
+    if transport == "gateway":
+        outputs.update(transport=transport, gateway=names.gateway, grpcRoute=names.route)
+    else:
+        outputs["ingress"] = names.ingress
     if has_trust:
         outputs["trustConfigMap"] = names.trust_configmap
     return outputs
