@@ -2,6 +2,10 @@
 kube-controller-manager, kube-scheduler and kwok, which plays the kubelet of a
 fake node so that Pods reach Running without containers.
 
+With ``node="real"`` there is no kwok: containerd, kubelet and kube-proxy run
+a real node (see :mod:`iflearner.localcluster.realnode`), and the API server
+listens on the node's bridge address so that Pods reach it.
+
 The cluster has its own data directory and its own kubeconfig; it never reads
 or writes the user's ``~/.kube/config``.
 """
@@ -17,15 +21,18 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from iflearner import toolchain
-from iflearner.localcluster import processes
+from iflearner.localcluster import nodeconfig, processes, realnode
+from iflearner.localcluster.host import HostChanges
 from iflearner.localcluster.kubeadm_addons import install_addons
-from iflearner.localcluster.pki import Pki, ensure_pki
+from iflearner.localcluster.pki import Pki, client_cert, ensure_pki
 
 NODE_NAME = "kwok-node-0"
 SERVICE_CIDR = "10.96.0.0/16"
 STATE_FILE = "cluster.json"
+NODE_KINDS = ("kwok", "real")
 
 
 class ClusterError(RuntimeError):
@@ -42,12 +49,17 @@ class ClusterState:
     kubeconfig: Path
     apiserver_url: str
     processes: list[processes.ProcessRecord] = field(default_factory=list)
+    node: str = "kwok"
+    # What the real node changed on the host (None with kwok).
+    host: HostChanges | None = None
 
     def save(self) -> None:
         payload = {
             "kubeconfig": str(self.kubeconfig),
             "apiserver_url": self.apiserver_url,
             "processes": [p.to_dict() for p in self.processes],
+            "node": self.node,
+            "host": self.host.to_dict() if self.host else None,
         }
         (self.data_dir / STATE_FILE).write_text(json.dumps(payload, indent=2))
 
@@ -62,6 +74,8 @@ class ClusterState:
             kubeconfig=Path(payload["kubeconfig"]),
             apiserver_url=payload["apiserver_url"],
             processes=[processes.ProcessRecord.from_dict(p) for p in payload["processes"]],
+            node=payload.get("node", "kwok"),
+            host=HostChanges.from_dict(payload["host"]) if payload.get("host") else None,
         )
 
     def alive(self) -> list[processes.ProcessRecord]:
@@ -78,7 +92,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _kubeconfig(pki: Pki, server: str) -> str:
+def _kubeconfig(pki: Pki, server: str, cert: Path | None = None, key: Path | None = None) -> str:
     def inline(path: Path) -> str:
         import base64
 
@@ -90,8 +104,8 @@ def _kubeconfig(pki: Pki, server: str) -> str:
         "clusters": [{"name": "iflearner-local", "cluster": {
             "server": server, "certificate-authority-data": inline(pki.ca_cert)}}],
         "users": [{"name": "iflearner-local-admin", "user": {
-            "client-certificate-data": inline(pki.admin_cert),
-            "client-key-data": inline(pki.admin_key)}}],
+            "client-certificate-data": inline(cert or pki.admin_cert),
+            "client-key-data": inline(key or pki.admin_key)}}],
         "contexts": [{"name": "iflearner-local", "context": {
             "cluster": "iflearner-local", "user": "iflearner-local-admin"}}],
         "current-context": "iflearner-local",
@@ -115,28 +129,45 @@ class LocalCluster:
             return state
         return None
 
-    def up(self, timeout: float = 180.0, progress=print) -> ClusterState:  # noqa: ANN001
+    def up(self, timeout: float | None = None, progress=print, node: str = "kwok") -> ClusterState:  # noqa: ANN001
+        if node not in NODE_KINDS:
+            raise ClusterError(f"unknown node kind {node!r}; choose one of {', '.join(NODE_KINDS)}")
+        timeout = timeout if timeout is not None else (180.0 if node == "kwok" else 300.0)
         running = self.running_state()
         if running:
             raise ClusterAlreadyRunningError(
                 f"a local cluster is already running from {self.data_dir} "
                 f"(kubeconfig {running.kubeconfig}); stop it with `iflearner-operator cluster down`"
             )
-        binaries = {name: toolchain.tool(name) for name in (
-            "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")}
+        # A crashed earlier run: stop what is left of it and undo its host changes.
+        leftover = ClusterState.load(self.data_dir)
+        if leftover is not None:
+            self._stop(leftover)
+        names = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"]
+        names += ["kwok"] if node == "kwok" else ["kubelet", "kube-proxy"]
+        binaries = {name: toolchain.tool(name) for name in names}
+        images: dict[str, Any] = {}
+        if node == "real":
+            self._check_real_node_possible()
+            from iflearner.images import project_images
+
+            # Before anything starts (and outside the timeout): a cold build
+            # runs debootstrap; a warm one only hashes its inputs.
+            images = project_images(progress=progress, names=list(realnode.IMAGES))
         self.data_dir.mkdir(parents=True, exist_ok=True)
         # Every `up` is a fresh cluster: objects of a previous run (and their
         # allocated Service IPs) would clash with the add-ons created below.
         shutil.rmtree(self.data_dir / "etcd", ignore_errors=True)
-        pki = ensure_pki(self.data_dir / "pki")
+        address = "127.0.0.1" if node == "kwok" else nodeconfig.GATEWAY
+        pki = ensure_pki(self.data_dir / "pki", extra_ips=(nodeconfig.GATEWAY,) if node == "real" else ())
         logs = self.data_dir / "logs"
         etcd_port, etcd_peer, api_port, cm_port, sched_port, kwok_port = (
             _free_port() for _ in range(6))
-        server = f"https://127.0.0.1:{api_port}"
+        server = f"https://{address}:{api_port}"
         self.kubeconfig.write_text(_kubeconfig(pki, server))
         self.kubeconfig.chmod(0o600)
         kubeconfig = str(self.kubeconfig)
-        state = ClusterState(self.data_dir, self.kubeconfig, server)
+        state = ClusterState(self.data_dir, self.kubeconfig, server, node=node)
         started = time.monotonic()
 
         def launch(name: str, argv: list[str]) -> None:
@@ -144,7 +175,18 @@ class LocalCluster:
             state.processes.append(record)
             state.save()
 
+        def remaining() -> float:
+            return timeout - (time.monotonic() - started)  # type: ignore[operator]
+
         try:
+            if node == "real":
+                progress(f"preparing the host for a real node (bridge {nodeconfig.BRIDGE}, "
+                         f"Pod subnet {nodeconfig.POD_SUBNET})")
+                layout = nodeconfig.NodeLayout(self.data_dir)
+                state.host = HostChanges()
+                state.save()
+                self._fresh_node_dir(layout)
+                realnode.prepare_host(layout, state.host, SERVICE_CIDR, state.save)
             progress(f"starting etcd on 127.0.0.1:{etcd_port}")
             launch("etcd", [
                 str(binaries["etcd"]), "--name=local", f"--data-dir={self.data_dir / 'etcd'}",
@@ -156,13 +198,21 @@ class LocalCluster:
                 "--listen-metrics-urls=", "--unsafe-no-fsync=true", "--log-level=warn",
             ])
             progress(f"starting kube-apiserver on {server}")
+            if node == "kwok":
+                # The built-in `kubernetes` Service cannot point at loopback.
+                node_args = ["--endpoint-reconciler-type=none"]
+            else:
+                # On the bridge address the `kubernetes` Service has an
+                # endpoint Pods can reach; the API server calls kubelets
+                # (logs, exec) with the admin certificate.
+                node_args = [f"--kubelet-client-certificate={pki.admin_cert}",
+                             f"--kubelet-client-key={pki.admin_key}"]
             launch("kube-apiserver", [
                 str(binaries["kube-apiserver"]),
                 f"--etcd-servers=http://127.0.0.1:{etcd_port}",
-                "--bind-address=127.0.0.1", f"--secure-port={api_port}",
-                "--advertise-address=127.0.0.1",
-                # The built-in `kubernetes` Service cannot point at loopback.
-                "--endpoint-reconciler-type=none",
+                f"--bind-address={address}", f"--secure-port={api_port}",
+                f"--advertise-address={address}",
+                *node_args,
                 f"--tls-cert-file={pki.serving_cert}", f"--tls-private-key-file={pki.serving_key}",
                 f"--client-ca-file={pki.ca_cert}",
                 f"--service-account-key-file={pki.sa_pub}",
@@ -172,8 +222,9 @@ class LocalCluster:
                 "--authorization-mode=Node,RBAC", "--allow-privileged=true",
                 f"--cert-dir={self.data_dir / 'apiserver-certs'}",
             ])
-            self._wait_for_apiserver(pki, server, timeout - (time.monotonic() - started))
-            progress("starting kube-controller-manager, kube-scheduler and kwok")
+            self._wait_for_apiserver(pki, server, remaining())
+            progress("starting kube-controller-manager, kube-scheduler"
+                     + (" and kwok" if node == "kwok" else ""))
             launch("kube-controller-manager", [
                 str(binaries["kube-controller-manager"]), f"--kubeconfig={kubeconfig}",
                 f"--authentication-kubeconfig={kubeconfig}", f"--authorization-kubeconfig={kubeconfig}",
@@ -191,19 +242,85 @@ class LocalCluster:
                 "--bind-address=127.0.0.1", f"--secure-port={sched_port}", "--leader-elect=false",
                 f"--cert-dir={self.data_dir / 'scheduler-certs'}",
             ])
-            launch("kwok", [
-                str(binaries["kwok"]), f"--kubeconfig={kubeconfig}",
-                f"--config={toolchain.tools_dir() / 'kwok-stages.yaml'}",
-                "--manage-all-nodes=true", f"--server-address=127.0.0.1:{kwok_port}",
-                "--cidr=10.244.0.1/24", "--node-ip=10.244.0.1",
-            ])
-            progress(f"registering fake node {NODE_NAME} and cluster add-ons")
-            install_addons(self.kubeconfig, NODE_NAME, timeout - (time.monotonic() - started))
+            if node == "kwok":
+                launch("kwok", [
+                    str(binaries["kwok"]), f"--kubeconfig={kubeconfig}",
+                    f"--config={toolchain.tools_dir() / 'kwok-stages.yaml'}",
+                    "--manage-all-nodes=true", f"--server-address=127.0.0.1:{kwok_port}",
+                    "--cidr=10.244.0.1/24", "--node-ip=10.244.0.1",
+                ])
+                progress(f"registering fake node {NODE_NAME} and cluster add-ons")
+                install_addons(self.kubeconfig, NODE_NAME, remaining())
+            else:
+                self._start_real_node(pki, server, images, launch, progress, remaining)
         except BaseException:
             self._stop(state)
             raise
         progress(f"local cluster ready in {time.monotonic() - started:.1f}s; kubeconfig: {self.kubeconfig}")
         return state
+
+    def _check_real_node_possible(self) -> None:
+        import os
+
+        missing = realnode.missing_runtime()
+        if missing:
+            raise ClusterError(f"the real node needs {', '.join(missing)}; run `make setup`")
+        if os.geteuid() != 0:
+            raise ClusterError("the real node needs root (containerd, bridge, iptables, mounts)")
+        holder = realnode.lock_holder()
+        if holder is not None and holder != self.data_dir:
+            other = ClusterState.load(holder)
+            if other is not None and other.alive():
+                raise ClusterAlreadyRunningError(
+                    f"a real-node cluster is already running from {holder}: only one can run on a host; "
+                    f"stop it with `iflearner-operator cluster down --data-dir {holder}`")
+            if other is not None:  # crashed: clean it up before taking the host
+                LocalCluster(holder)._stop(other)
+            realnode.HOST_LOCK.unlink(missing_ok=True)
+
+    def _fresh_node_dir(self, layout: nodeconfig.NodeLayout) -> None:
+        shutil.rmtree(layout.root, ignore_errors=True)
+        socket_path = str(layout.containerd_socket) + ".ttrpc"
+        if len(socket_path.encode()) > 107:
+            raise ClusterError(f"the data dir {self.data_dir} is too deep for containerd's socket "
+                               f"({socket_path}); use a shorter --data-dir")
+
+    def _start_real_node(self, pki: Pki, server: str, images: dict[str, Any],  # noqa: ANN001
+                         launch, progress, remaining) -> None:  # noqa: ANN001
+        from iflearner.localcluster.dnsprobe import query_a
+        from iflearner.localcluster.kubeadm_addons import wait_coredns
+
+        layout = nodeconfig.NodeLayout(self.data_dir)
+        kubelet_cert = client_cert(pki, "kubelet", f"system:node:{nodeconfig.NODE_NAME}", "system:nodes")
+        proxy_cert = client_cert(pki, "kube-proxy", "system:kube-proxy")
+        layout.root.mkdir(parents=True, exist_ok=True)
+        layout.kubelet_kubeconfig.write_text(_kubeconfig(pki, server, *kubelet_cert))
+        layout.kube_proxy_kubeconfig.write_text(_kubeconfig(pki, server, *proxy_cert))
+        kubelet_port, kubelet_healthz, proxy_metrics, proxy_healthz = (_free_port() for _ in range(4))
+        nodeconfig.write_configs(
+            layout, sandbox_image=images["pause"].reference, service_cidr=SERVICE_CIDR, ca_cert=pki.ca_cert,
+            kubelet_port=kubelet_port, kubelet_healthz_port=kubelet_healthz,
+            proxy_metrics_port=proxy_metrics, proxy_healthz_port=proxy_healthz)
+        progress("starting containerd")
+        realnode.start_containerd(layout, launch, min(remaining(), 60.0))
+        realnode.import_images(layout, images, progress)
+        progress(f"starting kubelet and kube-proxy for node {nodeconfig.NODE_NAME}")
+        realnode.start_node(layout, launch, nodeconfig.NODE_NAME)
+        progress("waiting for the node to be Ready and CoreDNS to run")
+        install_addons(self.kubeconfig, nodeconfig.NODE_NAME, remaining(), fake=False,
+                       coredns_image=images["coredns"].reference)
+        wait_coredns(self.kubeconfig, remaining())
+        deadline = time.monotonic() + remaining()
+        name = "kubernetes.default.svc.cluster.local"
+        while True:
+            try:
+                if query_a(nodeconfig.CLUSTER_DNS, name, timeout=1.0):
+                    break
+            except (OSError, ValueError) as error:
+                if time.monotonic() > deadline:
+                    raise ClusterError(f"CoreDNS does not answer for {name} at {nodeconfig.CLUSTER_DNS}: "
+                                       f"{error}") from error
+            time.sleep(0.5)
 
     def _wait_for_apiserver(self, pki: Pki, server: str, timeout: float) -> None:
         context = ssl.create_default_context(cafile=str(pki.ca_cert))
@@ -223,7 +340,8 @@ class LocalCluster:
             f"see {self.data_dir / 'logs'}")
 
     def down(self) -> bool:
-        """Stop every process of the cluster; True if anything was running."""
+        """Stop every process of the cluster (and undo the real node's host
+        changes); True if anything was running."""
         state = ClusterState.load(self.data_dir)
         if state is None:
             return False
@@ -232,9 +350,22 @@ class LocalCluster:
         return was_running
 
     def _stop(self, state: ClusterState) -> None:
+        problems: list[str] = []
+        if state.host is not None:
+            by_name = {p.name: p for p in state.processes}
+
+            def stop(name: str) -> None:
+                if name in by_name:
+                    processes.stop(by_name[name])
+
+            containerd = by_name.get("containerd")
+            problems = realnode.teardown(nodeconfig.NodeLayout(state.data_dir), state.host, stop,
+                                         containerd is not None and processes.is_alive(containerd))
         for record in reversed(state.processes):
             processes.stop(record)
         still = state.alive()
         if still:
-            raise ClusterError(f"could not stop: {', '.join(p.name for p in still)}")
+            problems.append(f"could not stop: {', '.join(p.name for p in still)}")
+        if problems:
+            raise ClusterError("the local cluster was not cleaned up completely: " + "; ".join(problems))
         (state.data_dir / STATE_FILE).unlink(missing_ok=True)

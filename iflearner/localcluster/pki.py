@@ -108,10 +108,57 @@ def _issue(
     return builder.sign(issuer_key, hashes.SHA256())
 
 
-def ensure_pki(directory: Path) -> Pki:
-    """Create the local cluster's certificates unless they already exist."""
+def _serving_ips(cert_path: Path) -> set[str]:
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)}
+
+
+def _issue_serving(pki: Pki, extra_ips: tuple[str, ...]) -> None:
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+    ca = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+    serving_key = _key()
+    ips = ["127.0.0.1", SERVICE_IP, *extra_ips]
+    sans: list[x509.GeneralName] = [
+        x509.DNSName("localhost"),
+        x509.DNSName("kubernetes"),
+        x509.DNSName("kubernetes.default"),
+        x509.DNSName("kubernetes.default.svc"),
+        x509.DNSName("kubernetes.default.svc.cluster.local"),
+        *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in dict.fromkeys(ips)),
+    ]
+    serving = _issue(
+        _name("kube-apiserver"), serving_key, ca.subject, ca_key,  # type: ignore[arg-type]
+        usage=[ExtendedKeyUsageOID.SERVER_AUTH], sans=sans,
+    )
+    _write_key(pki.serving_key, serving_key)
+    pki.serving_cert.write_bytes(serving.public_bytes(serialization.Encoding.PEM))
+
+
+def client_cert(pki: Pki, name: str, common_name: str, organization: str | None = None) -> tuple[Path, Path]:
+    """A client certificate of the cluster CA (e.g. the kubelet's
+    ``system:node:<node>`` in ``system:nodes``), made once; (cert, key)."""
+    cert_path, key_path = pki.directory / f"{name}.crt", pki.directory / f"{name}.key"
+    if cert_path.exists() and key_path.exists():
+        return cert_path, key_path
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+    ca = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+    key = _key()
+    cert = _issue(_name(common_name, organization), key, ca.subject, ca_key,  # type: ignore[arg-type]
+                  usage=[ExtendedKeyUsageOID.CLIENT_AUTH])
+    _write_key(key_path, key)
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return cert_path, key_path
+
+
+def ensure_pki(directory: Path, extra_ips: tuple[str, ...] = ()) -> Pki:
+    """Create the local cluster's certificates unless they already exist. The
+    API server's certificate also names ``extra_ips`` (the real node's bridge
+    address); it is reissued when an earlier one lacks them."""
     pki = Pki(directory)
     if pki.sa_pub.exists():
+        if not set(extra_ips) <= _serving_ips(pki.serving_cert):
+            _issue_serving(pki, extra_ips)
         return pki
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o700)
@@ -121,22 +168,7 @@ def ensure_pki(directory: Path) -> Pki:
     _write_key(pki.ca_key, ca_key)
     pki.ca_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
 
-    serving_key = _key()
-    sans: list[x509.GeneralName] = [
-        x509.DNSName("localhost"),
-        x509.DNSName("kubernetes"),
-        x509.DNSName("kubernetes.default"),
-        x509.DNSName("kubernetes.default.svc"),
-        x509.DNSName("kubernetes.default.svc.cluster.local"),
-        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-        x509.IPAddress(ipaddress.ip_address(SERVICE_IP)),
-    ]
-    serving = _issue(
-        _name("kube-apiserver"), serving_key, ca_name, ca_key,
-        usage=[ExtendedKeyUsageOID.SERVER_AUTH], sans=sans,
-    )
-    _write_key(pki.serving_key, serving_key)
-    pki.serving_cert.write_bytes(serving.public_bytes(serialization.Encoding.PEM))
+    _issue_serving(pki, extra_ips)
 
     admin_key = _key()
     admin = _issue(

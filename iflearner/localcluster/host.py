@@ -1,0 +1,334 @@
+"""What the real node changes on the host, and how each change is undone.
+
+Every change is recorded in :class:`HostChanges` (saved in the cluster's state
+file) *before* it is made, so that ``cluster down``, or the next ``up`` after
+a crash, undoes exactly what was done: the bridge, the iptables chain, the
+sysctls (restored to their earlier values), mount propagation, the cgroup
+root, network namespaces and mounts made by containerd and kubelet.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+NETNS_DIR = Path("/run/netns")
+CGROUP_V1 = Path("/sys/fs/cgroup")
+
+
+@dataclass
+class HostChanges:
+    bridge: str = ""
+    iptables_chain: str = ""
+    cgroup_root: str = ""
+    sysctls: dict[str, str] = field(default_factory=dict)  # key -> value before
+    made_shared: list[str] = field(default_factory=list)  # mount points that were private
+    netns_before: list[str] = field(default_factory=list)
+    mount_prefixes: list[str] = field(default_factory=list)  # mounts below these are ours
+    cni_cache_prefix: str = ""  # libcni's result cache files of our network
+    created_dirs: list[str] = field(default_factory=list)  # system dirs that did not exist before
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> HostChanges:
+        return cls(**data)  # type: ignore[arg-type]
+
+
+class HostError(RuntimeError):
+    pass
+
+
+def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(list(argv), capture_output=True, text=True, check=False)
+    if check and result.returncode != 0:
+        raise HostError(f"{' '.join(argv)} failed: {result.stderr.strip() or result.stdout.strip()}")
+    return result
+
+
+# --- sysctls -----------------------------------------------------------------
+
+def _sysctl_path(key: str) -> Path:
+    return Path("/proc/sys") / key.replace(".", "/")
+
+
+def read_sysctl(key: str) -> str:
+    return _sysctl_path(key).read_text().strip()
+
+
+def remember_sysctls(changes: HostChanges, keys: list[str], save: Callable[[], None]) -> None:
+    """Record current values of sysctls that we (or kubelet, kube-proxy, the
+    CNI bridge plugin) are about to change, to restore them on down."""
+    for key in keys:
+        if key not in changes.sysctls and _sysctl_path(key).exists():
+            changes.sysctls[key] = read_sysctl(key)
+    save()
+
+
+def set_sysctl(key: str, value: str) -> None:
+    _sysctl_path(key).write_text(value)
+
+
+def restore_sysctls(changes: HostChanges) -> list[str]:
+    problems = []
+    for key, value in changes.sysctls.items():
+        try:
+            if read_sysctl(key) != value:
+                set_sysctl(key, value)
+        except OSError as error:
+            problems.append(f"sysctl {key}: {error}")
+    return problems
+
+
+# --- mount propagation -------------------------------------------------------
+
+@dataclass(frozen=True)
+class Mount:
+    mount_point: str
+    shared: bool
+
+
+def mounts() -> list[Mount]:
+    """This mount namespace's mounts, from /proc/self/mountinfo."""
+    result = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        point = fields[4].encode().decode("unicode_escape")  # \040 for spaces etc.
+        optional = fields[6:fields.index("-")]
+        result.append(Mount(point, any(o.startswith("shared:") for o in optional)))
+    return result
+
+
+def make_root_rshared(changes: HostChanges, save: Callable[[], None]) -> None:
+    """kubelet needs / to be rshared (mount propagation into Pods); remember
+    which mounts were private so that down puts them back."""
+    private = [m.mount_point for m in mounts() if not m.shared]
+    if not private:
+        return
+    changes.made_shared = sorted(set(changes.made_shared) | set(private))
+    save()
+    sh("mount", "--make-rshared", "/")
+
+
+def restore_propagation(changes: HostChanges) -> list[str]:
+    problems = []
+    present = {m.mount_point for m in mounts()}
+    for point in changes.made_shared:
+        if point in present:
+            result = sh("mount", "--make-private", point, check=False)
+            if result.returncode != 0:
+                problems.append(f"make-private {point}: {result.stderr.strip()}")
+    return problems
+
+
+def unmount_below(prefixes: list[str]) -> list[str]:
+    """Unmount every mount at or below the prefixes, deepest first."""
+    problems = []
+    for _ in range(3):  # stacked mounts at one point need one pass each
+        targets = sorted({m.mount_point for m in mounts()
+                          if any(m.mount_point == p or m.mount_point.startswith(p.rstrip("/") + "/")
+                                 for p in prefixes)}, key=len, reverse=True)
+        if not targets:
+            return []
+        problems = []
+        for target in targets:
+            if sh("umount", target, check=False).returncode != 0:
+                result = sh("umount", "--lazy", target, check=False)
+                if result.returncode != 0:
+                    problems.append(f"umount {target}: {result.stderr.strip()}")
+    return problems
+
+
+# --- network namespaces ------------------------------------------------------
+
+def netns_names() -> list[str]:
+    return sorted(p.name for p in NETNS_DIR.iterdir()) if NETNS_DIR.is_dir() else []
+
+
+def remove_new_netns(changes: HostChanges) -> list[str]:
+    """Remove the CNI network namespaces that appeared after ``up`` (the
+    runtime's sandboxes; only one real node may run on a host)."""
+    problems = []
+    for name in netns_names():
+        if name in changes.netns_before or not name.startswith("cni-"):
+            continue
+        path = NETNS_DIR / name
+        sh("umount", str(path), check=False)
+        try:
+            path.unlink()
+        except OSError as error:
+            problems.append(f"netns {name}: {error}")
+    return problems
+
+
+# --- bridge and iptables -----------------------------------------------------
+
+def link_exists(name: str) -> bool:
+    return Path(f"/sys/class/net/{name}").exists()
+
+
+def create_bridge(changes: HostChanges, name: str, address_cidr: str, save: Callable[[], None]) -> None:
+    changes.bridge = name
+    save()
+    if not link_exists(name):
+        sh("ip", "link", "add", name, "type", "bridge")
+    if address_cidr.split("/")[0] not in sh("ip", "-4", "addr", "show", "dev", name).stdout:
+        sh("ip", "addr", "add", address_cidr, "dev", name)
+    sh("ip", "link", "set", name, "up")
+
+
+def delete_bridge(changes: HostChanges) -> list[str]:
+    if changes.bridge and link_exists(changes.bridge):
+        result = sh("ip", "link", "del", changes.bridge, check=False)
+        if result.returncode != 0:
+            return [f"bridge {changes.bridge}: {result.stderr.strip()}"]
+    return []
+
+
+def install_forward_guard(changes: HostChanges, chain: str, bridge: str, save: Callable[[], None]) -> None:
+    """Pod traffic may be forwarded only from the bridge back to the bridge
+    (Service DNAT between Pods). Anything from a Pod to another interface, or
+    from elsewhere into a Pod, is dropped: nothing leaves this machine."""
+    changes.iptables_chain = chain
+    save()
+    remove_forward_guard(changes)
+    sh("iptables", "-w", "-N", chain)
+    sh("iptables", "-w", "-A", chain, "-i", bridge, "-o", bridge, "-j", "ACCEPT")
+    sh("iptables", "-w", "-A", chain, "-i", bridge, "-j", "DROP")
+    sh("iptables", "-w", "-A", chain, "-o", bridge, "-j", "DROP")
+    sh("iptables", "-w", "-I", "FORWARD", "1", "-j", chain)
+
+
+def remove_forward_guard(changes: HostChanges) -> list[str]:
+    chain = changes.iptables_chain
+    if not chain:
+        return []
+    while sh("iptables", "-w", "-D", "FORWARD", "-j", chain, check=False).returncode == 0:
+        pass
+    if sh("iptables", "-w", "-L", chain, "-n", check=False).returncode == 0:
+        sh("iptables", "-w", "-F", chain, check=False)
+        result = sh("iptables", "-w", "-X", chain, check=False)
+        if result.returncode != 0:
+            return [f"iptables chain {chain}: {result.stderr.strip()}"]
+    return []
+
+
+# --- cgroups -----------------------------------------------------------------
+
+def cgroup_hierarchies() -> list[Path]:
+    """Mount points of the cgroup v1 hierarchies (the machines run hybrid v1)."""
+    points = []
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        _, point, fstype, *_ = line.split()
+        if fstype == "cgroup":
+            points.append(Path(point))
+    return points
+
+
+def create_cgroup_root(changes: HostChanges, name: str, save: Callable[[], None]) -> None:
+    """kubelet's cgroupRoot must exist in every hierarchy; cpuset needs its
+    cpus and mems copied from the parent before anything can join it."""
+    changes.cgroup_root = name
+    save()
+    for hierarchy in cgroup_hierarchies():
+        directory = hierarchy / name.strip("/")
+        directory.mkdir(exist_ok=True)
+        for knob in ("cpuset.cpus", "cpuset.mems"):
+            if (directory / knob).exists() and not (directory / knob).read_text().strip():
+                (directory / knob).write_text((hierarchy / knob).read_text())
+
+
+def cgroup_pids(name: str) -> set[int]:
+    pids: set[int] = set()
+    for hierarchy in cgroup_hierarchies():
+        root = hierarchy / name.strip("/")
+        if root.is_dir():
+            for procs in root.rglob("cgroup.procs"):
+                try:
+                    pids.update(int(p) for p in procs.read_text().split())
+                except OSError:
+                    pass
+    return pids
+
+
+def kill_cgroup(name: str, timeout: float = 15.0) -> list[str]:
+    """SIGKILL every process in the cgroup tree (the Pods' containers)."""
+    deadline = time.monotonic() + timeout
+    while pids := cgroup_pids(name):
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if time.monotonic() > deadline:
+            return [f"processes left in cgroup {name}: {sorted(pids)}"]
+        time.sleep(0.1)
+    return []
+
+
+def remove_cgroup_root(changes: HostChanges) -> list[str]:
+    if not changes.cgroup_root:
+        return []
+    problems = kill_cgroup(changes.cgroup_root)
+    for hierarchy in cgroup_hierarchies():
+        root = hierarchy / changes.cgroup_root.strip("/")
+        if not root.is_dir():
+            continue
+        for directory in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts),
+                                reverse=True) + [root]:
+            try:
+                directory.rmdir()
+            except OSError as error:
+                problems.append(f"cgroup {directory}: {error}")
+    return problems
+
+
+# --- processes not started by us but serving us (containerd's shims) -----------
+
+def pids_with_argument(argument: str) -> list[int]:
+    """Processes whose command line holds ``argument`` as one argument."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argument.encode() in args:
+            found.append(int(proc.name))
+    return found
+
+
+def kill_pids(pids: list[int], timeout: float = 10.0) -> list[str]:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    while left := [p for p in pids if _running(p)]:
+        if time.monotonic() > deadline:
+            return [f"processes still running: {left}"]
+        time.sleep(0.05)
+    return []
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    if state == "Z":
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        return False
+    return True

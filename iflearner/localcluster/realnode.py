@@ -1,0 +1,190 @@
+"""The real node: containerd, kubelet and kube-proxy on this machine, so that
+Pods run real containers from the project's own images.
+
+:func:`prepare_host` and :func:`start` are called by ``LocalCluster.up`` with
+``--node real``; :func:`teardown` by ``down`` (and by the next ``up`` after a
+crash). Host changes are recorded in the state file before they are made
+(see :mod:`iflearner.localcluster.host`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from iflearner import toolchain
+from iflearner.localcluster import host
+from iflearner.localcluster.host import HostChanges
+from iflearner.localcluster.nodeconfig import (
+    BRIDGE,
+    CGROUP_ROOT,
+    CNI_NETWORK,
+    FORWARD_CHAIN,
+    GATEWAY,
+    POD_SUBNET,
+    NodeLayout,
+)
+
+# Only one real node can sensibly run on a host (one bridge, one cgroup root,
+# kube-proxy's iptables chains are host-wide): its data dir is noted here.
+HOST_LOCK = Path("/run/iflearner-realnode.json")
+# Changed by us (forwarding for Service DNAT between Pods on the bridge) or by
+# kubelet at start (its "kernel tunables"); restored on down.
+SYSCTLS = [
+    "net.ipv4.ip_forward", "net.bridge.bridge-nf-call-iptables",
+    "vm.overcommit_memory", "vm.panic_on_oom", "kernel.panic", "kernel.panic_on_oops",
+    "kernel.keys.root_maxkeys", "kernel.keys.root_maxbytes",
+]
+# Directories outside the data dir that the runtime may create (network
+# namespaces, shim sockets, libcni's cache); removed on down when we made them
+# and they are empty again.
+SYSTEM_DIRS = ["/run/netns", "/run/containerd/s", "/run/containerd", "/var/lib/cni/results", "/var/lib/cni"]
+CNI_CACHE = Path("/var/lib/cni/results")
+IMAGES = ("pause", "coredns", "testapp")
+
+Progress = Callable[[str], None]
+
+
+def missing_runtime() -> list[str]:
+    """Programs the real node needs from the system (installed by `make setup`)."""
+    needed = ["containerd", "containerd-shim-runc-v2", "runc", "ctr", "iptables", "ip", "mount", "umount"]
+    missing = [name for name in needed if shutil.which(name) is None]
+    if not Path("/usr/lib/cni/bridge").exists():
+        missing.append("/usr/lib/cni/bridge (containernetworking-plugins)")
+    return missing
+
+
+def lock_holder() -> Path | None:
+    try:
+        return Path(json.loads(HOST_LOCK.read_text())["data_dir"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def prepare_host(layout: NodeLayout, changes: HostChanges, service_cidr: str, save: Callable[[], None]) -> None:
+    HOST_LOCK.write_text(json.dumps({"data_dir": str(layout.data_dir), "pid": os.getpid()}))
+    changes.mount_prefixes = [str(layout.root)]
+    changes.cni_cache_prefix = f"{CNI_NETWORK}-"
+    changes.netns_before = host.netns_names()
+    changes.created_dirs = [d for d in SYSTEM_DIRS if not Path(d).exists()]
+    host.remember_sysctls(changes, SYSCTLS, save)
+    host.set_sysctl("net.ipv4.ip_forward", "1")
+    if Path("/proc/sys/net/bridge/bridge-nf-call-iptables").exists():
+        # Service replies between two Pods on one bridge must pass conntrack.
+        host.set_sysctl("net.bridge.bridge-nf-call-iptables", "1")
+    host.make_root_rshared(changes, save)
+    host.create_bridge(changes, BRIDGE, f"{GATEWAY}/{POD_SUBNET.split('/')[1]}", save)
+    # Service addresses go to the bridge, never to the default route, even
+    # before kube-proxy has programmed them (the route goes with the bridge).
+    host.sh("ip", "route", "replace", service_cidr, "dev", BRIDGE, "src", GATEWAY)
+    host.install_forward_guard(changes, FORWARD_CHAIN, BRIDGE, save)
+    host.create_cgroup_root(changes, CGROUP_ROOT, save)
+
+
+def start_containerd(layout: NodeLayout, launch: Callable[[str, list[str]], None], timeout: float) -> None:
+    launch("containerd", ["containerd", "--config", str(layout.containerd_config)])
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = subprocess.run(["ctr", "--address", str(layout.containerd_socket), "version"],
+                                capture_output=True, text=True, check=False)
+        if result.returncode == 0:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"containerd did not answer on {layout.containerd_socket}; see its log")
+
+
+def import_images(layout: NodeLayout, images: dict[str, object], progress: Progress) -> None:
+    from iflearner.images import import_image
+
+    for name, image in images.items():
+        started = time.monotonic()
+        if import_image(image, layout.containerd_socket):  # type: ignore[arg-type]
+            progress(f"imported image {name} in {time.monotonic() - started:.1f}s")
+
+
+def start_node(layout: NodeLayout, launch: Callable[[str, list[str]], None], node_name: str) -> None:
+    launch("kubelet", [
+        str(toolchain.tool("kubelet")), f"--config={layout.kubelet_config}",
+        f"--kubeconfig={layout.kubelet_kubeconfig}", f"--root-dir={layout.kubelet_root}",
+        f"--hostname-override={node_name}", f"--node-ip={GATEWAY}", "--v=1",
+    ])
+    launch("kube-proxy", [str(toolchain.tool("kube-proxy")), f"--config={layout.kube_proxy_config}", "--v=1"])
+
+
+def delete_containers(layout: NodeLayout) -> None:
+    """Kill and delete every task (its shim unmounts the rootfs and exits)."""
+    def ctr(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["ctr", "--address", str(layout.containerd_socket), "--namespace", "k8s.io",
+                               "--timeout", "20s", *args], capture_output=True, text=True, check=False)
+
+    listed = ctr("tasks", "ls", "-q")
+    if listed.returncode != 0:
+        return
+    for task in listed.stdout.split():
+        ctr("tasks", "kill", "--signal", "SIGKILL", task)
+        ctr("tasks", "delete", "--force", task)
+
+
+def teardown(layout: NodeLayout, changes: HostChanges, stop: Callable[[str], None],
+             containerd_running: bool) -> list[str]:
+    """Undo the real node: ``stop(name)`` stops one of the cluster's recorded
+    processes. Returns what could not be undone (empty when clean)."""
+    problems: list[str] = []
+    stop("kube-proxy")
+    stop("kubelet")
+    if changes.cgroup_root:
+        problems += host.kill_cgroup(changes.cgroup_root)
+    if containerd_running:
+        delete_containers(layout)
+    stop("containerd")
+    problems += host.kill_pids(host.pids_with_argument(str(layout.containerd_socket)))
+    problems += _cleanup_kube_proxy_rules(layout)
+    problems += host.remove_new_netns(changes)
+    problems += host.unmount_below(changes.mount_prefixes)
+    problems += host.remove_cgroup_root(changes)
+    problems += host.remove_forward_guard(changes)
+    problems += host.delete_bridge(changes)
+    problems += host.restore_sysctls(changes)
+    problems += host.restore_propagation(changes)
+    if changes.cni_cache_prefix and CNI_CACHE.is_dir():
+        for path in CNI_CACHE.glob(f"{changes.cni_cache_prefix}*"):
+            path.unlink(missing_ok=True)
+    for directory in changes.created_dirs:
+        _remove_if_empty(Path(directory))
+    if lock_holder() == layout.data_dir:
+        HOST_LOCK.unlink(missing_ok=True)
+    return problems
+
+
+def _cleanup_kube_proxy_rules(layout: NodeLayout) -> list[str]:
+    """kube-proxy's own cleanup mode removes its KUBE-* chains and rules."""
+    try:
+        binary = toolchain.tool("kube-proxy")
+    except toolchain.ToolchainMissingError as error:
+        return [str(error)]
+    log = layout.data_dir / "logs" / "kube-proxy-cleanup.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        result = subprocess.run([str(binary), "--cleanup", "--v=1"], stdout=out, stderr=subprocess.STDOUT,
+                                check=False, timeout=60)
+    return [] if result.returncode == 0 else [f"kube-proxy --cleanup failed; see {log}"]
+
+
+def _remove_if_empty(directory: Path) -> None:
+    if not directory.is_dir():
+        return
+    for child in sorted(directory.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        if child.is_dir() and not child.is_symlink():
+            try:
+                child.rmdir()
+            except OSError:
+                return
+    try:
+        directory.rmdir()
+    except OSError:
+        pass

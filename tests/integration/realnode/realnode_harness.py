@@ -1,0 +1,35 @@
+"""Shared by the real-node tests: the cluster handle and a snapshot of what
+a cluster could leave behind on the host."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from iflearner.localcluster import ClusterState, LocalCluster
+from iflearner.localcluster import host as hostinfo
+
+
+def host_snapshot() -> dict[str, set[str]]:
+    """What a cluster could leave behind on the host, comparable before/after."""
+    rules = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
+    # Chain lines carry packet counters ("[12:345]"): compare without them.
+    iptables = {line.split(" [")[0] for line in rules.splitlines() if not line.startswith("#")}
+    links = set(os.listdir("/sys/class/net"))
+    return {
+        "iptables": iptables,
+        "mounts": {m.mount_point for m in hostinfo.mounts()},
+        "netns": set(hostinfo.netns_names()),
+        "links": links,
+        "sysctls": {f"{k}={hostinfo.read_sysctl(k)}" for k in (
+            "net.ipv4.ip_forward", "vm.overcommit_memory", "kernel.panic", "kernel.panic_on_oops")},
+        "propagation": {f"{m.mount_point}:{m.shared}" for m in hostinfo.mounts()},
+    }
+
+
+class RealCluster:
+    def __init__(self, data_dir: Path) -> None:
+        self.cluster = LocalCluster(data_dir)
+        self.before = host_snapshot()
+        self.state: ClusterState | None = None
