@@ -9,7 +9,7 @@ setup: venv toolchain runtime images  ## Python environment, the real toolchain,
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt pyproject.toml
+$(VENV)/.installed: requirements.txt requirements-runtime.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
 	# The `iflearner-operator` command (editable: it runs this checkout's code).

@@ -13,7 +13,7 @@ from iflearner.images.spec import ImageSpec, reference, tag
 __all__ = ["BuiltImage", "ImageBuilder", "ImageSpec", "import_image", "project_images", "reference", "tag"]
 
 
-PROJECT_IMAGES = ("pause", "coredns", "testapp")
+PROJECT_IMAGES = ("pause", "coredns", "testapp", "iflearner-operator")
 
 
 def project_spec(name: str, builder: ImageBuilder) -> ImageSpec:
@@ -27,6 +27,10 @@ def project_spec(name: str, builder: ImageBuilder) -> ImageSpec:
         return catalog.coredns(toolchain.tool("coredns"))
     if name == "testapp":
         return catalog.testapp()
+    if name == "iflearner-operator":
+        from iflearner.images.operator_image import operator_image, runtime_packages
+
+        return operator_image(toolchain.tools_dir(), runtime_packages(builder.cache_dir))
     raise ValueError(f"no image named {name!r}; the project's images are {', '.join(PROJECT_IMAGES)}")
 
 

@@ -1,0 +1,101 @@
+"""The operator image, from the same inputs as ``Dockerfile``: a Debian base
+with python3, the runtime Python packages (``requirements-runtime.txt``), the
+``iflearner`` package, and from the toolchain the Pulumi CLI, its Python
+plugin scripts and the registered Kubernetes provider. It runs as uid 65532
+with a read-only root filesystem: everything it writes goes to volumes
+(``/tmp``: Pulumi's home and the stacks' work directories; the state volume).
+
+The Python packages are installed with this machine's pip into a directory
+cached by the requirements' hash (the image's Python is Debian bookworm's
+3.11, the same minor version as the one that runs the project, so the same
+wheels apply).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from iflearner.images.spec import DebianBase, Entry, File, ImageSpec, Layer, RuntimeConfig, Symlink
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+RUNTIME_REQUIREMENTS = REPO_ROOT / "requirements-runtime.txt"
+APP_DIR = "/app"
+SITE_PACKAGES = "/opt/iflearner/site-packages"
+TOOLS_DIR = "/opt/iflearner/tools"
+USER = "65532:65532"
+BASE = DebianBase(include=("python3", "ca-certificates"))
+# The toolchain's programs the operator runs; the control-plane binaries stay out.
+TOOL_BINARIES = ("pulumi", "pulumi-language-python", "pulumi-language-python-exec", "pulumi-resource-pulumi-python")
+_SKIPPED = ("__pycache__",)
+
+
+def tree(source: Path, destination: str, skip: tuple[str, ...] = _SKIPPED) -> tuple[Entry, ...]:
+    """Every file and symlink under ``source``, placed under ``destination``
+    (executables keep their execute bit; everything root-owned, read-only)."""
+    entries: list[Entry] = []
+    for root, dirs, files in os.walk(source):
+        dirs[:] = sorted(d for d in dirs if d not in skip)
+        base = Path(root)
+        for name in sorted(files) + sorted(d for d in dirs if (base / d).is_symlink()):
+            path = base / name
+            target = f"{destination}/{path.relative_to(source).as_posix()}"
+            if path.is_symlink():
+                entries.append(Symlink(target, os.readlink(path)))
+            elif path.is_file() and not name.endswith(".pyc"):
+                mode = 0o755 if os.access(path, os.X_OK) else 0o644
+                entries.append(File(target, source=path, mode=mode))
+    return tuple(entries)
+
+
+def runtime_packages(cache_dir: Path, requirements: Path = RUNTIME_REQUIREMENTS) -> Path:
+    """The runtime requirements installed into a directory, cached by their hash."""
+    digest = hashlib.sha256(requirements.read_bytes()).hexdigest()[:16]
+    target = cache_dir / "python" / f"runtime-{digest}"
+    if (target / ".complete").exists():
+        return target
+    shutil.rmtree(target, ignore_errors=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-compile",
+         "--only-binary=:all:", "--target", str(target), "-r", str(requirements)],
+        capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        shutil.rmtree(target, ignore_errors=True)
+        raise RuntimeError(f"pip install of {requirements.name} for the operator image failed:\n{result.stderr}")
+    # Console scripts point at the build machine's interpreter; the image runs python3 -m.
+    shutil.rmtree(target / "bin", ignore_errors=True)
+    (target / ".complete").write_text(digest + "\n")
+    return target
+
+
+def operator_image(tools_dir: Path, site_packages: Path, repo_root: Path = REPO_ROOT) -> ImageSpec:
+    tools: list[Entry] = [File(f"{TOOLS_DIR}/bin/{name}", source=tools_dir / "bin" / name, mode=0o755)
+                          for name in TOOL_BINARIES]
+    tools += tree(tools_dir / "pulumi-home" / "plugins", f"{TOOLS_DIR}/pulumi-home/plugins")
+    return ImageSpec(
+        name="iflearner-operator",
+        base=BASE,
+        layers=(
+            Layer(tree(site_packages, SITE_PACKAGES), comment="pip install -r requirements-runtime.txt"),
+            Layer(tuple(tools), comment="Pulumi CLI, plugin scripts, registered Kubernetes provider"),
+            Layer(tree(repo_root / "iflearner", f"{APP_DIR}/iflearner") + tree(repo_root / "crd", f"{APP_DIR}/crd"),
+                  comment="the iflearner package"),
+        ),
+        config=RuntimeConfig(
+            entrypoint=("python3", "-m", "iflearner"),
+            cmd=("run",),
+            env=("PATH=/usr/local/bin:/usr/bin:/bin",
+                 f"IFLEARNER_TOOLS_DIR={TOOLS_DIR}",
+                 f"PYTHONPATH={APP_DIR}:{SITE_PACKAGES}",
+                 "HOME=/tmp",
+                 "PYTHONUNBUFFERED=1",
+                 "PYTHONDONTWRITEBYTECODE=1"),
+            user=USER,
+            workdir=APP_DIR,
+            exposed_ports=("8080/tcp", "8081/tcp"),
+        ),
+    )
