@@ -65,6 +65,10 @@ class OperatorConfig:
     service_account_annotations: dict[str, str] = field(default_factory=dict)
     state_storage: str = "1Gi"
     state_storage_class: str | None = None
+    # A single-node cluster without a provisioner (the local real node): a
+    # hostPath PersistentVolume bound to the state claim. The directory must
+    # exist and be writable by uid 65532 (hostPath volumes ignore fsGroup).
+    state_host_path: str | None = None
     passphrase_secret: str = PASSPHRASE_SECRET
     job_namespaces: tuple[str, ...] = ()  # empty: jobs in every namespace
 
@@ -176,6 +180,14 @@ def deployment(settings: ClusterSettings, config: OperatorConfig) -> list[dict[s
                                  "resources": {"requests": {"storage": config.state_storage}}}
         if config.state_storage_class:
             claim["storageClassName"] = config.state_storage_class
+        if config.state_host_path:
+            claim["storageClassName"] = ""
+            claim["volumeName"] = f"{NAME}-state-{ns}"
+            objects.append({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": _meta(claim["volumeName"]),
+                            "spec": {"capacity": {"storage": config.state_storage}, "accessModes": ["ReadWriteOnce"],
+                                     "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "",
+                                     "claimRef": {"namespace": ns, "name": f"{NAME}-state"},
+                                     "hostPath": {"path": config.state_host_path, "type": "Directory"}}})
         objects.append({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": _meta(f"{NAME}-state", ns),
                         "spec": claim})
         volumes.append({"name": "state", "persistentVolumeClaim": {"claimName": f"{NAME}-state"}})

@@ -60,6 +60,7 @@ def bootstrap() -> None:
         backend_secret=config.get("stateBackendSecret"),
         service_account_annotations=dict(config.get_object("operatorServiceAccountAnnotations") or {}),
         state_storage_class=config.get("stateStorageClass"),
+        state_host_path=config.get("stateHostPath"),
         job_namespaces=tuple(config.get_object("jobNamespaces") or ()),
     )
     operator.validate()  # before anything is declared: a clear error, nothing half-made

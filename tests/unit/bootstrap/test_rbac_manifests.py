@@ -111,3 +111,13 @@ def test_destroy_refusal_names_the_jobs_and_what_to_do():
     text = refusal([f"ns/job-{i}" for i in range(12)])
     assert "12 IflearnerJob(s)" in text and "ns/job-0" in text and "and 2 more" in text
     assert "kubectl delete iflearnerjobs --all --all-namespaces" in text
+
+
+def test_a_host_path_volume_is_bound_to_the_state_claim():
+    objects = deployment(ClusterSettings(), OperatorConfig(state_host_path="/srv/iflearner-state"))
+    volume = next(o for o in objects if o["kind"] == "PersistentVolume")
+    claim = next(o for o in objects if o["kind"] == "PersistentVolumeClaim")
+    assert volume["spec"]["hostPath"]["path"] == "/srv/iflearner-state"
+    assert claim["spec"]["volumeName"] == volume["metadata"]["name"]
+    assert volume["spec"]["claimRef"] == {"namespace": "iflearner-system", "name": claim["metadata"]["name"]}
+    assert volume["spec"]["persistentVolumeReclaimPolicy"] == "Retain", "stack state outlives the claim"
