@@ -43,8 +43,11 @@ SYSCTLS = [
 # Directories outside the data dir that the runtime may create (network
 # namespaces, shim sockets, libcni's cache); removed on down when we made them
 # and they are empty again.
-SYSTEM_DIRS = ["/run/netns", "/run/containerd/s", "/run/containerd", "/var/lib/cni/results", "/var/lib/cni"]
+SYSTEM_DIRS = ["/run/netns", "/run/containerd/s", "/run/containerd", "/var/lib/cni/results", "/var/lib/cni",
+               "/var/log/containers"]
 CNI_CACHE = Path("/var/lib/cni/results")
+# kubelet links every container's log here (a fixed path), pointing into its podLogsDir.
+CONTAINER_LOG_LINKS = Path("/var/log/containers")
 IMAGES = ("pause", "coredns", "testapp")
 
 Progress = Callable[[str], None]
@@ -154,6 +157,10 @@ def teardown(layout: NodeLayout, changes: HostChanges, stop: Callable[[str], Non
     if changes.cni_cache_prefix and CNI_CACHE.is_dir():
         for path in CNI_CACHE.glob(f"{changes.cni_cache_prefix}*"):
             path.unlink(missing_ok=True)
+    if CONTAINER_LOG_LINKS.is_dir():
+        for link in CONTAINER_LOG_LINKS.iterdir():
+            if link.is_symlink() and os.readlink(link).startswith(str(layout.pod_logs)):
+                link.unlink()
     for directory in changes.created_dirs:
         _remove_if_empty(Path(directory))
     if lock_holder() == layout.data_dir:

@@ -1,0 +1,58 @@
+"""The real node's configuration files: every path under the cluster's data
+dir, the settings these machines need, nothing routed off the machine."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+from iflearner.localcluster import nodeconfig
+from iflearner.localcluster.host import HostChanges
+
+
+def test_containerd_config_keeps_everything_under_the_data_dir(tmp_path: Path) -> None:
+    layout = nodeconfig.NodeLayout(tmp_path)
+    config = tomllib.loads(nodeconfig.containerd_toml(layout, "iflearner.local/pause:abc"))
+    cri = config["plugins"]["io.containerd.grpc.v1.cri"]
+    assert cri["sandbox_image"] == "iflearner.local/pause:abc"
+    assert cri["restrict_oom_score_adj"] is True
+    assert cri["containerd"]["snapshotter"] == "overlayfs"
+    assert cri["cni"]["bin_dir"] == "/usr/lib/cni"
+    assert cri["stream_server_port"] == "0"
+    paths = [config["root"], config["state"], config["grpc"]["address"], cri["cni"]["conf_dir"],
+             cri["containerd"]["runtimes"]["runc"]["options"]["Root"],
+             config["plugins"]["io.containerd.internal.v1.opt"]["path"]]
+    assert all(p.startswith(str(tmp_path) + "/") for p in paths), paths
+
+
+def test_cni_network_has_no_default_route_and_no_masquerade(tmp_path: Path) -> None:
+    conf = nodeconfig.cni_conflist(nodeconfig.NodeLayout(tmp_path), "10.96.0.0/16")
+    bridge = conf["plugins"][0]
+    assert bridge["bridge"] == nodeconfig.BRIDGE and len(bridge["bridge"]) <= 15
+    assert bridge["ipMasq"] is False and bridge["isDefaultGateway"] is False
+    assert bridge["ipam"]["routes"] == [{"dst": "10.96.0.0/16"}]
+    assert bridge["ipam"]["dataDir"].startswith(str(tmp_path))
+
+
+def test_kubelet_and_kube_proxy_settings(tmp_path: Path) -> None:
+    layout = nodeconfig.NodeLayout(tmp_path)
+    kubelet = nodeconfig.kubelet_configuration(layout, tmp_path / "ca.crt", 12345, 12346)
+    assert kubelet["failCgroupV1"] is False and kubelet["cgroupDriver"] == "cgroupfs"
+    assert kubelet["clusterDNS"] == [nodeconfig.CLUSTER_DNS]
+    assert kubelet["containerRuntimeEndpoint"] == f"unix://{layout.containerd_socket}"
+    assert kubelet["podLogsDir"].startswith(str(tmp_path))
+    proxy = nodeconfig.kube_proxy_configuration(layout, 1, 2)
+    assert proxy["mode"] == "iptables" and proxy["clusterCIDR"] == nodeconfig.POD_SUBNET
+    assert proxy["iptables"]["localhostNodePorts"] is False
+    assert nodeconfig.resolv_conf() == f"nameserver {nodeconfig.GATEWAY}\n"
+
+
+def test_write_configs_and_host_changes_round_trip(tmp_path: Path) -> None:
+    layout = nodeconfig.NodeLayout(tmp_path)
+    nodeconfig.write_configs(layout, sandbox_image="p", service_cidr="10.96.0.0/16", ca_cert=tmp_path / "ca",
+                             kubelet_port=1, kubelet_healthz_port=2, proxy_metrics_port=3, proxy_healthz_port=4)
+    assert json.loads(layout.kubelet_config.read_text())["port"] == 1
+    assert len(str(layout.containerd_socket)) < 100
+    changes = HostChanges(bridge="b", sysctls={"net.ipv4.ip_forward": "0"}, netns_before=["x"])
+    assert HostChanges.from_dict(json.loads(json.dumps(changes.to_dict()))) == changes
