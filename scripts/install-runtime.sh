@@ -2,7 +2,8 @@
 # Installs what the local cluster's real node (`cluster up --node real`) and
 # the project's image builder need from Debian's packages, when missing:
 # containerd, runc, the CNI plugins (in /usr/lib/cni), iptables and iproute2
-# (kube-proxy, the bridge), debootstrap (Debian root filesystems for images),
+# (kube-proxy, the bridge), nftables (to remove the tables iptables-nft
+# leaves behind), conntrack, debootstrap (Debian root filesystems for images),
 # and a C compiler with a static libc (the pause image's program).
 #
 # Nothing is started or enabled here: the local cluster starts containerd
@@ -15,6 +16,7 @@ declare -A NEED=(
   [runc]=runc
   [/usr/lib/cni/bridge]=containernetworking-plugins
   [iptables]=iptables
+  [nft]=nftables
   [ip]=iproute2
   [conntrack]=conntrack
   [debootstrap]=debootstrap

@@ -28,6 +28,8 @@ class HostChanges:
     cgroup_root: str = ""
     sysctls: dict[str, str] = field(default_factory=dict)  # key -> value before
     made_shared: list[str] = field(default_factory=list)  # mount points that were private
+    shared_before: list[str] = field(default_factory=list)  # mount points that were shared
+    nft_tables_before: list[str] | None = None  # e.g. "ip filter"; None: no nft binary
     netns_before: list[str] = field(default_factory=list)
     mount_prefixes: list[str] = field(default_factory=list)  # mounts below these are ours
     cni_cache_prefix: str = ""  # libcni's result cache files of our network
@@ -108,22 +110,31 @@ def mounts() -> list[Mount]:
 def make_root_rshared(changes: HostChanges, save: Callable[[], None]) -> None:
     """kubelet needs / to be rshared (mount propagation into Pods); remember
     which mounts were private so that down puts them back."""
-    private = [m.mount_point for m in mounts() if not m.shared]
+    current = mounts()
+    private = [m.mount_point for m in current if not m.shared]
     if not private:
         return
     changes.made_shared = sorted(set(changes.made_shared) | set(private))
+    changes.shared_before = sorted({m.mount_point for m in current if m.shared})
     save()
     sh("mount", "--make-rshared", "/")
 
 
 def restore_propagation(changes: HostChanges) -> list[str]:
+    """Back to private, recursively (this also reaches mounts hidden under
+    others, which no path names), then re-share what was shared before."""
+    if not changes.made_shared:
+        return []
     problems = []
+    result = sh("mount", "--make-rprivate", "/", check=False)
+    if result.returncode != 0:
+        problems.append(f"make-rprivate /: {result.stderr.strip()}")
     present = {m.mount_point for m in mounts()}
-    for point in changes.made_shared:
+    for point in changes.shared_before:
         if point in present:
-            result = sh("mount", "--make-private", point, check=False)
+            result = sh("mount", "--make-shared", point, check=False)
             if result.returncode != 0:
-                problems.append(f"make-private {point}: {result.stderr.strip()}")
+                problems.append(f"make-shared {point}: {result.stderr.strip()}")
     return problems
 
 
@@ -217,6 +228,44 @@ def remove_forward_guard(changes: HostChanges) -> list[str]:
         if result.returncode != 0:
             return [f"iptables chain {chain}: {result.stderr.strip()}"]
     return []
+
+
+def nft_tables() -> list[str] | None:
+    """nftables tables ("ip filter", ...), where iptables-nft keeps its rules."""
+    result = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, check=False) \
+        if _has("nft") else None
+    if result is None or result.returncode != 0:
+        return None
+    return sorted(line.removeprefix("table ").strip() for line in result.stdout.splitlines()
+                  if line.startswith("table "))
+
+
+def remove_new_nft_tables(changes: HostChanges) -> list[str]:
+    """Tables that the iptables chains of the node brought into being are
+    deleted once they hold no rule (nothing else has used them since)."""
+    if changes.nft_tables_before is None:
+        return []
+    problems = []
+    for table in nft_tables() or []:
+        if table in changes.nft_tables_before:
+            continue
+        family, name = table.split(" ", 1)
+        listing = sh("nft", "-j", "list", "table", family, name, check=False)
+        if listing.returncode != 0:
+            continue
+        if '"rule"' in listing.stdout:
+            problems.append(f"nftables table {table} still holds rules")
+            continue
+        result = sh("nft", "delete", "table", family, name, check=False)
+        if result.returncode != 0:
+            problems.append(f"nftables table {table}: {result.stderr.strip()}")
+    return problems
+
+
+def _has(program: str) -> bool:
+    import shutil
+
+    return shutil.which(program) is not None
 
 
 # --- cgroups -----------------------------------------------------------------

@@ -55,7 +55,7 @@ Progress = Callable[[str], None]
 
 def missing_runtime() -> list[str]:
     """Programs the real node needs from the system (installed by `make setup`)."""
-    needed = ["containerd", "containerd-shim-runc-v2", "runc", "ctr", "iptables", "ip", "mount", "umount"]
+    needed = ["containerd", "containerd-shim-runc-v2", "runc", "ctr", "iptables", "nft", "ip", "mount", "umount"]
     missing = [name for name in needed if shutil.which(name) is None]
     if not Path("/usr/lib/cni/bridge").exists():
         missing.append("/usr/lib/cni/bridge (containernetworking-plugins)")
@@ -81,6 +81,8 @@ def prepare_host(layout: NodeLayout, changes: HostChanges, service_cidr: str, sa
         # Service replies between two Pods on one bridge must pass conntrack.
         host.set_sysctl("net.bridge.bridge-nf-call-iptables", "1")
     host.make_root_rshared(changes, save)
+    changes.nft_tables_before = host.nft_tables()
+    save()
     host.create_bridge(changes, BRIDGE, f"{GATEWAY}/{POD_SUBNET.split('/')[1]}", save)
     # Service addresses go to the bridge, never to the default route, even
     # before kube-proxy has programmed them (the route goes with the bridge).
@@ -151,6 +153,7 @@ def teardown(layout: NodeLayout, changes: HostChanges, stop: Callable[[str], Non
     problems += host.unmount_below(changes.mount_prefixes)
     problems += host.remove_cgroup_root(changes)
     problems += host.remove_forward_guard(changes)
+    problems += host.remove_new_nft_tables(changes)
     problems += host.delete_bridge(changes)
     problems += host.restore_sysctls(changes)
     problems += host.restore_propagation(changes)
