@@ -9,6 +9,8 @@ Why each rule exists:
 - pods, services, configmaps, secrets and ingresses in any namespace, full
   lifecycle: job stacks create, update and delete them (jobs live in any
   namespace); list/watch: the controller's owned-object caches for repair.
+  Gateways and GRPCRoutes the same (jobs on the gateway transport), whose
+  status the controller reads for the job's Ready condition.
 - events create/patch: Events for what a person must act on.
 - kube-system ConfigMap iflearner-dns-records, get/patch only (by name): each
   job stack server-side-applies its own keys.
@@ -104,6 +106,8 @@ def cluster_role_rules() -> list[dict[str, Any]]:
         {"apiGroups": ["git.iflytek.com"], "resources": ["iflearnerjobs/finalizers"], "verbs": ["update"]},
         {"apiGroups": [""], "resources": ["pods", "services", "configmaps", "secrets"], "verbs": WORKLOAD_VERBS},
         {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses"], "verbs": WORKLOAD_VERBS},
+        {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["gateways", "grpcroutes"],
+         "verbs": WORKLOAD_VERBS},
         {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
     ]
 

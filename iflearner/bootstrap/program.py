@@ -15,18 +15,18 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
+from iflearner.bootstrap import gateway_stack
 from iflearner.bootstrap.coredns import CorefileBlock, RecordsVolume
 from iflearner.bootstrap.corefile import RECORDS_DIR, ZoneTemplate, render_block
 from iflearner.bootstrap.generated_secret import GeneratedSecret
 from iflearner.bootstrap.jobs_guard import DeclaredResources
 from iflearner.bootstrap.operator import DEFAULT_BACKEND_URL, OperatorConfig, deployment, rbac
-from iflearner.desired import ClusterSettings
+from iflearner.desired import ClusterSettings, Transport
 from iflearner.operator_record import BACKEND_KEY, SETTINGS_CONFIGMAP, SETTINGS_KEY, redact_url
 from iflearner.tlsresources import CertificateAuthority
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = REPO_ROOT / "crd" / "iflearnerjob.yaml"
-INGRESS_NGINX_FILE = REPO_ROOT / "manifests" / "ingress-nginx.yaml"
 CLUSTER_ROLES = ("server", "party", "all")
 
 
@@ -49,7 +49,10 @@ def bootstrap() -> None:
     # The kubeconfig: stack config, else $KUBECONFIG (as kubectl), else in-cluster.
     kubeconfig_path = config.get("kubeconfig") or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or None
     kubeconfig = Path(kubeconfig_path).expanduser().read_text() if kubeconfig_path else None
-    settings = ClusterSettings(ingress_address=config.get("ingressAddress"))
+    # New clusters route jobs through Gateway API; `transport: ingress` keeps Ingresses.
+    settings = ClusterSettings(ingress_address=config.get("ingressAddress"),
+                               transport=config.get("transport") or Transport.GATEWAY.value)
+    gateway_setup = gateway_stack.read_config(config, settings.ingress_address, settings.gateway_class_name)
     zones = [ZoneTemplate(z["zone"], z["address"]) for z in (config.get_object("zones") or [])]
     peers: dict[str, list[str]] = config.get_object("peerCaCertificates") or {}
     operator = OperatorConfig(
@@ -127,8 +130,8 @@ def bootstrap() -> None:
     CorefileBlock("corefile", block=render_block(zones), kubeconfig=kubeconfig,
                   opts=pulumi.ResourceOptions(depends_on=[records]))
 
-    if config.get_bool("installIngressNginx") is not False:
-        k8s.yaml.v2.ConfigFile("ingress-nginx", file=str(INGRESS_NGINX_FILE), opts=opts)
+    # The gateway (Traefik, Gateway API CRDs, classes, the shared Gateway) in place of ingress-nginx.
+    gateway_stack.declare(gateway_setup, provider, ca)
 
     # Deleted first on destroy: refuses while jobs exist, before anything is touched.
     declared.guard("jobs-guard", kubeconfig)
