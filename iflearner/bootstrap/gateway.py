@@ -130,13 +130,15 @@ def traefik(config: GatewayConfig) -> list[dict[str, Any]]:
                             "capabilities": {"drop": ["ALL"]}},
     }
     https: dict[str, Any] = {"name": "websecure", "port": 443, "targetPort": "websecure", "protocol": "TCP"}
-    if config.service_type != "ClusterIP" and config.https_node_port:
-        https["nodePort"] = config.https_node_port
-    service_spec: dict[str, Any] = {
-        "type": config.service_type,
-        "selector": dict(LABELS),
-        "ports": [{"name": "web", "port": 80, "targetPort": "web", "protocol": "TCP"}, https],
-    }
+    ports = [{"name": "web", "port": 80, "targetPort": "web", "protocol": "TCP"}, https]
+    if config.https_node_port:
+        if config.service_type != "ClusterIP":
+            https["nodePort"] = config.https_node_port
+        # The same port on the Service's own address: where job hosts resolve
+        # to the ClusterIP (inside the cluster), `host:30031` works as on a node.
+        ports.append({"name": "websecure-compat", "port": config.https_node_port, "targetPort": "websecure",
+                      "protocol": "TCP"})
+    service_spec: dict[str, Any] = {"type": config.service_type, "selector": dict(LABELS), "ports": ports}
     if config.cluster_ip:
         service_spec["clusterIP"] = config.cluster_ip
     return [

@@ -22,6 +22,9 @@ def test_service_exposes_the_tls_entry_point_on_node_port_30031_by_default():
     assert service["spec"]["type"] == "NodePort"
     assert (https["port"], https["targetPort"], https["nodePort"]) == (443, "websecure", 30031)
     assert "clusterIP" not in service["spec"]
+    # host:30031 also works where the host resolves to the Service's ClusterIP (inside the cluster).
+    compat = next(p for p in service["spec"]["ports"] if p["port"] == 30031)
+    assert compat["targetPort"] == "websecure" and "nodePort" not in compat
 
 
 def test_service_type_node_port_and_cluster_ip_are_configurable():
@@ -29,6 +32,7 @@ def test_service_type_node_port_and_cluster_ip_are_configurable():
         image="x", service_type="ClusterIP", cluster_ip="10.96.200.1")))["Service"]
     assert service["spec"]["type"] == "ClusterIP" and service["spec"]["clusterIP"] == "10.96.200.1"
     assert all("nodePort" not in p for p in service["spec"]["ports"])
+    assert 30031 in [p["port"] for p in service["spec"]["ports"]]
     with pytest.raises(ValueError, match="NodePort"):
         gateway.GatewayConfig(image="x", service_type="External")
 
