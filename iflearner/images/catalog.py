@@ -19,7 +19,9 @@ from iflearner.images.spec import DebianBase, File, ImageSpec, Layer, RuntimeCon
 PACKAGE_DIR = Path(__file__).resolve().parent
 PAUSE_SOURCE = PACKAGE_DIR / "pause.c"
 TESTAPP_SOURCE = PACKAGE_DIR / "testapp.py"
-TESTAPP_BASE = DebianBase(include=("python3",))
+# One Debian base for every Python image (testapp, the operator): one debootstrap, one cached layer.
+PYTHON_BASE = DebianBase(include=("ca-certificates", "python3"))
+TESTAPP_BASE = PYTHON_BASE
 
 
 def pause(binary: Path) -> ImageSpec:

@@ -20,7 +20,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from iflearner.images.spec import DebianBase, Entry, File, ImageSpec, Layer, RuntimeConfig, Symlink
+from iflearner.images.catalog import PYTHON_BASE
+from iflearner.images.spec import Entry, File, ImageSpec, Layer, RuntimeConfig, Symlink
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RUNTIME_REQUIREMENTS = REPO_ROOT / "requirements-runtime.txt"
@@ -28,7 +29,7 @@ APP_DIR = "/app"
 SITE_PACKAGES = "/opt/iflearner/site-packages"
 TOOLS_DIR = "/opt/iflearner/tools"
 USER = "65532:65532"
-BASE = DebianBase(include=("python3", "ca-certificates"))
+BASE = PYTHON_BASE
 # The toolchain's programs the operator runs; the control-plane binaries stay out.
 TOOL_BINARIES = ("pulumi", "pulumi-language-python", "pulumi-language-python-exec", "pulumi-resource-pulumi-python")
 _SKIPPED = ("__pycache__",)
