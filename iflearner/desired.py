@@ -73,8 +73,8 @@ ZONE_NAMESERVER = "ns.iflearner.local."
 ZONE_HOSTMASTER = "hostmaster.iflearner.local."
 ZONE_TTL = 60
 
-_DNS_1035_LABEL_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-_LABEL_VALUE_RE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_DNS_1035_LABEL_RE = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+_LABEL_VALUE_RE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
 _MAX_LABEL = 63
 _MAX_FIELD_MANAGER = 128
 _MAX_CONFIGMAP_KEY = 253
@@ -179,7 +179,7 @@ def base_name(namespace: str, name: str) -> str:
     whenever we can. Otherwise: lowercase, dots to dashes, start with a letter,
     truncated, plus a hash of namespace/name so distinct jobs never collide.
     """
-    if len(name) <= _MAX_LABEL and _DNS_1035_LABEL_RE.match(name):
+    if len(name) <= _MAX_LABEL and _DNS_1035_LABEL_RE.fullmatch(name):
         return name
     cleaned = re.sub(r"[^a-z0-9-]", "-", name.lower().replace(".", "-"))
     cleaned = re.sub(r"-+", "-", cleaned).lstrip("-0123456789") or "job"
@@ -210,7 +210,7 @@ def job_names(job: IflearnerJob) -> JobNames:
 
 def _label_value(value: str, seed: str) -> str:
     """A legal label value for ``value`` (hash-suffixed when too long)."""
-    if len(value) <= _MAX_LABEL and _LABEL_VALUE_RE.match(value):
+    if len(value) <= _MAX_LABEL and _LABEL_VALUE_RE.fullmatch(value):
         return value
     return _truncate_with_hash(value, _MAX_LABEL, seed, strip="-._")
 

@@ -27,9 +27,9 @@ RESTART_POLICIES = ("Always", "OnFailure", "Never")
 TRANSPORTS = ("gateway", "ingress")  # iflearner.desired.Transport's values
 
 _DNS_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
-_DNS_SUBDOMAIN_RE = re.compile(rf"^{_DNS_LABEL}(\.{_DNS_LABEL})*$")
-_DNS_LABEL_RE = re.compile(rf"^{_DNS_LABEL}$")
-_STACK_NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
+_DNS_SUBDOMAIN_RE = re.compile(rf"{_DNS_LABEL}(\.{_DNS_LABEL})*")
+_DNS_LABEL_RE = re.compile(_DNS_LABEL)
+_STACK_NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
 _MAX_SUBDOMAIN = 253
 _MAX_STACK_NAME = 100  # Pulumi refuses longer stack names.
 _HOST_EXAMPLE = "job1.server.iflearner.com"
@@ -91,7 +91,7 @@ def is_dns_subdomain(value: object) -> bool:
     return (
         isinstance(value, str)
         and len(value) <= _MAX_SUBDOMAIN
-        and bool(_DNS_SUBDOMAIN_RE.match(value))
+        and bool(_DNS_SUBDOMAIN_RE.fullmatch(value))
     )
 
 
@@ -144,7 +144,7 @@ def _check_metadata(
             f"or digit, at most 253 characters); got {_describe(name)}",
         ))
     namespace = metadata.get("namespace") or DEFAULT_NAMESPACE
-    if not (isinstance(namespace, str) and _DNS_LABEL_RE.match(namespace)):
+    if not (isinstance(namespace, str) and _DNS_LABEL_RE.fullmatch(namespace)):
         problems.append(Problem(
             "metadata.namespace",
             f"must be a DNS label (at most 63 lowercase letters, digits, '-'); got {_describe(namespace)}",
@@ -364,7 +364,7 @@ def stack_name_of(namespace: str, name: str) -> str:
     longer parses can still be found and destroyed.
     """
     full = f"{namespace}.{name}"
-    if len(full) <= _MAX_STACK_NAME and _STACK_NAME_RE.match(full):
+    if len(full) <= _MAX_STACK_NAME and _STACK_NAME_RE.fullmatch(full):
         return full
     suffix = short_hash(f"{namespace}/{name}")
     prefix = re.sub(r"[^A-Za-z0-9._-]", "-", full)[: _MAX_STACK_NAME - len(suffix) - 1]

@@ -380,3 +380,11 @@ def test_crd_schema_declares_every_field_of_the_examples(filename: str) -> None:
     assert manifest["spec"]["role"] in spec_schema["properties"]["role"]["enum"]
     assert re.match(spec_schema["properties"]["host"]["pattern"], manifest["spec"]["host"])
     assert "namespace" not in manifest["metadata"]
+
+
+def test_names_with_a_trailing_newline_are_refused():
+    # `$` matches before a final newline; every pattern is matched whole.
+    from iflearner.job import is_dns_subdomain, is_host_name
+
+    assert is_host_name("h.example.com") and not is_host_name("h.example.com\n")
+    assert not is_dns_subdomain("default\n")
