@@ -72,6 +72,8 @@ def traefik_args(config: GatewayConfig) -> list[str]:
     args = [
         f"--entryPoints.web.address=:{HTTP_PORT}",
         f"--entryPoints.websecure.address=:{HTTPS_PORT}",
+        # TLS only: the NGINX provider's plain-HTTP (redirect) routers then stay on `web`.
+        "--entryPoints.websecure.http.tls=true",
         f"--entryPoints.traefik.address=:{ADMIN_PORT}",
         "--ping=true",
         "--global.checkNewVersion=false",
