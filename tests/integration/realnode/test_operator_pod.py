@@ -1,0 +1,204 @@
+"""The operator the way users run it: a Pod from its image (built by the project's image builder),
+deployed by the bootstrap's real `pulumi up` on the real node, with its ServiceAccount, RBAC and a
+state volume; restarted, stopped and brought back."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+from prometheus_client.parser import text_string_to_metric_families
+from realnode_harness import RealCluster
+
+from iflearner.bootstrap.cli_runner import BootstrapProject
+from iflearner.images import ImageBuilder, import_image
+from iflearner.images.build import ctr
+from iflearner.images.catalog import PYTHON_BASE
+from iflearner.images.spec import ImageSpec, RuntimeConfig
+from iflearner.localcluster.nodeconfig import NodeLayout
+from iflearner.toolchain import REPO_ROOT
+
+GROUP, VERSION, PLURAL = "git.iflytek.com", "v1", "iflearnerjobs"
+OPERATOR_NS = "iflearner-system"
+OPERATOR_LABEL = "app.kubernetes.io/name=iflearner-operator"
+ORIGINAL_IMAGE = "ghcr.io/iflytek/iflearner:v0.1.0"
+EXAMPLES = ("server.yaml", "party-a.yaml", "party-b.yaml")
+MERGE = "application/merge-patch+json"
+
+
+def _wait(what: str, check: Any, timeout: float = 180, interval: float = 1.0, describe: Any = None) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = check()
+        except (ApiException, OSError):
+            result = None
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}" + (f"\n{describe()}" if describe else ""))
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="module")
+def operator_image(real_cluster: RealCluster) -> str:
+    """The operator image and a stand-in for the original examples' image, in the node's containerd.
+
+    ghcr.io/iflytek/iflearner:v0.1.0 cannot be pulled here (no registry): a local image is tagged
+    with its name so that the original jobs' Pods really start; it ignores their arguments and
+    sleeps (the real training workload is the federation tests' business)."""
+    from iflearner.images import project_spec
+
+    builder = ImageBuilder(progress=lambda m: print(f"images: {m}"))
+    started = time.monotonic()
+    operator = builder.build(project_spec("iflearner-operator", builder))
+    print(f"operator image {operator.reference}: {operator.archive.stat().st_size / 2**20:.0f} MiB archive, "
+          f"built or found in {time.monotonic() - started:.1f}s")
+    standin = builder.build(ImageSpec(
+        name="original-example-standin", base=PYTHON_BASE, layers=(),
+        config=RuntimeConfig(entrypoint=("/bin/sh", "-c", "echo stand-in for the original image: $*; "
+                                         "exec sleep infinity", "standin"))))
+    socket = NodeLayout(real_cluster.cluster.data_dir).containerd_socket
+    import_image(operator, socket)
+    import_image(standin, socket)
+    ctr(socket, "images", "rm", ORIGINAL_IMAGE)
+    tagged = ctr(socket, "images", "tag", standin.reference, ORIGINAL_IMAGE)
+    assert tagged.returncode == 0, tagged.stderr
+    return operator.reference
+
+
+@pytest.fixture(scope="module")
+def bootstrapped(real_cluster: RealCluster, real_api: client.ApiClient, operator_image: str,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[BootstrapProject]:
+    root = tmp_path_factory.mktemp("operator-pod")
+    state = real_cluster.cluster.data_dir / "operator-state"
+    state.mkdir(exist_ok=True)
+    os.chown(state, 65532, 65532)  # hostPath volumes ignore fsGroup
+    config_file = root / "Pulumi.local-real.yaml"
+    config_file.write_text(yaml.safe_dump({"config": {
+        "iflearner:clusterRole": "all", "iflearner:operatorImage": operator_image,
+        "iflearner:operatorImagePullPolicy": "Never", "iflearner:operatorReplicas": 1,
+        "iflearner:stateHostPath": str(state), "iflearner:ingressAddress": "10.96.200.1",
+        "iflearner:transport": "ingress", "iflearner:installIngressNginx": False,
+        "iflearner:ingressController": "none",
+    }}))
+    assert real_cluster.state is not None
+    project = BootstrapProject("local-real", real_cluster.state.kubeconfig, root / "bootstrap", "operator-pod-test",
+                               config_file)
+    started = time.monotonic()
+    project.up()
+    print(f"bootstrap up: {time.monotonic() - started:.1f}s")
+    yield project
+    custom = client.CustomObjectsApi(real_api)
+    for job in custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]:
+        meta = job["metadata"]
+        custom.delete_namespaced_custom_object(GROUP, VERSION, meta["namespace"], PLURAL, meta["name"])
+    _wait("every job to be finalized by the operator",
+          lambda: not custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"], 300)
+    project.destroy()
+
+
+def _operator_pod(core: client.CoreV1Api) -> client.V1Pod | None:
+    pods = [p for p in core.list_namespaced_pod(OPERATOR_NS, label_selector=OPERATOR_LABEL).items
+            if p.metadata.deletion_timestamp is None]
+    return pods[0] if len(pods) == 1 else None
+
+
+def _ready_pod(core: client.CoreV1Api, not_uid: str | None = None) -> client.V1Pod | None:
+    pod = _operator_pod(core)
+    if pod is None or pod.metadata.uid == not_uid or pod.status.phase != "Running":
+        return None
+    ready = next((c for c in pod.status.conditions or [] if c.type == "Ready"), None)
+    return pod if ready is not None and ready.status == "True" else None
+
+
+def _metrics(pod: client.V1Pod) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://{pod.status.pod_ip}:8080/metrics", timeout=5) as response:
+        text = response.read().decode()
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+    return totals
+
+
+def _job_ready(custom: client.CustomObjectsApi, namespace: str, name: str, generation: int | None = None) -> bool:
+    job = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    status = job.get("status") or {}
+    ready = next((c for c in status.get("conditions", []) if c["type"] == "Ready"), {})
+    if generation is not None and status.get("observedGeneration") != generation:
+        return False
+    return ready.get("status") == "True" and status.get("phase") == "Running"
+
+
+def _example(name: str) -> dict[str, Any]:
+    manifest = yaml.safe_load((REPO_ROOT / "examples" / name).read_text())
+    manifest["metadata"]["namespace"] = "default"
+    return manifest
+
+
+def _memory_mib(pod: client.V1Pod) -> float | None:
+    """The operator Pod's memory use as its cgroup counts it (cgroup v1, cgroupfs driver)."""
+    for usage in Path("/sys/fs/cgroup/memory").rglob(f"*pod{pod.metadata.uid}/memory.usage_in_bytes"):
+        return int(usage.read_text()) / 2**20
+    return None
+
+
+def test_operator_pod_reconciles_restarts_for_free_and_catches_up(bootstrapped, real_core, real_api):
+    custom = client.CustomObjectsApi(real_api)
+    apps = client.AppsV1Api(real_api)
+    pod = _wait("the operator Pod to be Running and Ready (its /readyz)", lambda: _ready_pod(real_core), 240,
+                describe=lambda: json.dumps([str(p.status) for p in real_core.list_namespaced_pod(OPERATOR_NS).items]))
+    spec = pod.spec.containers[0]
+    assert pod.spec.security_context.run_as_non_root and spec.security_context.read_only_root_filesystem
+
+    # the three original example jobs, unchanged, reach Ready through the operator Pod
+    for name in EXAMPLES:
+        custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, _example(name))
+    names = [_example(n)["metadata"]["name"] for n in EXAMPLES]
+    for name in names:
+        _wait(f"{name} to be Ready", lambda n=name: _job_ready(custom, "default", n), 300,
+              describe=lambda: real_core.read_namespaced_pod_log(pod.metadata.name, OPERATOR_NS, tail_lines=40))
+    assert _metrics(pod)["iflearner_pulumi_runs_total"] >= len(names)
+    memory = _memory_mib(pod)
+    print(f"operator Pod memory with {len(names)} jobs: {memory} MiB")
+
+    # a new Pod re-verifies every unchanged job without running Pulumi
+    real_core.delete_namespaced_pod(pod.metadata.name, OPERATOR_NS)
+    deleted_at = time.monotonic()
+    pod = _wait("a new operator Pod to be Ready", lambda: _ready_pod(real_core, not_uid=pod.metadata.uid), 240)
+    _wait("the new Pod to re-verify every job",
+          lambda: _metrics(pod).get("iflearner_gated_reconciles_total", 0) >= len(names), 120)
+    print(f"operator Pod restart to all {len(names)} jobs re-verified: {time.monotonic() - deleted_at:.1f}s")
+    assert _metrics(pod).get("iflearner_pulumi_runs_total", 0) == 0, "a restart runs no Pulumi for unchanged jobs"
+
+    # the state still decrypts: a spec change updates the job's stack
+    job = custom.get_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, names[0])
+    container = copy.deepcopy(job["spec"]["template"]["spec"]["containers"][0])
+    container["args"] = [*container["args"], "--epochs=3"]
+    custom.patch_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, names[0],
+                                          {"spec": {"template": {"spec": {"containers": [container]}}}},
+                                          _content_type=MERGE)
+    _wait("the changed job to be Ready at generation 2", lambda: _job_ready(custom, "default", names[0], 2), 240)
+    assert _metrics(pod)["iflearner_pulumi_runs_total"] == 1
+
+    # a job created while no operator Pod runs converges once one is back
+    apps.patch_namespaced_deployment_scale("iflearner-operator", OPERATOR_NS, {"spec": {"replicas": 0}})
+    _wait("the operator Pod to be gone", lambda: not real_core.list_namespaced_pod(
+        OPERATOR_NS, label_selector=OPERATOR_LABEL).items, 120)
+    late = _example("server.yaml")
+    late["metadata"]["name"] = "created-while-down"
+    late["spec"]["host"] = "job2.server.iflearner.com"
+    custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, late)
+    apps.patch_namespaced_deployment_scale("iflearner-operator", OPERATOR_NS, {"spec": {"replicas": 1}})
+    _wait("the late job to converge", lambda: _job_ready(custom, "default", "created-while-down"), 300)
