@@ -1,0 +1,133 @@
+"""The federated-learning workload image: what the examples/federation jobs run.
+
+Layout (all root-owned; the container runs as root because iflearner writes
+``log/`` and ``metric/`` into its working directory):
+
+* base: Debian bookworm + ``python3`` (3.11) + ca-certificates, the shared
+  :data:`~iflearner.images.catalog.PYTHON_BASE`;
+* ``/opt/iflearner/site-packages``: ``workloads/iflearner/requirements.txt``
+  (PyPI's iflearner 0.1.0 and the pins its server and client import),
+  installed with ``pip --target --no-deps`` for cp311 manylinux wheels up to
+  bookworm's glibc 2.36, on ``PYTHONPATH``; a layer of its own, first, since
+  it changes least;
+* ``/workload``: ``trainer.py`` (the party) and ``server.py`` (the
+  aggregator), the working directory, so the jobs' args read
+  ``python -u trainer.py ...`` / ``python -u server.py ...`` like the
+  original README's ``python -u quickstart_pytorch.py ...``;
+* ``/usr/local/bin/python`` -> ``python3``: the original jobs' args start
+  with ``python``, which Debian does not provide by itself.
+
+No entrypoint: a job's ``args`` is the whole command, as with the original
+``ghcr.io/iflytek/iflearner`` image. Ports 50001 (gRPC) and 50002 (status API).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from iflearner.images.catalog import PYTHON_BASE
+from iflearner.images.operator_image import tree
+from iflearner.images.spec import File, ImageSpec, Layer, RuntimeConfig, Symlink
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+WORKLOAD_SOURCE = REPO_ROOT / "workloads" / "iflearner"
+REQUIREMENTS = WORKLOAD_SOURCE / "requirements.txt"
+NAME = "iflearner-workload"
+SITE_PACKAGES = "/opt/iflearner/site-packages"
+WORKDIR = "/workload"
+PROGRAMS = ("trainer.py", "server.py")
+BASE = PYTHON_BASE
+# Bookworm's Python and C library: the wheels pip may pick for the image,
+# whatever machine builds it.
+PYTHON_VERSION = "3.11"
+GLIBC = "2_36"
+_MACHINE = {"amd64": "x86_64", "arm64": "aarch64"}
+
+
+def platform_args(architecture: str = "amd64") -> list[str]:
+    """``--platform`` for every manylinux tag bookworm's glibc runs: pip
+    23's --platform matches the named tag only, not the older glibc ones a
+    wheel is usually tagged with (e.g. grpcio's manylinux_2_17)."""
+    machine = _MACHINE[architecture]
+    newest = int(GLIBC.split("_")[1])
+    tags = [f"manylinux_2_{minor}_{machine}" for minor in range(newest, 16, -1)] + [f"manylinux2014_{machine}"]
+    return [arg for tag in tags for arg in ("--platform", tag)]
+
+
+def pip_install_argv(target: Path, requirements: Path = REQUIREMENTS, architecture: str = "amd64") -> list[str]:
+    """pip installing the pinned closure for the image's interpreter, not this one's.
+
+    ``--no-deps``: the file is the complete closure and iflearner's own
+    metadata pins versions with no Python 3.11 wheels. ``--platform`` with
+    ``--only-binary``: wheels for bookworm's glibc, never a build. ``--no-compile``: no .pyc of this
+    machine's Python, so the layer depends only on the wheels.
+    """
+    return [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+            "--no-deps", "--no-compile", "--only-binary=:all:",
+            *platform_args(architecture),
+            "--python-version", PYTHON_VERSION, "--implementation", "cp",
+            "--abi", f"cp{PYTHON_VERSION.replace('.', '')}",
+            "--target", str(target), "-r", str(requirements)]
+
+
+def site_packages(cache_dir: Path, requirements: Path = REQUIREMENTS, architecture: str = "amd64") -> Path:
+    """The pinned requirements installed into a directory, cached by the
+    hash of the requirements and the pip command's target platform."""
+    key = hashlib.sha256(requirements.read_bytes() + f"{architecture} {GLIBC} {PYTHON_VERSION}".encode())
+    target = cache_dir / "python" / f"workload-{key.hexdigest()[:16]}"
+    if (target / ".complete").exists():
+        return target
+    shutil.rmtree(target, ignore_errors=True)
+    result = subprocess.run(pip_install_argv(target, requirements, architecture),
+                            capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        shutil.rmtree(target, ignore_errors=True)
+        raise RuntimeError(f"pip install of {requirements} for the workload image failed (is PyPI reachable?):\n"
+                           f"{result.stderr[-4000:]}")
+    # Console scripts point at this machine's interpreter; the jobs run `python <file>`.
+    shutil.rmtree(target / "bin", ignore_errors=True)
+    (target / ".complete").write_text(requirements.read_text())
+    return target
+
+
+def workload_image(packages: Path, source: Path = WORKLOAD_SOURCE, architecture: str = "amd64",
+                   extra_env: Sequence[str] = ()) -> ImageSpec:
+    """The image spec, given the installed packages (:func:`site_packages`)."""
+    deps = tuple(e for e in tree(packages, SITE_PACKAGES) if not e.path.endswith("/.complete"))
+    programs = tuple(File(f"{WORKDIR}/{name}", source=source / name) for name in PROGRAMS)
+    return ImageSpec(
+        name=NAME,
+        base=BASE,
+        architecture=architecture,
+        layers=(
+            Layer(deps, comment="pip install --no-deps -r workloads/iflearner/requirements.txt"),
+            Layer((*programs,
+                   File(f"{WORKDIR}/requirements.txt", source=source / "requirements.txt"),
+                   Symlink("/usr/local/bin/python", "/usr/bin/python3")),
+                  comment="the project's trainer and server wrapper"),
+        ),
+        config=RuntimeConfig(
+            cmd=("python", "-u", "trainer.py", "--help"),
+            env=("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                 f"PYTHONPATH={SITE_PACKAGES}",
+                 # iflearner imports matplotlib.pyplot; a container has no display.
+                 "MPLBACKEND=Agg",
+                 "PYTHONUNBUFFERED=1",
+                 *extra_env),
+            workdir=WORKDIR,
+            exposed_ports=("50001/tcp", "50002/tcp"),
+            labels=(("org.opencontainers.image.title", "iflearner federated-learning workload"),
+                    ("org.opencontainers.image.source", "workloads/iflearner")),
+        ),
+    )
+
+
+def build_spec(cache_dir: Path) -> ImageSpec:
+    """What ``iflearner.images.project_spec("iflearner-workload", builder)``
+    returns: ``workload_image(site_packages(builder.cache_dir))``."""
+    return workload_image(site_packages(cache_dir))
