@@ -230,6 +230,7 @@ def log_of(workdir: Path, name: str) -> str:
 
 # --- parsing what the workload prints -------------------------------------------------------------
 
+_RPC = re.compile(r"OUT: message type: (?P<type>\w+), time: (?P<ms>[\d.]+)ms")
 _LINE = re.compile(r"^FL-(?P<kind>[A-Z]+)((?: \S+=\S*)*)\s*$")
 
 
@@ -301,6 +302,17 @@ class Federation:
                 if "cycle_s" in record:
                     times.setdefault(epoch - 1, []).append(float(record["cycle_s"]))
         return {epoch: statistics.mean(values) for epoch, values in sorted(times.items())}
+
+    def rpc_ms(self) -> dict[str, float]:
+        """Message type -> mean client-side latency of iflearner's gRPC calls
+        (its ``OUT: message type: <type>, time: <ms>ms`` log lines), over
+        the parties: the transport's own cost, which the round time hides
+        under iflearner's one-second polling."""
+        samples: dict[str, list[float]] = {}
+        for party in self.parties:
+            for match in _RPC.finditer(self.log(party)):
+                samples.setdefault(match["type"], []).append(float(match["ms"]))
+        return {kind: statistics.mean(values) for kind, values in sorted(samples.items())}
 
     def final(self, party: str) -> dict[str, str] | None:
         done = [r for r in self.records(party) if r["kind"] == "DONE"]
@@ -408,6 +420,8 @@ def main() -> int:
         if rounds:
             print(f"  round time, mean over epochs 1..{args.epochs - 1}: {statistics.mean(rounds.values()):.3f} s")
         print(f"  parties start -> last party done: {fed.wall_s:.2f} s")
+        rpcs = ", ".join(f"{kind} {ms:.1f} ms" for kind, ms in fed.rpc_ms().items())
+        print(f"  gRPC call latency (mean, party side): {rpcs}")
         for party in names:
             final = fed.final(party)
             shown = f"loss {final['loss']}, accuracy {final['accuracy']}" if final else "no final metric"
