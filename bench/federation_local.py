@@ -212,13 +212,15 @@ def wait_for_port(port: int, timeout: float, process: subprocess.Popen[bytes] | 
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f}s")
 
 
-def start(python: Path, script: Path, args: list[str], workdir: Path, name: str) -> subprocess.Popen[bytes]:
+def start(python: Path, script: Path, args: list[str], workdir: Path, name: str,
+          extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """One process, in its own working directory (iflearner writes log/ and
     metric/ there), stdout and stderr in one log like a container's."""
     workdir.mkdir(parents=True, exist_ok=True)
     log = open(workdir / f"{name}.log", "wb")  # noqa: SIM115 - closed by the child's exit
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["MPLBACKEND"] = "Agg"  # matplotlib is imported by iflearner; never look for a display
+    env.update(extra_env or {})
     return subprocess.Popen([str(python), "-u", str(script), *args], cwd=workdir, stdout=log,
                             stderr=subprocess.STDOUT, env=env)
 
@@ -368,23 +370,27 @@ def _wait(process: subprocess.Popen[bytes], deadline: float) -> int | None:
 
 
 def run_untrusting_party(python: Path, workdir: Path, certs: Certificates, name: str = "party-wrong",
-                         timeout: float = 60.0) -> tuple[int | None, str]:
+                         timeout: float = 60.0) -> tuple[int | None, str, str]:
     """A party whose --cert holds a CA that did not sign the server's
-    certificate, against the same TLS terminator: (exit status, its log)."""
+    certificate, against the same TLS terminator: (exit status, its log,
+    what it wrote as its Kubernetes termination message)."""
+    termination_log = workdir / name / "termination-log"
+    termination_log.parent.mkdir(parents=True, exist_ok=True)
+    termination_log.write_text("")  # kubelet provides the file; the trainer never creates it
     terminator = TlsTerminator(certs.server_cert, certs.server_key, ("127.0.0.1", free_port()))
     port = terminator.start()
     try:
         process = start(python, TRAINER, [
             f"--name={name}", "--epochs=2", f"--server=127.0.0.1:{port}", f"--cert={certs.wrong_ca}",
             f"--server-name={SERVER_HOST}", "--tls-grace=0", "--connect-timeout=10",
-        ], workdir / name, name)
+        ], workdir / name, name, {"TERMINATION_LOG": str(termination_log)})
         rc = _wait(process, time.monotonic() + timeout)
         if rc is None:
             process.kill()
             process.wait()
     finally:
         terminator.stop()
-    return rc, log_of(workdir, name)
+    return rc, log_of(workdir, name), termination_log.read_text()
 
 
 # --- the benchmark -------------------------------------------------------------------------------

@@ -99,9 +99,11 @@ def test_status_api_reports_both_parties_complete(federation):
 
 
 def test_party_with_wrong_trust_file_fails_tls_verification(workload_python: Path, certs, tmp_path: Path):
-    rc, log = fl.run_untrusting_party(workload_python, tmp_path, certs, timeout=60)
+    rc, log, termination_message = fl.run_untrusting_party(workload_python, tmp_path, certs, timeout=60)
     assert rc == fl.EXIT_TLS, log
     assert "TLS verification failed" in log, log
     assert "certificate verify failed" in log or "unable to get local issuer certificate" in log, log
     # It failed before iflearner's client started (which would retry forever).
     assert "register to server" not in log, log
+    # In a Pod, the same message becomes the container's termination message.
+    assert termination_message.startswith("TLS verification failed"), termination_message

@@ -17,24 +17,43 @@ keep the original README's shape. This file adds:
 * ``--server-name``: the TLS name to verify instead of the host in --server
   (gRPC's ``grpc.ssl_target_name_override``), for local runs where the
   server's host name does not resolve; unused in a cluster;
-* one line per epoch and per aggregation round on stdout, in the format of
-  :func:`metric_line` (``FL-EPOCH`` / ``FL-ROUND`` / ``FL-DONE``, then
-  ``key=value`` fields), easy to grep and parse.
+* one line per event on stdout, ``FL-<KIND>`` then ``key=value`` fields
+  (floats with 6 decimals, no spaces), easy to grep and parse::
+
+    FL-START party=<name> epochs=<N> server=<host:port> samples=<n>
+    FL-EPOCH party=<name> epoch=<e> loss=<f> accuracy=<f> train_s=<f> [cycle_s=<f>]
+    FL-ROUND party=<name> epoch=<e> round_s=<f> global_loss=<f> global_accuracy=<f>
+    FL-DONE  party=<name> epochs=<N> loss=<f> accuracy=<f>
+
+  ``FL-EPOCH`` for every epoch 1..N: the metric of this party's model on its
+  held-out data after the epoch's training; ``cycle_s`` (from epoch 2) is
+  the whole previous round, start of epoch e-1 to start of e. ``FL-ROUND``
+  for epochs 1..N-1, when the server's aggregate arrives: ``round_s`` from
+  the epoch's start, and the aggregated (global) model's metric here.
+  ``FL-DONE``: the final metric. (iflearner's party uploads epochs 1..N-1
+  and ends after evaluating epoch N, so the server aggregates N-1 rounds.)
+
+Exit status: 0 after the last epoch (iflearner's own ``os._exit(0)``);
+:data:`EXIT_TLS` (3) when the server's certificate is not trusted;
+:data:`EXIT_UNREACHABLE` (4) when the server cannot be reached in time.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import hashlib
+import os
 import random
 import socket
 import ssl
 import sys
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -190,6 +209,21 @@ def split_host_port(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def fail(status: int, message: str) -> NoReturn:
+    """Print why the party gives up and exit with ``status``.
+
+    In a Kubernetes container the message also goes to the termination
+    message file (kubelet mounts it; never created here), so the Pod's
+    ``state.terminated.message`` - and the job's condition - say why.
+    """
+    print(message, file=sys.stderr, flush=True)
+    termination_log = Path(os.environ.get("TERMINATION_LOG", "/dev/termination-log"))
+    if termination_log.is_file():
+        with contextlib.suppress(OSError):
+            termination_log.write_text(message[:4096])  # kubelet's limit
+    raise SystemExit(status)
+
+
 def check_server_tls(address: str, server_name: str, cafile: str, connect_timeout: float,
                      tls_grace: float) -> None:
     """Handshake with the server as gRPC will, verifying against ``cafile``.
@@ -204,8 +238,7 @@ def check_server_tls(address: str, server_name: str, cafile: str, connect_timeou
     try:
         context = ssl.create_default_context(cafile=cafile)
     except (OSError, ssl.SSLError) as error:
-        print(f"TLS trust file {cafile} cannot be loaded as PEM certificates: {error}", file=sys.stderr, flush=True)
-        raise SystemExit(EXIT_TLS) from error
+        fail(EXIT_TLS, f"TLS trust file {cafile} cannot be loaded as PEM certificates: {error}")
     context.set_alpn_protocols(["h2"])  # what gRPC offers; a gateway must select it
     started = time.monotonic()
     first_refusal: float | None = None
@@ -214,28 +247,24 @@ def check_server_tls(address: str, server_name: str, cafile: str, connect_timeou
             with socket.create_connection((host, port), timeout=10) as raw, \
                     context.wrap_socket(raw, server_hostname=server_name) as tls:
                 if tls.selected_alpn_protocol() != "h2":
-                    print(f"TLS to {server_name} at {host}:{port} works, but the server did not select "
-                          f"HTTP/2 (ALPN {tls.selected_alpn_protocol()!r}); gRPC needs h2: check that the "
-                          "gateway's route for this host is a gRPC route", file=sys.stderr, flush=True)
-                    raise SystemExit(EXIT_TLS)
+                    fail(EXIT_TLS, f"TLS to {server_name} at {host}:{port} works, but the server did not select "
+                         f"HTTP/2 (ALPN {tls.selected_alpn_protocol()!r}); gRPC needs h2: check that the "
+                         "gateway's route for this host is a gRPC route")
                 print(f"TLS to {server_name} at {host}:{port} verified with {cafile}", flush=True)
                 return
         except ssl.SSLCertVerificationError as error:
             now = time.monotonic()
             first_refusal = now if first_refusal is None else first_refusal
             if now - first_refusal >= tls_grace:
-                print(f"TLS verification failed: the server {server_name} at {host}:{port} presented a "
-                      f"certificate that {cafile} does not accept ({error.verify_message}). --cert must "
-                      "hold the CA that signed the server's certificate (in a cluster, the operator mounts "
-                      "it at /etc/server-iflearner-secret.crt), and the certificate must be issued for "
-                      f"{server_name}.", file=sys.stderr, flush=True)
-                raise SystemExit(EXIT_TLS) from error
+                fail(EXIT_TLS, f"TLS verification failed: the server {server_name} at {host}:{port} presented a "
+                     f"certificate that {cafile} does not accept ({error.verify_message}). --cert must "
+                     "hold the CA that signed the server's certificate (in a cluster, the operator mounts "
+                     "it at /etc/server-iflearner-secret.crt), and the certificate must be issued for "
+                     f"{server_name}.")
         except OSError as error:  # includes ssl.SSLError other than verification, and DNS errors
             if time.monotonic() - started >= connect_timeout:
-                print(f"cannot reach the server {server_name} at {host}:{port} after {connect_timeout:.0f}s: "
-                      f"{error}; check that the server job is running and its host resolves",
-                      file=sys.stderr, flush=True)
-                raise SystemExit(EXIT_UNREACHABLE) from error
+                fail(EXIT_UNREACHABLE, f"cannot reach the server {server_name} at {host}:{port} after "
+                     f"{connect_timeout:.0f}s: {error}; check that the server job is running and its host resolves")
         time.sleep(1.0)
 
 
