@@ -205,8 +205,11 @@ class LocalCluster:
                 # On the bridge address the `kubernetes` Service has an
                 # endpoint Pods can reach; the API server calls kubelets
                 # (logs, exec) with the admin certificate.
+                # By address: the node's name resolves nowhere (and must not
+                # be looked up off the machine).
                 node_args = [f"--kubelet-client-certificate={pki.admin_cert}",
-                             f"--kubelet-client-key={pki.admin_key}"]
+                             f"--kubelet-client-key={pki.admin_key}",
+                             "--kubelet-preferred-address-types=InternalIP"]
             launch("kube-apiserver", [
                 str(binaries["kube-apiserver"]),
                 f"--etcd-servers=http://127.0.0.1:{etcd_port}",

@@ -10,6 +10,7 @@ root, network namespaces and mounts made by containerd and kubelet.
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import time
@@ -33,6 +34,7 @@ class HostChanges:
     netns_before: list[str] = field(default_factory=list)
     mount_prefixes: list[str] = field(default_factory=list)  # mounts below these are ours
     cni_cache_prefix: str = ""  # libcni's result cache files of our network
+    cni_cache_before: list[str] = field(default_factory=list)  # files there before (other runtimes')
     created_dirs: list[str] = field(default_factory=list)  # system dirs that did not exist before
 
     def to_dict(self) -> dict[str, object]:
@@ -228,6 +230,40 @@ def remove_forward_guard(changes: HostChanges) -> list[str]:
         if result.returncode != 0:
             return [f"iptables chain {chain}: {result.stderr.strip()}"]
     return []
+
+
+def remove_kube_chains() -> list[str]:
+    """Remove the KUBE-* chains of kubelet (KUBE-FIREWALL, KUBE-KUBELET-CANARY)
+    and whatever kube-proxy's own cleanup left, in IPv4 and IPv6, with every
+    rule that jumps to them. Only one real node runs on a host, and a kwok
+    cluster writes no iptables rule, so every KUBE-* chain is ours."""
+    problems = []
+    for tool in ("iptables", "ip6tables"):
+        if not _has(tool):
+            continue
+        dump = sh(f"{tool}-save", check=False).stdout
+        table = ""
+        chains: list[tuple[str, str]] = []
+        jumps: list[tuple[str, list[str]]] = []
+        for line in dump.splitlines():
+            if line.startswith("*"):
+                table = line[1:]
+            elif line.startswith(":KUBE-"):
+                chains.append((table, line[1:].split()[0]))
+            elif line.startswith("-A ") and not line.split()[1].startswith("KUBE-") and " -j KUBE-" in line:
+                jumps.append((table, line.split()[1:]))
+        for table, spec in jumps:
+            args = shlex.split(" ".join(spec))
+            result = sh(tool, "-w", "-t", table, "-D", *args, check=False)
+            if result.returncode != 0:
+                problems.append(f"{tool} -t {table} -D {' '.join(args)}: {result.stderr.strip()}")
+        for table, chain in chains:
+            sh(tool, "-w", "-t", table, "-F", chain, check=False)
+        for table, chain in chains:
+            result = sh(tool, "-w", "-t", table, "-X", chain, check=False)
+            if result.returncode != 0:
+                problems.append(f"{tool} -t {table} -X {chain}: {result.stderr.strip()}")
+    return problems
 
 
 def nft_tables() -> list[str] | None:

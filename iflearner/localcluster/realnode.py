@@ -73,6 +73,7 @@ def prepare_host(layout: NodeLayout, changes: HostChanges, service_cidr: str, sa
     HOST_LOCK.write_text(json.dumps({"data_dir": str(layout.data_dir), "pid": os.getpid()}))
     changes.mount_prefixes = [str(layout.root)]
     changes.cni_cache_prefix = f"{CNI_NETWORK}-"
+    changes.cni_cache_before = sorted(p.name for p in CNI_CACHE.iterdir()) if CNI_CACHE.is_dir() else []
     changes.netns_before = host.netns_names()
     changes.created_dirs = [d for d in SYSTEM_DIRS if not Path(d).exists()]
     host.remember_sysctls(changes, SYSCTLS, save)
@@ -149,6 +150,7 @@ def teardown(layout: NodeLayout, changes: HostChanges, stop: Callable[[str], Non
     stop("containerd")
     problems += host.kill_pids(host.pids_with_argument(str(layout.containerd_socket)))
     problems += _cleanup_kube_proxy_rules(layout)
+    problems += host.remove_kube_chains()
     problems += host.remove_new_netns(changes)
     problems += host.unmount_below(changes.mount_prefixes)
     problems += host.remove_cgroup_root(changes)
@@ -158,8 +160,12 @@ def teardown(layout: NodeLayout, changes: HostChanges, stop: Callable[[str], Non
     problems += host.restore_sysctls(changes)
     problems += host.restore_propagation(changes)
     if changes.cni_cache_prefix and CNI_CACHE.is_dir():
-        for path in CNI_CACHE.glob(f"{changes.cni_cache_prefix}*"):
-            path.unlink(missing_ok=True)
+        for path in CNI_CACHE.iterdir():
+            # Our network's results, and the loopback results containerd's
+            # CRI caches for each of our sandboxes.
+            new_loopback = path.name.startswith("cni-loopback-") and path.name not in changes.cni_cache_before
+            if path.name.startswith(changes.cni_cache_prefix) or new_loopback:
+                path.unlink(missing_ok=True)
     if CONTAINER_LOG_LINKS.is_dir():
         for link in CONTAINER_LOG_LINKS.iterdir():
             if link.is_symlink() and os.readlink(link).startswith(str(layout.pod_logs)):

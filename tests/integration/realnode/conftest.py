@@ -45,3 +45,15 @@ def real_namespace(real_core: client.CoreV1Api, request: pytest.FixtureRequest) 
     real_core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     yield name
     real_core.delete_namespace(name)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The teardown test stops the real cluster: it runs right after the
+    last test that uses it, wherever pytest collected the others."""
+    teardown = [i for i in items if i.path.name == "test_realnode_teardown.py"]
+    if not teardown:
+        return
+    rest = [i for i in items if i not in teardown]
+    users = [n for n, i in enumerate(rest) if "real_cluster" in getattr(i, "fixturenames", ())]
+    position = users[-1] + 1 if users else len(rest)
+    items[:] = rest[:position] + teardown + rest[position:]
