@@ -44,7 +44,10 @@ SYSCTLS = [
 # namespaces, shim sockets, libcni's cache); removed on down when we made them
 # and they are empty again.
 SYSTEM_DIRS = ["/run/netns", "/run/containerd/s", "/run/containerd", "/var/lib/cni/results", "/var/lib/cni",
-               "/var/log/containers"]
+               "/var/log/containers", "/var/lib/kubelet"]
+# kubelet's device-plugin socket dir is fixed, whatever --root-dir says:
+# when we created it, everything in it is our kubelet's.
+KUBELET_FIXED_DIR = "/var/lib/kubelet"
 CNI_CACHE = Path("/var/lib/cni/results")
 # kubelet links every container's log here (a fixed path), pointing into its podLogsDir.
 CONTAINER_LOG_LINKS = Path("/var/log/containers")
@@ -117,6 +120,7 @@ def start_node(layout: NodeLayout, launch: Callable[[str, list[str]], None], nod
     launch("kubelet", [
         str(toolchain.tool("kubelet")), f"--config={layout.kubelet_config}",
         f"--kubeconfig={layout.kubelet_kubeconfig}", f"--root-dir={layout.kubelet_root}",
+        f"--cert-dir={layout.kubelet_root / 'pki'}",
         f"--hostname-override={node_name}", f"--node-ip={GATEWAY}", "--v=1",
     ])
     launch("kube-proxy", [str(toolchain.tool("kube-proxy")), f"--config={layout.kube_proxy_config}", "--v=1"])
@@ -171,6 +175,8 @@ def teardown(layout: NodeLayout, changes: HostChanges, stop: Callable[[str], Non
             if link.is_symlink() and os.readlink(link).startswith(str(layout.pod_logs)):
                 link.unlink()
     for directory in changes.created_dirs:
+        if directory == KUBELET_FIXED_DIR:
+            shutil.rmtree(directory, ignore_errors=True)
         _remove_if_empty(Path(directory))
     if lock_holder() == layout.data_dir:
         HOST_LOCK.unlink(missing_ok=True)

@@ -10,6 +10,10 @@ from pathlib import Path
 from iflearner.localcluster import ClusterState, LocalCluster
 from iflearner.localcluster import host as hostinfo
 
+SYSTEM_PATHS = ("/var/lib/kubelet", "/var/lib/containerd", "/run/containerd", "/var/lib/cni", "/etc/cni",
+                "/opt/cni", "/opt/containerd", "/var/log/pods", "/var/log/containers", "/run/kubernetes",
+                "/etc/kubernetes", "/run/iflearner-realnode.json")
+
 
 def host_snapshot() -> dict[str, set[str]]:
     """What a cluster could leave behind on the host, comparable before/after."""
@@ -25,6 +29,9 @@ def host_snapshot() -> dict[str, set[str]]:
         "sysctls": {f"{k}={hostinfo.read_sysctl(k)}" for k in (
             "net.ipv4.ip_forward", "vm.overcommit_memory", "kernel.panic", "kernel.panic_on_oops")},
         "propagation": {f"{m.mount_point}:{m.shared}" for m in hostinfo.mounts()},
+        # The system's default paths of the runtime and kubelet: never used,
+        # or (the few fixed ones) removed again.
+        "system_paths": {p for p in SYSTEM_PATHS if Path(p).exists()},
     }
 
 
