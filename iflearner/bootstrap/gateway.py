@@ -171,7 +171,7 @@ def classes(config: GatewayConfig) -> list[dict[str, Any]]:
     return [
         {"apiVersion": GATEWAY_API_VERSION, "kind": "GatewayClass", "metadata": _meta(config.gateway_class_name, None),
          "spec": {"controllerName": CONTROLLER_NAME,
-                  "description": "iflearner-operator's gateway (Traefik): jobs' TLS listeners and GRPCRoutes"}},
+                  "description": "iflearner-operator's gateway (Traefik)"}},
         {"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass", "metadata": _meta(NGINX_CLASS, None),
          "spec": {"controller": NGINX_CONTROLLER}},
     ]

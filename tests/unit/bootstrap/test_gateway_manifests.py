@@ -111,3 +111,8 @@ def test_operator_may_manage_the_gateway_objects_of_jobs():
         plural = manifest["kind"].lower() + "s"
         assert any(group in r["apiGroups"] and plural in r["resources"] and "create" in r["verbs"]
                    for r in rules), manifest["kind"]
+
+
+def test_gateway_class_description_fits_the_crds_limit():
+    gateway_class = by_kind(gateway.classes(CONFIG))["GatewayClass"]
+    assert len(gateway_class["spec"]["description"].encode()) <= 64
