@@ -35,3 +35,46 @@ def test_down_leaves_nothing_behind(real_cluster: RealCluster) -> None:
     assert not [h for h in hostinfo.cgroup_hierarchies() if (h / nodeconfig.CGROUP_ROOT.strip("/")).exists()]
     assert not realnode.HOST_LOCK.exists()
     assert real_cluster.cluster.running_state() is None
+
+
+def test_second_real_cluster_refused_and_crashed_run_cleaned_by_next_up(tmp_path: Path) -> None:
+    """Runs after the session's real cluster is down: one real-node cluster
+    per host; a run whose processes died (kill -9, no `down`) is undone by
+    the next `up`, even from another data dir."""
+    import os
+    import signal
+    import time
+
+    import pytest
+
+    from iflearner.localcluster import ClusterAlreadyRunningError, LocalCluster
+    from iflearner.localcluster.processes import is_alive
+
+    before = host_snapshot()
+    first, second = LocalCluster(tmp_path / "a"), LocalCluster(tmp_path / "b")
+    crashed = first.up(node="real", progress=lambda _msg: None)
+    try:
+        with pytest.raises(ClusterAlreadyRunningError, match="only one can run on a host"):
+            second.up(node="real", progress=lambda _msg: None)
+        for record in crashed.processes:
+            os.killpg(record.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while [r for r in crashed.processes if is_alive(r)] and time.monotonic() < deadline:
+            for record in crashed.processes:
+                try:
+                    os.waitpid(record.pid, os.WNOHANG)
+                except ChildProcessError:
+                    pass
+            time.sleep(0.05)
+        assert not [r for r in crashed.processes if is_alive(r)]
+        assert Path(f"/sys/class/net/{nodeconfig.BRIDGE}").exists(), "the crash leaves the bridge"
+
+        second.up(node="real", progress=lambda _msg: None)
+        assert first.running_state() is None and not (tmp_path / "a" / "cluster.json").exists()
+        assert realnode.lock_holder() == (tmp_path / "b").resolve()
+    finally:
+        second.down()
+        first.down()
+    after = host_snapshot()
+    for key, values in before.items():
+        assert after[key] == values, f"{key}: left {sorted(after[key] - values)}, lost {sorted(values - after[key])}"
