@@ -354,6 +354,7 @@ class LocalCluster:
 
     def _stop(self, state: ClusterState) -> None:
         problems: list[str] = []
+        layout = nodeconfig.NodeLayout(state.data_dir)
         if state.host is not None:
             by_name = {p.name: p for p in state.processes}
 
@@ -362,10 +363,12 @@ class LocalCluster:
                     processes.stop(by_name[name])
 
             containerd = by_name.get("containerd")
-            problems = realnode.teardown(nodeconfig.NodeLayout(state.data_dir), state.host, stop,
-                                         containerd is not None and processes.is_alive(containerd))
+            problems = realnode.stop_node(layout, state.host, stop,
+                                          containerd is not None and processes.is_alive(containerd))
         for record in reversed(state.processes):
             processes.stop(record)
+        if state.host is not None:
+            problems += realnode.undo_host(layout, state.host)
         still = state.alive()
         if still:
             problems.append(f"could not stop: {', '.join(p.name for p in still)}")

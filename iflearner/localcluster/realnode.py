@@ -1,10 +1,11 @@
 """The real node: containerd, kubelet and kube-proxy on this machine, so that
 Pods run real containers from the project's own images.
 
-:func:`prepare_host` and :func:`start` are called by ``LocalCluster.up`` with
-``--node real``; :func:`teardown` by ``down`` (and by the next ``up`` after a
-crash). Host changes are recorded in the state file before they are made
-(see :mod:`iflearner.localcluster.host`).
+:func:`prepare_host` and the ``start_*`` functions are called by
+``LocalCluster.up`` with ``--node real``; :func:`stop_node` and
+:func:`undo_host` by ``down`` (and by the next ``up`` after a crash). Host
+changes are recorded in the state file before they are made (see
+:mod:`iflearner.localcluster.host`).
 """
 
 from __future__ import annotations
@@ -140,10 +141,11 @@ def delete_containers(layout: NodeLayout) -> None:
         ctr("tasks", "delete", "--force", task)
 
 
-def teardown(layout: NodeLayout, changes: HostChanges, stop: Callable[[str], None],
-             containerd_running: bool) -> list[str]:
-    """Undo the real node: ``stop(name)`` stops one of the cluster's recorded
-    processes. Returns what could not be undone (empty when clean)."""
+def stop_node(layout: NodeLayout, changes: HostChanges, stop: Callable[[str], None],
+              containerd_running: bool) -> list[str]:
+    """Stop kube-proxy, kubelet, every container and containerd (``stop(name)``
+    stops one of the cluster's recorded processes). The control plane keeps
+    running: the API server cleans up through the bridge address on exit."""
     problems: list[str] = []
     stop("kube-proxy")
     stop("kubelet")
@@ -153,6 +155,13 @@ def teardown(layout: NodeLayout, changes: HostChanges, stop: Callable[[str], Non
         delete_containers(layout)
     stop("containerd")
     problems += host.kill_pids(host.pids_with_argument(str(layout.containerd_socket)))
+    return problems
+
+
+def undo_host(layout: NodeLayout, changes: HostChanges) -> list[str]:
+    """Undo every recorded host change, once no process of the cluster runs.
+    Returns what could not be undone (empty when clean)."""
+    problems: list[str] = []
     problems += _cleanup_kube_proxy_rules(layout)
     problems += host.remove_kube_chains()
     problems += host.remove_new_netns(changes)
