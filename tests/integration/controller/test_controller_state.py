@@ -155,7 +155,7 @@ def test_postgres_backend_restart_is_free_and_updates_still_decrypt(kubeconfig, 
     finally:
         first.stop()
     assert "pg-party" in subprocess.run(
-        ["psql", postgres.url.replace("?sslmode=disable", ""), "-tAc", "SELECT name FROM pulumi_state"],
+        ["psql", postgres.url.replace("?sslmode=disable", ""), "-tAc", "SELECT key FROM pulumi_state"],
         capture_output=True, text=True, check=True).stdout, "the stacks live in PostgreSQL"
 
     # a fresh machine: new work directories, the same backend
