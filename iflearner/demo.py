@@ -25,7 +25,9 @@ from typing import Any
 import yaml
 
 from iflearner.bootstrap.cli_runner import BootstrapProject
+from iflearner.desired import ClusterSettings
 from iflearner.localcluster import LocalCluster
+from iflearner.operator_record import read_operator_record
 from iflearner.toolchain import REPO_ROOT
 
 EXAMPLES = ("server.yaml", "party-a.yaml", "party-b.yaml")
@@ -136,8 +138,12 @@ class Demo:
         return self.passphrase_file.read_text()
 
     def _start_controller(self, kubeconfig: Path) -> None:
+        # The settings the bootstrap recorded for the operator: one source of truth.
+        record = read_operator_record(kubeconfig.read_text(), ClusterSettings().operator_namespace)
+        if record is None or not record.cluster_settings_yaml:
+            raise RuntimeError("the bootstrap recorded no operator settings in the cluster")
         settings_file = self.data_dir / "cluster-settings.yaml"
-        settings_file.write_text(yaml.safe_dump({"ingressAddress": "10.96.200.1"}))
+        settings_file.write_text(record.cluster_settings_yaml)
         self.job_state.mkdir(parents=True, exist_ok=True)
         self._passphrase()
         log = (self.data_dir / "operator.log").open("ab")
