@@ -173,7 +173,7 @@ def test_bootstrap_up_wires_dns_and_destroy_restores(bootstrap_cluster, tmp_path
     manifest = yaml.safe_load((REPO_ROOT / "examples" / "party-a.yaml").read_text())
     custom.create_namespaced_custom_object("git.iflytek.com", "v1", "default", "iflearnerjobs", manifest)
     with pytest.raises(RuntimeError, match=r"refusing to destroy the bootstrap while 1 IflearnerJob\(s\) exist "
-                                           r"\(default/iflearnerjob-party-a\)"):
+                                           r"\(default/iflearnerjob-client1\)"):
         project.destroy()
     assert core.read_namespaced_secret("iflearner-ca", "iflearner-system").type == "kubernetes.io/tls"
     assert BEGIN_MARK in _corefile(core)
