@@ -107,3 +107,35 @@ def test_party_with_wrong_trust_file_fails_tls_verification(workload_python: Pat
     assert "register to server" not in log, log
     # In a Pod, the same message becomes the container's termination message.
     assert termination_message.startswith("TLS verification failed"), termination_message
+
+
+GUARD_CHECK = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import trainer  # installs the guard on import
+from iflearner.business.homo.strategy.fedavg_client import FedavgClient
+from iflearner.communication.homo import homo_pb2
+
+strategy = FedavgClient()
+Stage = strategy.Stage
+result = homo_pb2.AggregateResult(parameters={"w": homo_pb2.Parameter(values=[1.0, 2.0], shape=[2])})
+strategy.set_current_stage(Stage.Training)
+strategy.handler_aggregate_result(result)      # heartbeat thread, during the upload call
+strategy.set_current_stage(Stage.Waiting)      # main loop, after the upload call returned
+assert strategy.current_stage() == Stage.Setting, strategy.current_stage()
+assert list(strategy.aggregate_result()["w"]) == [1.0, 2.0]
+strategy.set_current_stage(Stage.Waiting)      # main loop, after applying the aggregate
+assert strategy.current_stage() == Stage.Waiting
+print("guarded")
+"""
+
+
+def test_trainer_guards_iflearners_lost_aggregate_race(workload_python: Path, tmp_path: Path):
+    # iflearner 0.1.0 loses an aggregate that arrives before its own upload
+    # call returns (the federation then hangs); the trainer's guard keeps it.
+    import subprocess
+
+    # -I and a neutral cwd: the repo's own package is also named ``iflearner``.
+    result = subprocess.run([str(workload_python), "-I", "-c", GUARD_CHECK, str(fl.WORKLOAD)], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120, env={"MPLBACKEND": "Agg"})
+    assert result.returncode == 0 and "guarded" in result.stdout, result.stdout + result.stderr
