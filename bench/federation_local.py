@@ -57,6 +57,7 @@ WORKLOAD = REPO / "workloads" / "iflearner"
 REQUIREMENTS = WORKLOAD / "requirements.txt"
 SERVER = WORKLOAD / "server.py"
 TRAINER = WORKLOAD / "trainer.py"
+PLOT = WORKLOAD / "plot.py"
 SERVER_HOST = "job1.server.iflearner.com"
 EXIT_TLS = 3  # trainer.EXIT_TLS (the trainer runs in the workload venv, not importable here)
 
@@ -401,6 +402,14 @@ def run_untrusting_party(python: Path, workdir: Path, certs: Certificates, name:
     return rc, log_of(workdir, name), termination_log.read_text()
 
 
+def write_plot(python: Path, fed: Federation, out: Path) -> subprocess.CompletedProcess[str]:
+    """The parties' metric per epoch as a PNG (``workloads/iflearner/plot.py``,
+    run with the workload's matplotlib)."""
+    logs = [str(fed.workdir / party / f"{party}.log") for party in fed.parties]
+    return subprocess.run([str(python), "-I", str(PLOT), "--out", str(out), *logs], cwd=fed.workdir,
+                          capture_output=True, text=True, check=False, env={"MPLBACKEND": "Agg"})
+
+
 # --- the benchmark -------------------------------------------------------------------------------
 
 @contextlib.contextmanager
@@ -420,6 +429,7 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--parties", type=int, default=2)
     parser.add_argument("--keep", action="store_true", help="keep the processes' logs")
+    parser.add_argument("--plot", type=Path, help="write the metric per epoch as a PNG here")
     args = parser.parse_args()
     python = workload_python()
     names = [f"party-{chr(ord('a') + i)}" for i in range(args.parties)]
@@ -443,6 +453,9 @@ def main() -> int:
         print(f"  server: exit {fed.server_rc}; /v1/status: {json.dumps(fed.status)}")
         for problem in problems:
             print(f"  PROBLEM: {problem}")
+        if args.plot:
+            plotted = write_plot(python, fed, args.plot.resolve())
+            print(f"  {(plotted.stdout + plotted.stderr).strip()}")
         ok = not problems and fed.server_rc == 0 and all(rc == 0 for rc in fed.party_rcs.values())
         if not ok:
             print("federation did not complete; run with --keep and read the logs", file=sys.stderr)

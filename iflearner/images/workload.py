@@ -10,8 +10,8 @@ Layout (all root-owned; the container runs as root because iflearner writes
   installed with ``pip --target --no-deps`` for cp311 manylinux wheels up to
   bookworm's glibc 2.36, on ``PYTHONPATH``; a layer of its own, first, since
   it changes least;
-* ``/workload``: ``trainer.py`` (the party) and ``server.py`` (the
-  aggregator), the working directory, so the jobs' args read
+* ``/workload``: ``trainer.py`` (the party), ``server.py`` (the
+  aggregator) and ``plot.py`` (metric per epoch as a PNG), the working directory, so the jobs' args read
   ``python -u trainer.py ...`` / ``python -u server.py ...`` like the
   original README's ``python -u quickstart_pytorch.py ...``;
 * ``/usr/local/bin/python`` -> ``python3``: the original jobs' args start
@@ -40,7 +40,7 @@ REQUIREMENTS = WORKLOAD_SOURCE / "requirements.txt"
 NAME = "iflearner-workload"
 SITE_PACKAGES = "/opt/iflearner/site-packages"
 WORKDIR = "/workload"
-PROGRAMS = ("trainer.py", "server.py")
+PROGRAMS = ("trainer.py", "server.py", "plot.py")
 BASE = PYTHON_BASE
 # Bookworm's Python and C library: the wheels pip may pick for the image,
 # whatever machine builds it.

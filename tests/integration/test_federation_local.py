@@ -91,6 +91,13 @@ def test_training_improves_the_model(federation):
         assert float(epochs[EPOCHS]["loss"]) < float(epochs[1]["loss"]), federation.log(party)
 
 
+def test_metric_plot(workload_python: Path, federation, tmp_path: Path):
+    out = tmp_path / "metrics.png"
+    result = fl.write_plot(workload_python, federation, out)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_status_api_reports_both_parties_complete(federation):
     # What iflearner-flow reads at http://<job>.<ns>:82/v1/status (port 50002 in the Pod).
     assert federation.status is not None

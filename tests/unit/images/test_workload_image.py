@@ -58,7 +58,7 @@ def test_layout(packages: Path) -> None:
     lib = dep_paths["/opt/iflearner/site-packages/numpy/_core.cpython-311-x86_64-linux-gnu.so"]
     assert isinstance(lib, File) and lib.mode == 0o755
     app_paths = {e.path: e for e in app.entries}
-    for name in ("trainer.py", "server.py", "requirements.txt"):
+    for name in ("trainer.py", "server.py", "plot.py", "requirements.txt"):
         entry = app_paths[f"/workload/{name}"]
         assert isinstance(entry, File) and entry.source == REPO / "workloads" / "iflearner" / name
     assert app_paths["/usr/local/bin/python"] == Symlink("/usr/local/bin/python", "/usr/bin/python3")
