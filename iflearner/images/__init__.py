@@ -13,7 +13,7 @@ from iflearner.images.spec import ImageSpec, reference, tag
 __all__ = ["BuiltImage", "ImageBuilder", "ImageSpec", "import_image", "project_images", "reference", "tag"]
 
 
-PROJECT_IMAGES = ("pause", "coredns", "testapp", "iflearner-operator")
+PROJECT_IMAGES = ("pause", "coredns", "testapp", "iflearner-operator", "iflearner-workload")
 
 
 def project_spec(name: str, builder: ImageBuilder) -> ImageSpec:
@@ -31,6 +31,10 @@ def project_spec(name: str, builder: ImageBuilder) -> ImageSpec:
         from iflearner.images.operator_image import operator_image, runtime_packages
 
         return operator_image(toolchain.tools_dir(), runtime_packages(builder.cache_dir))
+    if name == "iflearner-workload":
+        from iflearner.images import workload
+
+        return workload.workload_image(workload.site_packages(builder.cache_dir))
     raise ValueError(f"no image named {name!r}; the project's images are {', '.join(PROJECT_IMAGES)}")
 
 
