@@ -115,7 +115,16 @@ def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
 def _demo(args: argparse.Namespace) -> int:
     from iflearner.demo import Demo, DemoError, default_data_dir
 
-    demo = Demo((args.data_dir or default_data_dir()).resolve(), timeout=args.timeout)
+    node = args.node
+    if node == "auto":
+        from iflearner.localcluster.realnode import real_node_unavailable
+
+        reason = real_node_unavailable()
+        node = "kwok" if reason else "real"
+        if reason and not args.down:
+            print(f"demo: this machine cannot run a real node ({reason}); running the simulated demo "
+                  "(kwok: Pods reach Running without containers, nothing trains)", flush=True)
+    demo = Demo((args.data_dir or default_data_dir()).resolve(), timeout=args.timeout, node=node)
     demo.data_dir.mkdir(parents=True, exist_ok=True)
     if args.down:
         return EXIT_OK if demo.down() else EXIT_FAILED
@@ -167,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--down", action="store_true", help="clean up a demo left running with --keep")
     demo.add_argument("--data-dir", type=Path, default=None, help="default ~/.cache/iflearner-operator/demo")
     demo.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the jobs to run")
+    demo.add_argument("--node", choices=["auto", "real", "kwok"], default="auto",
+                      help="real: real containers, the operator as a Pod and a federation that trains; "
+                           "kwok: simulated Pods; auto (default): real where this machine can run it")
     demo.set_defaults(handler=_demo)
     return parser
 

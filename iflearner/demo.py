@@ -1,12 +1,20 @@
 """`iflearner-operator demo`: the whole product on a local cluster.
 
-Starts the local control plane, bootstraps it with the top-level Pulumi
-project (real CLI), runs the operator as a local process against it, applies
-the example federation (a server and two parties), waits until all three are
-Running and prints a status table. Without ``--keep`` (and on Ctrl-C) it
-deletes the jobs, destroys the bootstrap stack and stops everything.
-Re-runnable from any state: what an unclean stop leaves behind is detected
-and removed, never reused.
+``--node kwok`` (the fallback where containers cannot run): starts the local
+control plane with a simulated node, bootstraps it with the top-level Pulumi
+project (real CLI), runs the operator as a local process, applies the
+original README's three jobs and prints a status table once all are Running.
+
+``--node real``: a real node (containerd, kubelet, kube-proxy, CoreDNS), the
+project's images (operator, Traefik, workload) built and imported, the
+bootstrap's `pulumi up` running the operator as a Pod and Traefik as the
+gateway; then ``examples/federation`` trains for real: each job's phase and
+each epoch's metric are printed as they happen, then the final metric and a
+PNG plot of the metric per epoch.
+
+Without ``--keep`` (and on Ctrl-C) it deletes the jobs, destroys the
+bootstrap stack and stops everything. Re-runnable from any state: what an
+unclean stop leaves behind is detected and removed, never reused.
 """
 
 from __future__ import annotations
@@ -23,16 +31,24 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from kubernetes import client
 
 from iflearner.bootstrap.cli_runner import BootstrapProject
 from iflearner.desired import ClusterSettings
+from iflearner.federation_progress import Event, LogFollower, describe, final_metrics
 from iflearner.localcluster import LocalCluster
 from iflearner.operator_record import read_operator_record
 from iflearner.toolchain import REPO_ROOT
 
 EXAMPLES = ("server.yaml", "party-a.yaml", "party-b.yaml")
+FEDERATION_DIR = REPO_ROOT / "examples" / "federation"
+# examples/federation name the workload image by this placeholder (its real tag is content-addressed).
+WORKLOAD_PLACEHOLDER = "iflearner.local/iflearner-workload:local"
 GROUP, VERSION, PLURAL = "git.iflytek.com", "v1", "iflearnerjobs"
 NAMESPACE = "default"
+OPERATOR_LABEL = "app.kubernetes.io/name=iflearner-operator"
+OPERATOR_UID = 65532  # the operator image's user: owns its hostPath state volume
+NODE_KINDS = ("kwok", "real")
 
 
 def say(message: str) -> None:
@@ -52,9 +68,12 @@ class Demo:
     ``cluster up``). State of a cluster that is gone is never reused.
     """
 
-    def __init__(self, data_dir: Path, timeout: float) -> None:
+    def __init__(self, data_dir: Path, timeout: float, node: str = "kwok") -> None:
+        if node not in NODE_KINDS:
+            raise DemoError(f"unknown node kind {node!r}; choose one of {', '.join(NODE_KINDS)}")
         self.data_dir = data_dir
         self.timeout = timeout
+        self.node = node
         self.cluster = LocalCluster(data_dir / "cluster")
         self.controller: subprocess.Popen[bytes] | None = None
         self.passphrase_file = data_dir / "passphrase"
@@ -62,14 +81,17 @@ class Demo:
         self.pid_file = data_dir / "operator.pid"
         self.job_state = data_dir / "job-state"
         # Per-cluster state, removed with the cluster.
-        self.cluster_state_dirs = (data_dir / "bootstrap-state", self.job_state, data_dir / "operator-state")
+        self.operator_volume = data_dir / "operator-volume"  # the operator Pod's state (real node)
+        self.cluster_state_dirs = (data_dir / "bootstrap-state", self.job_state, data_dir / "operator-state",
+                                   self.operator_volume)
 
     @property
     def backend_url(self) -> str:
         return f"file://{self.job_state.resolve()}"
 
-    def bootstrap(self, kubeconfig: Path) -> BootstrapProject:
-        return BootstrapProject("local", kubeconfig, self.data_dir / "bootstrap-state", self._passphrase())
+    def bootstrap(self, kubeconfig: Path, node: str | None = None) -> BootstrapProject:
+        stack = "local-real" if (node or self.node) == "real" else "local"
+        return BootstrapProject(stack, kubeconfig, self.data_dir / "bootstrap-state", self._passphrase())
 
     def run(self, keep: bool) -> int:
         """Run the demo; clean up unless ``keep`` (always on failure or Ctrl-C)."""
@@ -89,7 +111,8 @@ class Demo:
         except BaseException:
             self.down()
             raise
-        say(f"the federation is Running ({time.monotonic() - started:.0f}s in all)")
+        done = "trained" if self.node == "real" else "is Running"
+        say(f"the federation {done} ({time.monotonic() - started:.0f}s in all)")
         if keep:
             say(f"left running; explore it with: export KUBECONFIG={kubeconfig}; kubectl get iflearnerjobs")
             say("stop it with: .venv/bin/python -m iflearner demo --down")
@@ -98,7 +121,10 @@ class Demo:
         return 0
 
     def _bring_up(self) -> Path:
-        say("starting the local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok)")
+        if self.node == "real":
+            return self._bring_up_real()
+        say("starting the local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok); "
+            "Pods are simulated: `--node real` runs real containers and trains")
         state = self.cluster.up(progress=lambda m: say(f"  {m}"))
         self._forget_state_of_other_clusters(state.kubeconfig)
         bootstrap = self.bootstrap(state.kubeconfig)
@@ -116,6 +142,126 @@ class Demo:
             say(f"applied examples/{name} ({manifest['metadata']['name']})")
         print(_table(self._wait_running(api)), flush=True)
         return state.kubeconfig
+
+    def _bring_up_real(self) -> Path:
+        say("starting the local control plane with a real node (containerd, kubelet, kube-proxy, CoreDNS)")
+        state = self.cluster.up(node="real", progress=lambda m: say(f"  {m}"))
+        self._forget_state_of_other_clusters(state.kubeconfig)
+        images = self._load_images()
+        self.operator_volume.mkdir(parents=True, exist_ok=True)
+        os.chown(self.operator_volume, OPERATOR_UID, OPERATOR_UID)  # hostPath volumes ignore fsGroup
+        bootstrap = self.bootstrap(state.kubeconfig)
+        bootstrap.ensure_stack()
+        bootstrap.set_config("iflearner:operatorImage", images["iflearner-operator"])
+        bootstrap.set_config("iflearner:gatewayImage", images["traefik"])
+        bootstrap.set_config("iflearner:stateHostPath", str(self.operator_volume))
+        bootstrap.set_config("iflearner:statePassphrase", self._passphrase(), secret=True)
+        say("bootstrapping the cluster with `pulumi up` (CRD, the operator as a Pod, Traefik, CoreDNS, CA)")
+        started = time.monotonic()
+        bootstrap.up(progress=lambda line: say(f"  {line}") if _is_step(line) else None)
+        api = self._api(state.kubeconfig)
+        self._wait_operator_pod(api)
+        say(f"the operator Pod is Ready ({time.monotonic() - started:.0f}s after `pulumi up` began)")
+        custom = client.CustomObjectsApi(api)
+        for name in EXAMPLES:
+            text = (FEDERATION_DIR / name).read_text().replace(WORKLOAD_PLACEHOLDER, images["iflearner-workload"])
+            manifest = yaml.safe_load(text)
+            custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, manifest)
+            say(f"applied examples/federation/{name} ({manifest['metadata']['name']})")
+        jobs = self._follow_training(api)
+        print(_table(jobs), flush=True)
+        return state.kubeconfig
+
+    def _load_images(self) -> dict[str, str]:
+        """The operator, Traefik and workload images, built (or found cached) and in the node's containerd."""
+        from iflearner import toolchain
+        from iflearner.images import ImageBuilder, import_image, project_spec
+        from iflearner.images.gateway_images import traefik
+        from iflearner.localcluster.nodeconfig import NodeLayout
+
+        builder = ImageBuilder(progress=lambda m: say(f"  {m}"))
+        specs = {"iflearner-operator": project_spec("iflearner-operator", builder),
+                 "iflearner-workload": project_spec("iflearner-workload", builder),
+                 "traefik": traefik(toolchain.tool("traefik"))}
+        say("building the operator, Traefik and workload images (cached after the first run)")
+        socket = NodeLayout(self.cluster.data_dir).containerd_socket
+        references = {}
+        for name, spec in specs.items():
+            built = builder.build(spec)
+            import_image(built, socket)
+            references[name] = built.reference
+        return references
+
+    def _wait_operator_pod(self, api: Any) -> None:
+        core = client.CoreV1Api(api)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            pods = core.list_namespaced_pod(ClusterSettings().operator_namespace, label_selector=OPERATOR_LABEL).items
+            ready = [p for p in pods if any(c.type == "Ready" and c.status == "True"
+                                            for c in (p.status.conditions or []))]
+            if ready:
+                return
+            if time.monotonic() > deadline:
+                phases = ", ".join(f"{p.metadata.name}={p.status.phase}" for p in pods) or "no Pod"
+                raise TimeoutError(f"the operator Pod is not Ready after {self.timeout:.0f}s ({phases})")
+            time.sleep(1)
+
+    def _follow_training(self, api: Any) -> list[dict[str, Any]]:
+        """Print phases and the training's progress until every job ends; the jobs at the end."""
+        core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
+        follower = LogFollower(lambda pod: core.read_namespaced_pod_log(pod, NAMESPACE))
+        events: list[Event] = []
+        deadline = time.monotonic() + self.timeout
+        last = ""
+        while True:
+            jobs = custom.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL)["items"]
+            phases = {j["metadata"]["name"]: (j.get("status") or {}).get("phase", "Pending") for j in jobs}
+            summary = ", ".join(f"{n}={p}" for n, p in sorted(phases.items()))
+            if summary != last:
+                say(f"  {summary}")
+                last = summary
+            for job in jobs:
+                for event in follower.new_events((job.get("status") or {}).get("outputs", {}).get("pod", "")
+                                                 or job["metadata"]["name"]):
+                    events.append(event)
+                    line = describe(event)
+                    if line:
+                        say(f"  {line}")
+            failed = [n for n, p in phases.items() if p == "Failed"]
+            if failed:
+                raise RuntimeError(f"job(s) {', '.join(failed)} failed: " + "; ".join(
+                    _ready_message(j) for j in jobs if j["metadata"]["name"] in failed))
+            if len(jobs) == len(EXAMPLES) and all(p == "Succeeded" for p in phases.values()):
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the federation did not finish in {self.timeout:.0f}s: {summary}")
+            time.sleep(1)
+        for party, (loss, accuracy) in sorted(final_metrics(events).items()):
+            say(f"final metric of {party}: loss {loss:.4f}, accuracy {accuracy:.3f}")
+        self._plot(follower.texts)
+        return jobs
+
+    def _plot(self, logs: dict[str, str]) -> None:
+        plot_dir = self.data_dir / "federation"
+        plot_dir.mkdir(exist_ok=True)
+        files = []
+        for pod, text in sorted(logs.items()):
+            path = plot_dir / f"{pod}.log"
+            path.write_text(text)
+            files.append(str(path))
+        out = plot_dir / "metrics.png"
+        result = subprocess.run([sys.executable, str(REPO_ROOT / "workloads" / "iflearner" / "plot.py"),
+                                 "--out", str(out), *files], capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            say(f"  could not plot the metrics: {result.stderr.strip()[-500:]}")
+            return
+        say(f"the metric per epoch, as a plot: {out}")
+
+    @staticmethod
+    def _api(kubeconfig: Path) -> Any:
+        from kubernetes import config
+
+        return config.new_client_from_config(config_file=str(kubeconfig))
 
     def _forget_state_of_other_clusters(self, kubeconfig: Path) -> None:
         identity = cluster_identity(kubeconfig)
@@ -196,8 +342,9 @@ class Demo:
             say("nothing left to clean")
             return True
         clean = True
+        node = state.node
         try:
-            if not pid_alive(self.pid_file):
+            if node == "kwok" and not pid_alive(self.pid_file):
                 self._start_controller(state.kubeconfig)  # its finalizers need an operator
             self._delete_jobs(state.kubeconfig)
         except Exception as error:  # noqa: BLE001 - cleanup goes on regardless
@@ -207,7 +354,7 @@ class Demo:
         if (self.data_dir / "bootstrap-state").exists():
             try:
                 say("destroying the bootstrap stack")
-                self.bootstrap(state.kubeconfig).destroy()
+                self.bootstrap(state.kubeconfig, node).destroy()
             except Exception as error:  # noqa: BLE001
                 say(f"  bootstrap destroy failed: {error}")
                 clean = False
@@ -284,6 +431,11 @@ _DONE_STEP = re.compile(r"^\s*[-+~]\s+\S+ \S+ (created|updated|deleted)\b")
 def _is_step(line: str) -> bool:
     """Lines worth showing a newcomer: finished resources, not every await message."""
     return bool(_DONE_STEP.match(line))
+
+
+def _ready_message(job: dict[str, Any]) -> str:
+    ready = next((c for c in (job.get("status") or {}).get("conditions", []) if c["type"] == "Ready"), {})
+    return f"{job['metadata']['name']}: {ready.get('message', 'no Ready condition')}"
 
 
 def _table(jobs: list[dict[str, Any]]) -> str:

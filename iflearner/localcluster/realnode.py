@@ -66,6 +66,16 @@ def missing_runtime() -> list[str]:
     return missing
 
 
+def real_node_unavailable() -> str | None:
+    """Why this machine cannot run the real node, or None when it can."""
+    if os.geteuid() != 0:
+        return "it needs root (containerd, a bridge, iptables, mounts)"
+    missing = missing_runtime()
+    if missing:
+        return f"missing {', '.join(missing)}; `make setup` installs them"
+    return None
+
+
 def lock_holder() -> Path | None:
     try:
         return Path(json.loads(HOST_LOCK.read_text())["data_dir"])

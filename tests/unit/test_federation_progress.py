@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+from iflearner.federation_progress import LogFollower, describe, final_metrics, parse_event
+
+
+def test_epoch_round_and_final_lines_become_progress():
+    epoch = parse_event("FL-EPOCH party=client1 epoch=2 loss=0.412345 accuracy=0.801000 train_s=0.001")
+    assert describe(epoch) == "client1 epoch 2: loss 0.4123, accuracy 0.801"
+    done = parse_event("FL-DONE  party=client1 epochs=5 loss=0.369810 accuracy=0.834000")
+    assert "final loss 0.3698, accuracy 0.834" in describe(done)
+    assert final_metrics([epoch, done]) == {"client1": (0.36981, 0.834)}
+    assert parse_event("2026-11-29 INFO something else") is None
+    assert describe(parse_event("FL-START party=c epochs=5 server=h:1 samples=1000")) is None
+
+
+def test_the_follower_yields_each_line_once_and_survives_missing_logs():
+    logs = {"p": "FL-EPOCH party=p epoch=1 loss=1 accuracy=0.5\n"}
+
+    def read(pod):
+        if pod not in logs:
+            raise RuntimeError("container not started")
+        return logs[pod]
+
+    follower = LogFollower(read)
+    assert [e.fields["epoch"] for e in follower.new_events("p")] == ["1"]
+    assert follower.new_events("p") == []
+    logs["p"] += "noise\nFL-EPOCH party=p epoch=2 loss=0.9 accuracy=0.6\n"
+    assert [e.fields["epoch"] for e in follower.new_events("p")] == ["2"]
+    assert follower.new_events("missing") == []
