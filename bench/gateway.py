@@ -13,7 +13,9 @@ runs the operator as a process on the gateway transport, and prints:
    its GRPCRoute Accepted by Traefik), N jobs one after another: p50, max;
 3. gRPC round trip (1 KiB unary) from a second Pod: through the gateway
    (TLS, by the job's host name) and to the server Pod directly (h2c, its
-   IP), same run, p50 of M calls each (the first call, which connects, apart).
+   IP), same run, p50 of M calls each (the first call, which connects, apart);
+4. with ``--model-mib N``: one unary message of N MiB (e.g. 1024, a 1 GiB
+   model) through the gateway on both transports, with its time.
 
 Figures, not a pass/fail test: exit status 1 only when something did not
 converge. Only one real-node cluster can run on a host at a time.
@@ -69,10 +71,10 @@ def wait(what: str, check: Any, timeout: float, interval: float = 0.05) -> Any:
     raise SystemExit(f"bench: timed out after {timeout:.0f}s waiting for {what}")
 
 
-def job(name: str, role: str, host: str, image: str, args: list[str]) -> dict[str, Any]:
+def job(name: str, role: str, host: str, image: str, args: list[str], **extra: str) -> dict[str, Any]:
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "IflearnerJob",
             "metadata": {"name": name, "namespace": NAMESPACE},
-            "spec": {"role": role, "host": host, "template": {"spec": {
+            "spec": {"role": role, "host": host, **extra, "template": {"spec": {
                 "restartPolicy": "Never",
                 "containers": [{"name": "main", "image": image, "imagePullPolicy": "Never", "args": args}]}}}}
 
@@ -95,6 +97,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=10)
     parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--model-mib", type=int, default=0, help="also send one message this big (0: skip)")
     args = parser.parse_args()
 
     binary = toolchain.tool("traefik")
@@ -150,6 +153,17 @@ def main() -> int:
              "size": 1024, "count": args.calls + 1},
             {"name": "direct", "target": f"{pod_ip}:50001", "size": 1024, "count": args.calls + 1},
         ]
+        if args.model_mib:
+            custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, job(
+                "ingress0", "server", "ingress0.server.iflearner.com", grpcapp_image.reference, ["serve", "50001"],
+                transport="ingress"))
+            trust = "/etc/server-iflearner-secret.crt"
+            checks += [
+                {"name": "model-gateway", "target": "route0.server.iflearner.com:443", "ca": trust,
+                 "size": args.model_mib << 20, "timeout": 900},
+                {"name": "model-ingress", "target": "ingress0.server.iflearner.com:443", "ca": trust,
+                 "size": args.model_mib << 20, "timeout": 900, "retry_seconds": 180},
+            ]
         custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, job(
             "prober", "client", "prober.a.party.iflearner.com", grpcapp_image.reference,
             ["probe", json.dumps(checks)]))
@@ -165,6 +179,10 @@ def main() -> int:
         figures.append(f"gRPC round trip (1 KiB unary), {args.calls} calls each: through the gateway "
                        f"p50 {gateway_p50:.2f} ms, to the Pod directly p50 {direct_p50:.2f} ms "
                        f"(+{gateway_p50 - direct_p50:.2f} ms)")
+        for name in ("model-gateway", "model-ingress"):
+            if name in results:
+                figures.append(f"one {args.model_mib} MiB unary message, {name.split('-')[1]} transport: "
+                               f"{results[name]['first']:.1f} s")
     finally:
         if controller is not None:
             try:
