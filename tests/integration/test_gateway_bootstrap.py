@@ -1,0 +1,87 @@
+"""The bootstrap's gateway with the real Pulumi CLI on the local control plane:
+`up` installs the Gateway API CRDs, Traefik (NodePort 30031, ClusterIP
+pinned to ingressAddress), the GatewayClass, the nginx IngressClass and the
+shared Gateway, and records the gateway transport for the operator;
+`destroy` removes every one of them. (Traefik itself serves traffic in the
+real-node tests, tests/integration/realnode/gateway.)"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import yaml
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from iflearner.bootstrap import gateway
+from iflearner.bootstrap.cli_runner import BootstrapProject
+from iflearner.localcluster import LocalCluster
+from iflearner.operator_record import SETTINGS_CONFIGMAP, SETTINGS_KEY
+
+ADDRESS = "10.96.200.1"
+CRDS = ("gatewayclasses", "gateways", "grpcroutes", "httproutes", "referencegrants", "backendtlspolicies")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory) -> Iterator[tuple[client.ApiClient, BootstrapProject]]:
+    root = tmp_path_factory.mktemp("gateway-bootstrap")
+    local = LocalCluster(root / "cluster")
+    state = local.up(progress=print)
+    config_file = root / "Pulumi.gw.yaml"
+    config_file.write_text(yaml.safe_dump({"config": {
+        "iflearner:clusterRole": "all", "iflearner:operatorReplicas": 0, "iflearner:ingressAddress": ADDRESS,
+        "iflearner:gatewayClusterIP": ADDRESS, "iflearner:gatewayImage": "iflearner.local/traefik:test"}}))
+    project = BootstrapProject("gw", state.kubeconfig, root / "state", "gateway-bootstrap-test", config_file)
+    api = config.new_client_from_config(config_file=str(state.kubeconfig))
+    try:
+        yield api, project
+    finally:
+        api.close()
+        local.down()
+
+
+def _gone(read) -> bool:
+    try:
+        read()
+    except ApiException as error:
+        return error.status == 404
+    return False
+
+
+def test_up_installs_the_gateway_and_destroy_removes_it(cluster) -> None:
+    api, project = cluster
+    project.up()
+    extensions = client.ApiextensionsV1Api(api)
+    for plural in CRDS:
+        crd = extensions.read_custom_resource_definition(f"{plural}.gateway.networking.k8s.io")
+        assert crd.metadata.annotations["gateway.networking.k8s.io/bundle-version"] == "v1.4.0"
+        assert crd.metadata.annotations["gateway.networking.k8s.io/channel"] == "standard"
+    custom = client.CustomObjectsApi(api)
+    gateway_class = custom.get_cluster_custom_object("gateway.networking.k8s.io", "v1", "gatewayclasses", "iflearner")
+    assert gateway_class["spec"]["controllerName"] == "traefik.io/gateway-controller"
+    shared = custom.get_namespaced_custom_object("gateway.networking.k8s.io", "v1", gateway.NAMESPACE, "gateways",
+                                                 gateway.SHARED_GATEWAY)
+    assert shared["spec"]["listeners"][0]["allowedRoutes"]["namespaces"]["from"] == "All"
+    assert client.NetworkingV1Api(api).read_ingress_class("nginx").spec.controller == "k8s.io/ingress-nginx"
+    core = client.CoreV1Api(api)
+    service = core.read_namespaced_service(gateway.NAME, gateway.NAMESPACE)
+    assert service.spec.type == "NodePort" and service.spec.cluster_ip == ADDRESS
+    assert {p.name: p.node_port for p in service.spec.ports}["websecure"] == 30031
+    assert core.read_namespaced_secret(gateway.DEFAULT_CERT_SECRET, gateway.NAMESPACE).type == "kubernetes.io/tls"
+    deployment = client.AppsV1Api(api).read_namespaced_deployment(gateway.NAME, gateway.NAMESPACE)
+    assert deployment.spec.template.spec.containers[0].image == "iflearner.local/traefik:test"
+    recorded = yaml.safe_load(core.read_namespaced_config_map(SETTINGS_CONFIGMAP, "iflearner-system")
+                              .data[SETTINGS_KEY])
+    assert recorded["transport"] == "gateway"  # new clusters route jobs through Gateway API
+
+    project.destroy()
+    assert _gone(lambda: core.read_namespace(gateway.NAMESPACE)) or \
+        core.read_namespace(gateway.NAMESPACE).status.phase == "Terminating"
+    for plural in CRDS:
+        assert _gone(lambda plural=plural: extensions.read_custom_resource_definition(
+            f"{plural}.gateway.networking.k8s.io"))
+    assert _gone(lambda: client.NetworkingV1Api(api).read_ingress_class("nginx"))
+    rbac = client.RbacAuthorizationV1Api(api)
+    assert _gone(lambda: rbac.read_cluster_role("iflearner-traefik"))
+    assert _gone(lambda: rbac.read_cluster_role_binding("iflearner-traefik"))
