@@ -4,7 +4,9 @@
 # containerd, runc, the CNI plugins (in /usr/lib/cni), iptables and iproute2
 # (kube-proxy, the bridge), nftables (to remove the tables iptables-nft
 # leaves behind), conntrack, debootstrap (Debian root filesystems for images),
-# and a C compiler with a static libc (the pause image's program).
+# a C compiler with a static libc (the pause image's program), and
+# PostgreSQL (the server of the postgres:// state backend option; the local
+# cluster code starts its own, under a data dir of its own).
 #
 # Nothing is started or enabled here: the local cluster starts containerd
 # itself, with its own config and data under the cluster's data directory.
@@ -22,6 +24,8 @@ declare -A NEED=(
   [debootstrap]=debootstrap
   [gcc]=gcc
   [/usr/lib/x86_64-linux-gnu/libc.a]=libc6-dev
+  [/usr/lib/postgresql/15/bin/postgres]=postgresql
+  [setpriv]=util-linux
 )
 
 missing=()
