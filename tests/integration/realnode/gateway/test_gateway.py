@@ -14,7 +14,7 @@ import json
 from typing import Any
 
 import pytest
-from controller_harness import condition, wait_for
+from controller_harness import ControllerProcess, condition, wait_for
 from gateway_harness import GATEWAY_ADDRESS, GatewayCluster
 from kubernetes import client
 
@@ -160,3 +160,34 @@ def test_deleting_a_job_stops_the_gateway_serving_its_host(gateway_cluster: Gate
     ])
     assert not after["grpc"]["ok"] and not after["tls"]["ok"], after
     assert host not in after["tls"]["served_dns_names"]
+
+
+def test_a_route_the_gateway_refuses_shows_its_reason(gateway_cluster: GatewayCluster, ns: str,
+                                                      tmp_path) -> None:
+    """An operator configured for a listener port Traefik has no entry point for: the real Traefik
+    refuses the job's listener, and the job's Ready condition says why, in Traefik's words."""
+    gw = gateway_cluster
+    custom = client.CustomObjectsApi(gw.api)
+    gw.controller.stop()
+    settings = tmp_path / "settings.yaml"
+    settings.write_text(f"ingressAddress: {GATEWAY_ADDRESS}\ntransport: gateway\ngatewayListenerPort: 9443\n")
+    misconfigured = ControllerProcess(gw.kubeconfig, tmp_path / "state", tmp_path / "controller.log",
+                                      "--cluster-settings", str(settings)).start()
+    try:
+        misconfigured.wait_ready()
+        custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, server_job(
+            "refused1", ns, "refused1.server.iflearner.com", gw.grpcapp_image))
+
+        def refused() -> dict[str, Any] | None:
+            ready = condition(custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "refused1"), "Ready")
+            return ready if ready.get("reason") == "RouteRefused" else None
+
+        ready = wait_for("Ready=False RouteRefused", refused, 180, on_timeout=misconfigured.log)
+        assert ready["status"] == "False"
+        assert "PortUnavailable" in ready["message"] and "9443" in ready["message"], ready
+        custom.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "refused1")
+        wait_for("the refused job to go", lambda: not custom.list_namespaced_custom_object(
+            GROUP, VERSION, ns, PLURAL)["items"], 180, on_timeout=misconfigured.log)
+    finally:
+        misconfigured.stop()
+        gw.controller.start().wait_ready()
