@@ -94,3 +94,30 @@ def test_gateway_job_waits_for_acceptance_and_shows_a_refusal(
     wait_for("the job's Gateway and GRPCRoute to go", lambda: all(gone(
         lambda plural=plural: custom.get_namespaced_custom_object(GROUP, VERSION, ns, plural, name))
         for plural in ("gateways", "grpcroutes")), 120, on_timeout=controller.log)
+
+
+def test_switching_a_jobs_transport_replaces_its_route(
+        start_controller, jobs_ns, custom: client.CustomObjectsApi, networking, gateway_api) -> None:
+    """The cluster's transport is ingress; the job opts into the gateway, and back."""
+    controller = start_controller()
+    ns, name = jobs_ns, "switch"
+    manifest = job_manifest(name, ns)
+    create_job(custom, manifest)
+    wait_for("the job's Ingress", lambda: networking.read_namespaced_ingress(name, ns), 180,
+             on_timeout=controller.log)
+
+    def patch(transport: str | None) -> None:
+        custom.patch_namespaced_custom_object("git.iflytek.com", "v1", ns, "iflearnerjobs", name,
+                                              {"spec": {"transport": transport}})
+
+    def exists(read) -> bool:
+        return not gone(read)
+
+    read_gateway = lambda: custom.get_namespaced_custom_object(GROUP, VERSION, ns, "gateways", name)  # noqa: E731
+    read_ingress = lambda: networking.read_namespaced_ingress(name, ns)  # noqa: E731
+    patch("gateway")
+    wait_for("Gateway in, Ingress out", lambda: exists(read_gateway) and gone(read_ingress), 180,
+             on_timeout=controller.log)
+    patch(None)
+    wait_for("Ingress back, Gateway out", lambda: exists(read_ingress) and gone(read_gateway), 180,
+             on_timeout=controller.log)
