@@ -109,13 +109,16 @@ def bootstrap() -> None:
         data={SETTINGS_KEY: _settings_yaml(settings), BACKEND_KEY: _recorded_backend(operator)},
         opts=in_namespace,
     )
+    # The gateway (Traefik, Gateway API CRDs, classes, the shared Gateway) in place of ingress-nginx;
+    # before the operator, which watches Gateways and GRPCRoutes only where the API serves them.
+    gateway_resources = gateway_stack.declare(gateway_setup, provider, ca)
     k8s.yaml.v2.ConfigGroup(
         "operator", objs=[*rbac(settings, operator.job_namespaces, operator.service_account_annotations),
                           *deployment(settings, operator)],
         # The operator's readiness is the cluster's to report (probes); a stack
         # that waited would block `up` on image pulls and volume binding.
         skip_await=True,
-        opts=pulumi.ResourceOptions(provider=provider, depends_on=[namespace, crd]),
+        opts=pulumi.ResourceOptions(provider=provider, depends_on=[namespace, crd, *gateway_resources]),
     )
 
     # DNS: job stacks server-side-apply their zone files into this ConfigMap;
@@ -130,8 +133,6 @@ def bootstrap() -> None:
     CorefileBlock("corefile", block=render_block(zones), kubeconfig=kubeconfig,
                   opts=pulumi.ResourceOptions(depends_on=[records]))
 
-    # The gateway (Traefik, Gateway API CRDs, classes, the shared Gateway) in place of ingress-nginx.
-    gateway_stack.declare(gateway_setup, provider, ca)
 
     # Deleted first on destroy: refuses while jobs exist, before anything is touched.
     declared.guard("jobs-guard", kubeconfig)

@@ -34,6 +34,7 @@ from iflearner.controller.status import (
     READY,
     RESULT_FAILED,
     RESULT_SUCCEEDED,
+    ROUTE_PENDING,
     STALLED,
     Observation,
     Operation,
@@ -221,6 +222,9 @@ class Reconciler:
         """The gateway's verdict on the job's route, from the cache (None for an Ingress)."""
         if desired.gateway is None or desired.grpc_route is None:
             return None
+        if not all(kind in self.owned for kind in ("Gateway", "GRPCRoute")):
+            return RouteStatus(ROUTE_PENDING, "the operator does not watch Gateways and GRPCRoutes: the Gateway "
+                                              "API was not installed when it started; restart the operator")
         gateway, route = (self._cached((m["apiVersion"], m["kind"], m["metadata"]["namespace"],
                                         m["metadata"]["name"])) for m in (desired.gateway, desired.grpc_route))
         return gateway_route_status(gateway, route, GATEWAY_LISTENER)
