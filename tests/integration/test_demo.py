@@ -1,10 +1,16 @@
 """`iflearner-operator demo`, the README's first command, as a newcomer runs it: on a used machine,
-after unclean stops, with jobs left in other namespaces, and `preview` beside it."""
+after unclean stops, with jobs left in other namespaces, and `preview` beside it (simulated node);
+and on the real node, where the federation trains for real.
+
+This file runs after tests/integration/realnode/ (whose last test stops the session's real-node
+cluster): only one real-node cluster can run on a host, and the real demo starts its own."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -40,8 +46,8 @@ def _ok(result: subprocess.CompletedProcess[str]) -> str:
     return result.stdout
 
 
-def _demo(data_dir: Path, *flags: str) -> subprocess.CompletedProcess[str]:
-    return _iflearner("demo", "--data-dir", str(data_dir), "--timeout", "300", *flags)
+def _demo(data_dir: Path, *flags: str, node: str = "kwok") -> subprocess.CompletedProcess[str]:
+    return _iflearner("demo", "--data-dir", str(data_dir), "--timeout", "300", "--node", node, *flags)
 
 
 def _job_in_another_namespace(kubeconfig: Path) -> None:
@@ -95,3 +101,35 @@ def test_demo_is_rerunnable_from_any_state(tmp_path):
     assert "the federation is Running" in out
     assert "stopping the local control plane" in out
     assert not _processes_mentioning(str(data_dir)), "the demo must leave no process behind"
+
+
+def _server_log_problems(log: str, parties: list[str], epochs: int) -> list[str]:
+    spec = importlib.util.spec_from_file_location("federation_local", REPO_ROOT / "bench" / "federation_local.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("federation_local", module)
+    spec.loader.exec_module(module)
+    return module.server_log_problems(log, parties, epochs)
+
+
+def test_real_node_demo_trains_the_federation(tmp_path):
+    """Part 1 of the real federation: the operator as a Pod, Traefik as the gateway, the workload image;
+    parties reach the server at its host through the gateway with TLS, trusting only the mounted file."""
+    data_dir = Path("/tmp") / f"ifl-demo-{os.getpid()}"  # short: containerd's socket path is limited
+    try:
+        result = _demo(data_dir, node="real")
+        out = _ok(result)
+        epochs = int(re.search(r"--epochs=(\d+)", (REPO_ROOT / "examples/federation/party-a.yaml").read_text())[1])
+        for party in ("client1", "client2"):
+            for epoch in range(1, epochs + 1):
+                assert f"{party} epoch {epoch}: loss" in out, f"no progress of {party} epoch {epoch}:\n{out[-3000:]}"
+            assert re.search(rf"final metric of {party}: loss [0-9.]+, accuracy 0\.[0-9]+", out), out[-3000:]
+        table = [line for line in out.splitlines() if line.startswith("iflearnerjob-")]
+        assert len(table) == 3 and all(" Succeeded " in row for row in table), table
+        server_log = (data_dir / "federation" / "iflearnerjob-server.log").read_text()
+        assert not _server_log_problems(server_log, ["client1", "client2"], epochs), server_log[-3000:]
+        png = Path(re.search(r"the metric per epoch, as a plot: (\S+)", out)[1])
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+        assert not _processes_mentioning(str(data_dir)), "the demo must leave no process behind"
+    finally:
+        _demo(data_dir, "--down", node="real")
