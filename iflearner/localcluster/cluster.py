@@ -283,10 +283,13 @@ class LocalCluster:
 
     def _fresh_node_dir(self, layout: nodeconfig.NodeLayout) -> None:
         shutil.rmtree(layout.root, ignore_errors=True)
-        socket_path = str(layout.containerd_socket) + ".ttrpc"
-        if len(socket_path.encode()) > 107:
-            raise ClusterError(f"the data dir {self.data_dir} is too deep for containerd's socket "
-                               f"({socket_path}); use a shorter --data-dir")
+        # unix socket paths are limited to 107 bytes: containerd's, and the
+        # kubelet's pod-resources socket (a 10-digit random name) under its root.
+        for owner, socket_path in (("containerd", str(layout.containerd_socket) + ".ttrpc"),
+                                   ("kubelet", str(layout.kubelet_root / "pod-resources" / "1234567890"))):
+            if len(socket_path.encode()) > 107:
+                raise ClusterError(f"the data dir {self.data_dir} is too deep for {owner}'s socket "
+                                   f"({socket_path}); use a shorter --data-dir")
 
     def _start_real_node(self, pki: Pki, server: str, images: dict[str, Any],  # noqa: ANN001
                          launch, progress, remaining) -> None:  # noqa: ANN001
