@@ -232,6 +232,22 @@ def remove_forward_guard(changes: HostChanges) -> list[str]:
     return []
 
 
+def kube_chains(dump: str) -> tuple[list[tuple[str, list[str]]], list[tuple[str, str]]]:
+    """From an ``iptables-save`` dump: the rules of other chains that jump to
+    a KUBE-* chain, as (table, rule spec), and the KUBE-* chains, as (table, chain)."""
+    table = ""
+    chains: list[tuple[str, str]] = []
+    jumps: list[tuple[str, list[str]]] = []
+    for line in dump.splitlines():
+        if line.startswith("*"):
+            table = line[1:]
+        elif line.startswith(":KUBE-"):
+            chains.append((table, line[1:].split()[0]))
+        elif line.startswith("-A ") and not line.split()[1].startswith("KUBE-") and " -j KUBE-" in line:
+            jumps.append((table, shlex.split(line)[1:]))
+    return jumps, chains
+
+
 def remove_kube_chains() -> list[str]:
     """Remove the KUBE-* chains of kubelet (KUBE-FIREWALL, KUBE-KUBELET-CANARY)
     and whatever kube-proxy's own cleanup left, in IPv4 and IPv6, with every
@@ -241,22 +257,11 @@ def remove_kube_chains() -> list[str]:
     for tool in ("iptables", "ip6tables"):
         if not _has(tool):
             continue
-        dump = sh(f"{tool}-save", check=False).stdout
-        table = ""
-        chains: list[tuple[str, str]] = []
-        jumps: list[tuple[str, list[str]]] = []
-        for line in dump.splitlines():
-            if line.startswith("*"):
-                table = line[1:]
-            elif line.startswith(":KUBE-"):
-                chains.append((table, line[1:].split()[0]))
-            elif line.startswith("-A ") and not line.split()[1].startswith("KUBE-") and " -j KUBE-" in line:
-                jumps.append((table, line.split()[1:]))
+        jumps, chains = kube_chains(sh(f"{tool}-save", check=False).stdout)
         for table, spec in jumps:
-            args = shlex.split(" ".join(spec))
-            result = sh(tool, "-w", "-t", table, "-D", *args, check=False)
+            result = sh(tool, "-w", "-t", table, "-D", *spec, check=False)
             if result.returncode != 0:
-                problems.append(f"{tool} -t {table} -D {' '.join(args)}: {result.stderr.strip()}")
+                problems.append(f"{tool} -t {table} -D {' '.join(spec)}: {result.stderr.strip()}")
         for table, chain in chains:
             sh(tool, "-w", "-t", table, "-F", chain, check=False)
         for table, chain in chains:

@@ -56,3 +56,29 @@ def test_write_configs_and_host_changes_round_trip(tmp_path: Path) -> None:
     assert len(str(layout.containerd_socket)) < 100
     changes = HostChanges(bridge="b", sysctls={"net.ipv4.ip_forward": "0"}, netns_before=["x"])
     assert HostChanges.from_dict(json.loads(json.dumps(changes.to_dict()))) == changes
+
+
+def test_kube_chains_found_in_an_iptables_dump() -> None:
+    from iflearner.localcluster.host import kube_chains
+
+    dump = """*filter
+:INPUT ACCEPT [0:0]
+:KUBE-FIREWALL - [0:0]
+:OTHER - [0:0]
+-A INPUT -j KUBE-FIREWALL
+-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+-A OTHER -j ACCEPT
+-A KUBE-FIREWALL ! -s 127.0.0.0/8 -d 127.0.0.0/8 -m comment --comment "block incoming localnet connections" -j DROP
+COMMIT
+*nat
+:KUBE-SERVICES - [0:0]
+-A PREROUTING -j KUBE-SERVICES
+COMMIT
+"""
+    jumps, chains = kube_chains(dump)
+    assert chains == [("filter", "KUBE-FIREWALL"), ("nat", "KUBE-SERVICES")]
+    assert jumps == [
+        ("filter", ["INPUT", "-j", "KUBE-FIREWALL"]),
+        ("filter", ["OUTPUT", "-m", "comment", "--comment", "kubernetes service portals", "-j", "KUBE-SERVICES"]),
+        ("nat", ["PREROUTING", "-j", "KUBE-SERVICES"]),
+    ]
