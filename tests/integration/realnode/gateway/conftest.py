@@ -31,7 +31,9 @@ def _traefik_ready(apps: client.AppsV1Api) -> bool:
     return (deployment.status.available_replicas or 0) >= 1
 
 
-@pytest.fixture(scope="session")
+# Module scope: torn down (jobs deleted, `pulumi destroy`) before the real-node
+# teardown test stops the cluster and checks that nothing is left behind.
+@pytest.fixture(scope="module")
 def gateway_cluster(real_cluster, real_api: client.ApiClient,
                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayCluster]:
     assert real_cluster.state is not None
