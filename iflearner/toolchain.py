@@ -68,10 +68,17 @@ def pulumi_home() -> Path:
     home = Path(writable)
     plugins = home / "plugins"
     plugins.mkdir(parents=True, exist_ok=True)
-    for plugin in (registered / "plugins").iterdir():
-        link = plugins / plugin.name
-        if not link.exists() and not link.is_symlink():
-            link.symlink_to(plugin)
+    for entry in (registered / "plugins").iterdir():
+        target = plugins / entry.name
+        if entry.is_dir():
+            # A real directory: the CLI skips plugin directories that are symlinks.
+            target.mkdir(exist_ok=True)
+            for item in entry.iterdir():
+                link = target / item.name
+                if not link.exists() and not link.is_symlink():
+                    link.symlink_to(item)
+        else:
+            target.touch(exist_ok=True)  # lock and last-used marks: the CLI writes them
     return home
 
 

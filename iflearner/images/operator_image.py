@@ -93,6 +93,9 @@ def operator_image(tools_dir: Path, site_packages: Path, repo_root: Path = REPO_
                  f"IFLEARNER_TOOLS_DIR={TOOLS_DIR}",
                  f"PYTHONPATH={APP_DIR}:{SITE_PACKAGES}",
                  "HOME=/tmp",
+                 # uid 65532 has no /etc/passwd entry, and the CLI (built without cgo)
+                 # refuses to create a stack without a user name.
+                 "USER=iflearner",
                  "PYTHONUNBUFFERED=1",
                  "PYTHONDONTWRITEBYTECODE=1"),
             user=USER,

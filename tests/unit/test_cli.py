@@ -23,14 +23,20 @@ def test_a_writable_pulumi_home_links_the_registered_providers(tmp_path, monkeyp
 
     tools = tmp_path / "tools"
     (tools / "pulumi-home" / "plugins" / "resource-kubernetes-v4.34.2").mkdir(parents=True)
+    (tools / "pulumi-home" / "plugins" / "resource-kubernetes-v4.34.2" / "pulumi-resource-kubernetes").write_text("")
+    (tools / "pulumi-home" / "plugins" / "resource-kubernetes-v4.34.2.lock").write_text("")
     monkeypatch.setenv(toolchain.TOOLS_DIR_ENV, str(tools))
     monkeypatch.setenv(toolchain.PULUMI_HOME_ENV, str(tmp_path / "home"))
     toolchain.tools_dir.cache_clear()
     try:
         home = toolchain.pulumi_home()
         assert home == tmp_path / "home"
-        link = home / "plugins" / "resource-kubernetes-v4.34.2"
-        assert link.is_symlink() and link.resolve() == tools / "pulumi-home" / "plugins" / "resource-kubernetes-v4.34.2"
+        plugin = home / "plugins" / "resource-kubernetes-v4.34.2"
+        assert plugin.is_dir() and not plugin.is_symlink(), "the CLI skips plugin directories that are symlinks"
+        binary = plugin / "pulumi-resource-kubernetes"
+        assert binary.is_symlink() and binary.resolve().parent.parent == tools / "pulumi-home" / "plugins"
+        lock = home / "plugins" / "resource-kubernetes-v4.34.2.lock"
+        assert lock.is_file() and not lock.is_symlink()
         assert toolchain.pulumi_home() == home  # idempotent
     finally:
         toolchain.tools_dir.cache_clear()
