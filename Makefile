@@ -35,7 +35,7 @@ integration: setup
 	$(PY) -m pytest tests/integration
 
 lint: venv
-	$(VENV)/bin/ruff check iflearner tests bench
+	$(VENV)/bin/ruff check iflearner tests bench workloads
 
 demo: setup  ## The end-to-end demo on a local cluster
 	$(PY) -m iflearner demo
