@@ -115,6 +115,10 @@ def _server_log_problems(log: str, parties: list[str], epochs: int) -> list[str]
 def test_real_node_demo_trains_the_federation(tmp_path):
     """Part 1 of the real federation: the operator as a Pod, Traefik as the gateway, the workload image;
     parties reach the server at its host through the gateway with TLS, trusting only the mounted file."""
+    sys.path.insert(0, str(Path(__file__).parent / "realnode"))
+    from realnode_harness import wait_until_host_free
+
+    wait_until_host_free()
     data_dir = Path("/tmp") / f"ifl-demo-{os.getpid()}"  # short: containerd's socket path is limited
     try:
         result = _demo(data_dir, node="real")

@@ -13,11 +13,12 @@ from collections.abc import Iterator
 
 import pytest
 from kubernetes import client, config
-from realnode_harness import RealCluster
+from realnode_harness import RealCluster, wait_until_host_free
 
 
 @pytest.fixture(scope="session")
 def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealCluster]:
+    wait_until_host_free()
     real = RealCluster(tmp_path_factory.mktemp("realnode"))
     real.state = real.cluster.up(node="real", progress=lambda msg: print(f"real cluster: {msg}"))
     try:

@@ -40,3 +40,23 @@ class RealCluster:
         self.cluster = LocalCluster(data_dir)
         self.before = host_snapshot()
         self.state: ClusterState | None = None
+
+
+def wait_until_host_free(timeout: float = 1800.0) -> None:
+    """Only one real-node cluster can run on a host: wait for another run's (a
+    second test session on a shared development machine) to end, so that it
+    neither refuses this one nor leaks into its before/after snapshots."""
+    import time
+
+    from iflearner.localcluster import realnode
+    from iflearner.localcluster.cluster import ClusterState
+
+    deadline = time.monotonic() + timeout
+    while True:
+        holder = realnode.lock_holder()
+        other = ClusterState.load(holder) if holder is not None else None
+        if other is None or not other.alive():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"another real-node cluster ({holder}) is still running after {timeout:.0f}s")
+        time.sleep(5)
