@@ -69,38 +69,41 @@ def test_demo_is_rerunnable_from_any_state(tmp_path):
     data_dir = tmp_path / "demo"
     kubeconfig = data_dir / "cluster" / "kubeconfig"
 
-    # 1. left running; `preview` with no flags compares with the operator's own stacks
-    _ok(_demo(data_dir, "--keep"))
-    env = {k: v for k, v in os.environ.items() if k not in ("PULUMI_CONFIG_PASSPHRASE", "IFLEARNER_BACKEND_URL")}
-    preview = _iflearner("preview", str(REPO_ROOT / "examples" / "server.yaml"), "-o", "json",
-                         "--kubeconfig", str(kubeconfig), env=env)
-    report = json.loads(_ok(preview))
-    assert report["succeeded"] and not report["changes"].get("create"), report
-    assert "using the operator's backend" in preview.stderr, preview.stderr
+    try:
+        # 1. left running; `preview` with no flags compares with the operator's own stacks
+        _ok(_demo(data_dir, "--keep"))
+        env = {k: v for k, v in os.environ.items() if k not in ("PULUMI_CONFIG_PASSPHRASE", "IFLEARNER_BACKEND_URL")}
+        preview = _iflearner("preview", str(REPO_ROOT / "examples" / "server.yaml"), "-o", "json",
+                             "--kubeconfig", str(kubeconfig), env=env)
+        report = json.loads(_ok(preview))
+        assert report["succeeded"] and not report["changes"].get("create"), report
+        assert "using the operator's backend" in preview.stderr, preview.stderr
 
-    # 2. the cluster stops without `demo --down` (as a reboot would): the next demo starts clean
-    _ok(_iflearner("cluster", "down", "--data-dir", str(data_dir / "cluster")))
-    rerun = _ok(_demo(data_dir, "--keep"))
-    assert "belongs to a cluster that is gone" in rerun, rerun
+        # 2. the cluster stops without `demo --down` (as a reboot would): the next demo starts clean
+        _ok(_iflearner("cluster", "down", "--data-dir", str(data_dir / "cluster")))
+        rerun = _ok(_demo(data_dir, "--keep"))
+        assert "belongs to a cluster that is gone" in rerun, rerun
 
-    # 3. `demo --down` with a job outside `default` deletes it too, and is idempotent
-    _job_in_another_namespace(kubeconfig)
-    down = _ok(_demo(data_dir, "--down"))
-    assert "deleting 4 job(s) in every namespace" in down, down
-    assert "bootstrap destroy failed" not in down, down
-    assert not _processes_mentioning(str(data_dir)), "demo --down must leave no process behind"
-    assert "nothing left to clean" in _ok(_demo(data_dir, "--down"))
+        # 3. `demo --down` with a job outside `default` deletes it too, and is idempotent
+        _job_in_another_namespace(kubeconfig)
+        down = _ok(_demo(data_dir, "--down"))
+        assert "deleting 4 job(s) in every namespace" in down, down
+        assert "bootstrap destroy failed" not in down, down
+        assert not _processes_mentioning(str(data_dir)), "demo --down must leave no process behind"
+        assert "nothing left to clean" in _ok(_demo(data_dir, "--down"))
 
-    # 4. the README's first command, on this used machine
-    result = _demo(data_dir)
-    out = _ok(result)
-    table = [line for line in out.splitlines() if line.startswith("iflearnerjob-")]
-    assert len(table) == 3, out
-    for row in table:
-        assert " Running " in row and " True " in row, row
-    assert "the federation is Running" in out
-    assert "stopping the local control plane" in out
-    assert not _processes_mentioning(str(data_dir)), "the demo must leave no process behind"
+        # 4. the README's first command, on this used machine
+        result = _demo(data_dir)
+        out = _ok(result)
+        table = [line for line in out.splitlines() if line.startswith("iflearnerjob-")]
+        assert len(table) == 3, out
+        for row in table:
+            assert " Running " in row and " True " in row, row
+        assert "the federation is Running" in out
+        assert "stopping the local control plane" in out
+        assert not _processes_mentioning(str(data_dir)), "the demo must leave no process behind"
+    finally:
+        _demo(data_dir, "--down")  # whatever failed above, nothing is left running
 
 
 def _server_log_problems(log: str, parties: list[str], epochs: int) -> list[str]:
