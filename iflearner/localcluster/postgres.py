@@ -76,7 +76,10 @@ class LocalPostgres:
         if os.geteuid() == 0:
             shutil.chown(path, "postgres", "postgres")
 
-    def up(self, timeout: float = 60.0) -> PostgresServer:
+    def up(self, timeout: float = 60.0, address: str = "127.0.0.1", clients: tuple[str, ...] = ()) -> PostgresServer:
+        """Start (or find running) the server on ``address``; ``clients`` are
+        CIDRs allowed to log in with the password besides loopback (e.g. the
+        real node's Pod subnet, for an operator Pod)."""
         running = self.running()
         if running is not None:
             return running
@@ -100,14 +103,21 @@ class LocalPostgres:
                 raise PostgresError(f"initdb failed: {result.stderr.strip() or result.stdout.strip()}")
         sockets.mkdir(exist_ok=True)
         self._chown(sockets)
+        hba = pgdata / "pg_hba.conf"
+        text = hba.read_text()
+        for cidr in clients:
+            line = f"host all all {cidr} scram-sha-256"
+            if line not in text:
+                text += line + "\n"
+        hba.write_text(text)
         port = _free_port()
         record, _ = processes.start("postgres", [
             *self._as_postgres(), str(_bin("postgres")), "-D", str(pgdata), "-p", str(port),
-            "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={sockets}", "-c", "fsync=off",
+            "-c", f"listen_addresses={address}", "-c", f"unix_socket_directories={sockets}", "-c", "fsync=off",
         ], self.data_dir / "postgres.log")
         password = password_file.read_text().strip()
         server = PostgresServer(
-            f"postgres://{ROLE}:{password}@127.0.0.1:{port}/{DATABASE}?sslmode=disable", port, record)
+            f"postgres://{ROLE}:{password}@{address}:{port}/{DATABASE}?sslmode=disable", port, record)
         (self.data_dir / STATE_FILE).write_text(json.dumps({"url": server.url, "port": port,
                                                             "process": record.to_dict()}))
         self._wait_and_create_database(server, password, timeout)
@@ -115,7 +125,8 @@ class LocalPostgres:
 
     def _wait_and_create_database(self, server: PostgresServer, password: str, timeout: float) -> None:
         env = {**os.environ, "PGPASSWORD": password}
-        psql = [str(_bin("psql")), "-h", "127.0.0.1", "-p", str(server.port), "-U", ROLE, "-d", "postgres", "-tA"]
+        host = server.url.split("@", 1)[1].rsplit(":", 1)[0]
+        psql = [str(_bin("psql")), "-h", host, "-p", str(server.port), "-U", ROLE, "-d", "postgres", "-tA"]
         deadline = time.monotonic() + timeout
         last = ""
         while time.monotonic() < deadline:

@@ -25,7 +25,8 @@ from iflearner.images import ImageBuilder, import_image
 from iflearner.images.build import ctr
 from iflearner.images.catalog import PYTHON_BASE
 from iflearner.images.spec import ImageSpec, RuntimeConfig
-from iflearner.localcluster.nodeconfig import NodeLayout
+from iflearner.localcluster.nodeconfig import GATEWAY, POD_SUBNET, NodeLayout
+from iflearner.localcluster.postgres import LocalPostgres, PostgresServer
 from iflearner.toolchain import REPO_ROOT
 
 GROUP, VERSION, PLURAL = "git.iflytek.com", "v1", "iflearnerjobs"
@@ -78,7 +79,18 @@ def operator_image(real_cluster: RealCluster) -> str:
 
 
 @pytest.fixture(scope="module")
+def pod_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """A PostgreSQL on the node's bridge address that the operator Pod can reach (outlives the bootstrap)."""
+    server = LocalPostgres(tmp_path_factory.mktemp("pod-postgres"))
+    try:
+        yield server.up(address=GATEWAY, clients=(POD_SUBNET,))
+    finally:
+        server.down(remove_data=True)
+
+
+@pytest.fixture(scope="module")
 def bootstrapped(real_cluster: RealCluster, real_api: client.ApiClient, operator_image: str,
+                 pod_postgres: PostgresServer,
                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[BootstrapProject]:
     root = tmp_path_factory.mktemp("operator-pod")
     state = real_cluster.cluster.data_dir / "operator-state"
@@ -202,3 +214,54 @@ def test_operator_pod_reconciles_restarts_for_free_and_catches_up(bootstrapped, 
     custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, late)
     apps.patch_namespaced_deployment_scale("iflearner-operator", OPERATOR_NS, {"spec": {"replicas": 1}})
     _wait("the late job to converge", lambda: _job_ready(custom, "default", "created-while-down"), 300)
+
+
+def _pulumi_state_keys(url: str) -> str:
+    import subprocess
+
+    return subprocess.run(["psql", url.replace("?sslmode=disable", ""), "-tAc", "SELECT key FROM pulumi_state"],
+                          capture_output=True, text=True, check=True).stdout
+
+
+def test_operator_pod_on_the_postgres_backend(bootstrapped, pod_postgres, real_core, real_api):
+    """The same checks with job stacks in a real PostgreSQL, its URL (with the password) only in a Secret."""
+    custom = client.CustomObjectsApi(real_api)
+    for job in custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]:
+        custom.delete_namespaced_custom_object(GROUP, VERSION, job["metadata"]["namespace"], PLURAL,
+                                               job["metadata"]["name"])
+    _wait("the file backend's jobs to be finalized", lambda: not custom.list_cluster_custom_object(
+        GROUP, VERSION, PLURAL)["items"], 300)
+    real_core.create_namespaced_secret(OPERATOR_NS, client.V1Secret(
+        metadata=client.V1ObjectMeta(name="operator-backend"), string_data={"IFLEARNER_BACKEND_URL": pod_postgres.url}))
+    old = _ready_pod(real_core)
+    bootstrapped.set_config("iflearner:stateBackendSecret", "operator-backend")
+    bootstrapped.up()
+    deployment = client.AppsV1Api(real_api).read_namespaced_deployment("iflearner-operator", OPERATOR_NS)
+    container = deployment.spec.template.spec.containers[0]
+    assert not any("postgres" in arg for arg in container.args), "the URL (with its password) is never an argument"
+    assert container.env_from[0].secret_ref.name == "operator-backend"
+    pod = _wait("the operator Pod on the postgres backend to be Ready",
+                lambda: _ready_pod(real_core, not_uid=old.metadata.uid if old else None), 240)
+
+    names = [_example(n)["metadata"]["name"] for n in ("server.yaml", "party-a.yaml")]
+    for name in ("server.yaml", "party-a.yaml"):
+        custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, _example(name))
+    for name in names:
+        _wait(f"{name} to be Ready", lambda n=name: _job_ready(custom, "default", n), 300,
+              describe=lambda: real_core.read_namespaced_pod_log(pod.metadata.name, OPERATOR_NS, tail_lines=40))
+    keys = _pulumi_state_keys(pod_postgres.url)
+    assert all(f"default.{name}" in keys for name in names), keys
+
+    real_core.delete_namespaced_pod(pod.metadata.name, OPERATOR_NS)
+    pod = _wait("a new operator Pod to be Ready", lambda: _ready_pod(real_core, not_uid=pod.metadata.uid), 240)
+    _wait("the new Pod to re-verify every job",
+          lambda: _metrics(pod).get("iflearner_gated_reconciles_total", 0) >= len(names), 120)
+    assert _metrics(pod).get("iflearner_pulumi_runs_total", 0) == 0
+    job = custom.get_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, names[1])
+    changed = copy.deepcopy(job["spec"]["template"]["spec"]["containers"][0])
+    changed["args"] = [*changed["args"], "--epochs=3"]
+    custom.patch_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, names[1],
+                                          {"spec": {"template": {"spec": {"containers": [changed]}}}},
+                                          _content_type=MERGE)
+    _wait("the changed job to be Ready at generation 2", lambda: _job_ready(custom, "default", names[1], 2), 240)
+    assert _metrics(pod)["iflearner_pulumi_runs_total"] == 1
