@@ -128,7 +128,7 @@ class Demo:
         state = self.cluster.up(progress=lambda m: say(f"  {m}"))
         self._forget_state_of_other_clusters(state.kubeconfig)
         bootstrap = self.bootstrap(state.kubeconfig)
-        say("bootstrapping the cluster with `pulumi up` (CRD, operator RBAC, ingress-nginx, CoreDNS, CA)")
+        say("bootstrapping the cluster with `pulumi up` (CRD, operator RBAC, Traefik, CoreDNS, CA)")
         bootstrap.ensure_stack()
         # Recorded by the bootstrap in the cluster, so `preview` uses the operator's stacks.
         bootstrap.set_config("iflearner:stateBackendUrl", self.backend_url)
