@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import ssl
 import time
 import urllib.error
@@ -86,12 +85,6 @@ def default_data_dir() -> Path:
     return Path.home() / ".cache" / "iflearner-operator" / "local-cluster"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _kubeconfig(pki: Pki, server: str, cert: Path | None = None, key: Path | None = None) -> str:
     def inline(path: Path) -> str:
         import base64
@@ -161,8 +154,7 @@ class LocalCluster:
         address = "127.0.0.1" if node == "kwok" else nodeconfig.GATEWAY
         pki = ensure_pki(self.data_dir / "pki", extra_ips=(nodeconfig.GATEWAY,) if node == "real" else ())
         logs = self.data_dir / "logs"
-        etcd_port, etcd_peer, api_port, cm_port, sched_port, kwok_port = (
-            _free_port() for _ in range(6))
+        etcd_port, etcd_peer, api_port, cm_port, sched_port, kwok_port = processes.free_ports(6)
         server = f"https://{address}:{api_port}"
         self.kubeconfig.write_text(_kubeconfig(pki, server))
         self.kubeconfig.chmod(0o600)
@@ -302,7 +294,7 @@ class LocalCluster:
         layout.root.mkdir(parents=True, exist_ok=True)
         layout.kubelet_kubeconfig.write_text(_kubeconfig(pki, server, *kubelet_cert))
         layout.kube_proxy_kubeconfig.write_text(_kubeconfig(pki, server, *proxy_cert))
-        kubelet_port, kubelet_healthz, proxy_metrics, proxy_healthz = (_free_port() for _ in range(4))
+        kubelet_port, kubelet_healthz, proxy_metrics, proxy_healthz = processes.free_ports(4)
         nodeconfig.write_configs(
             layout, sandbox_image=images["pause"].reference, service_cidr=SERVICE_CIDR, ca_cert=pki.ca_cert,
             kubelet_port=kubelet_port, kubelet_healthz_port=kubelet_healthz,

@@ -19,7 +19,6 @@ import os
 import pwd
 import secrets
 import shutil
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -43,12 +42,6 @@ def _bin(name: str) -> Path:
             f"PostgreSQL's {name} is not installed (looked in /usr/lib/postgresql/*/bin); "
             "run `make setup`, which installs Debian's postgresql package")
     return Path(found[-1])
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True)
@@ -110,7 +103,7 @@ class LocalPostgres:
             if line not in text:
                 text += line + "\n"
         hba.write_text(text)
-        port = _free_port()
+        (port,) = processes.free_ports(1)
         record, _ = processes.start("postgres", [
             *self._as_postgres(), str(_bin("postgres")), "-D", str(pgdata), "-p", str(port),
             "-c", f"listen_addresses={address}", "-c", f"unix_socket_directories={sockets}", "-c", "fsync=off",

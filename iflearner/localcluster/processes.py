@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Sequence
@@ -90,3 +91,20 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct loopback ports that are free now.
+
+    All sockets stay bound until every port is chosen: ports picked one at a
+    time can repeat (the kernel may hand out a just-closed port again), and two
+    servers given the same port fail with "address already in use".
+    """
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()

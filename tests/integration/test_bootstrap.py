@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ from iflearner.bootstrap.cli_runner import BootstrapProject
 from iflearner.bootstrap.corefile import BEGIN_MARK, RECORDS_DIR
 from iflearner.desired import ClusterSettings, desired_resources
 from iflearner.job import load_job_file, stack_name
-from iflearner.localcluster import LocalCluster
+from iflearner.localcluster import LocalCluster, processes
 from iflearner.localcluster.kubeadm_addons import STOCK_COREFILE
 from iflearner.program import job_program
 from iflearner.toolchain import REPO_ROOT
@@ -59,12 +58,6 @@ def _api(kubeconfig: Path) -> client.ApiClient:
     return config.new_client_from_config(config_file=str(kubeconfig))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _corefile(core: client.CoreV1Api) -> str:
     return core.read_namespaced_config_map("coredns", "kube-system").data["Corefile"]
 
@@ -74,7 +67,8 @@ class RealCoreDns:
 
     def __init__(self, core: client.CoreV1Api, kubeconfig: Path, workdir: Path) -> None:
         self.core, self.kubeconfig, self.workdir = core, kubeconfig, workdir
-        self.port = _free_port()
+        # Distinct ports chosen at once: one at a time they can repeat.
+        self.port, metrics_port, health_port, ready_port = processes.free_ports(4)
         self.records = workdir / "records"
         self.records.mkdir(parents=True, exist_ok=True)
         corefile = _corefile(core)
@@ -82,9 +76,9 @@ class RealCoreDns:
         # the records mount path and the API server's kubeconfig.
         corefile = corefile.replace(".:53 {", f".:{self.port} {{", 1)
         corefile = corefile.replace(RECORDS_DIR, str(self.records))
-        corefile = re.sub(r"prometheus :9153", f"prometheus 127.0.0.1:{_free_port()}", corefile)
-        corefile = corefile.replace("health {", f"health 127.0.0.1:{_free_port()} {{")
-        corefile = re.sub(r"^(\s*)ready$", rf"\1ready 127.0.0.1:{_free_port()}", corefile, flags=re.M)
+        corefile = re.sub(r"prometheus :9153", f"prometheus 127.0.0.1:{metrics_port}", corefile)
+        corefile = corefile.replace("health {", f"health 127.0.0.1:{health_port} {{")
+        corefile = re.sub(r"^(\s*)ready$", rf"\1ready 127.0.0.1:{ready_port}", corefile, flags=re.M)
         corefile = corefile.replace("pods insecure", f"pods insecure\n       kubeconfig {kubeconfig} iflearner-local")
         corefile = re.sub(r"^\s*loop$", "", corefile, flags=re.M)
         (workdir / "Corefile").write_text(corefile)
