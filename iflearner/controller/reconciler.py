@@ -46,6 +46,7 @@ from iflearner.controller.status import (
     is_ready,
     merge_patch,
     outputs_for,
+    pod_failure_text,
     rfc3339,
 )
 from iflearner.controller.workqueue import exponential_backoff
@@ -218,6 +219,11 @@ class Reconciler:
             return None
         return (pod.get("status") or {}).get("phase") or "Pending"
 
+    def _pod_failure(self, namespace: str, pod_name: str) -> str | None:
+        informer = self.owned.get("Pod")
+        pod = informer.get(namespace, pod_name) if informer is not None else None
+        return pod_failure_text(pod) if pod is not None and (pod.get("status") or {}).get("phase") == "Failed" else None
+
     def _route_status(self, desired: DesiredResources) -> RouteStatus | None:
         """The gateway's verdict on the job's route, from the cache (None for an Ingress)."""
         if desired.gateway is None or desired.grpc_route is None:
@@ -335,6 +341,7 @@ class Reconciler:
             now=rfc3339(self.clock()), operation=operation, failure_count=failures,
             next_retry_time=gating.retry_time_text(retry_at) if requeue is not None else None,
             pod_phase=self._pod_phase(namespace, desired.names.pod), applied=applied,
+            pod_failure=self._pod_failure(namespace, desired.names.pod),
             route=self._route_status(desired), **base))
         self._write_status(key, obj, previous, new)
         self._ready_events(obj, previous, new)

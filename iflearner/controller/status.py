@@ -257,6 +257,26 @@ def gateway_route_status(
     return RouteStatus(ROUTE_ACCEPTED, f"GRPCRoute {route_name} is accepted by Gateway {gateway_name}")
 
 
+def pod_failure_text(pod: Mapping[str, Any]) -> str | None:
+    """Why a Pod's containers ended unsuccessfully: exit code, reason and the
+    container's termination message (what it wrote to /dev/termination-log,
+    e.g. a party's TLS verification error), for the job's condition."""
+    status = pod.get("status") or {}
+    parts = []
+    for container in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
+        terminated = (container.get("state") or {}).get("terminated") or {}
+        if not terminated or terminated.get("exitCode") == 0:
+            continue
+        text = f"container {container.get('name')} exited with code {terminated.get('exitCode')}"
+        if terminated.get("reason"):
+            text += f" ({terminated['reason']})"
+        message = " ".join(str(terminated.get("message") or "").split())
+        parts.append(f"{text}: {message}" if message else text)
+    if not parts and status.get("reason"):  # e.g. Evicted, DeadlineExceeded: the Pod's own reason
+        parts.append(f"{status['reason']}: {status.get('message') or ''}".rstrip(": "))
+    return "; ".join(parts) or None
+
+
 @dataclass(frozen=True)
 class Observation:
     """What the reconciler saw and did in one pass."""
@@ -270,6 +290,7 @@ class Observation:
     next_retry_time: str | None = None
     pod_phase: str | None = None
     pod_name: str | None = None
+    pod_failure: str | None = None  # why a Failed Pod's containers ended (see pod_failure_text)
     host: str | None = None
     outputs: Mapping[str, Any] | None = None  # None keeps the previous outputs
     applied: Mapping[str, Any] | None = None  # the gating record; None keeps the previous
@@ -329,7 +350,8 @@ def _pod_conditions(obs: Observation, host: str) -> tuple[_Condition, _Condition
                 _Condition("False", REASON_RECONCILED, "the job's stack is up to date"),
                 f"pod {pod} completed successfully")
     if phase == "Failed":
-        text = f"pod {pod} failed; read its logs (kubectl logs {pod})"
+        why = f": {obs.pod_failure}" if obs.pod_failure else ""
+        text = f"pod {pod} failed{why}; read its logs (kubectl logs {pod})"
         return (_Condition("False", reason, text),
                 _Condition("False", REASON_RECONCILED, "the job's stack is up to date"), text)
     if phase == "Unknown":

@@ -16,6 +16,7 @@ from iflearner.controller.status import (
     merge_patch,
     outputs_for,
     parse_time,
+    pod_failure_text,
     rfc3339,
 )
 from iflearner.desired import ClusterSettings, desired_resources
@@ -228,3 +229,23 @@ def test_merge_patch_nulls_removed_keys_and_skips_unchanged():
         "conditions": [{"type": "Ready"}],
     }
     assert merge_patch(new, new) == {}
+
+
+def test_failed_pod_condition_says_why_its_container_ended():
+    pod = {"status": {"phase": "Failed", "containerStatuses": [
+        {"name": "sidecar", "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}},
+        {"name": "party", "state": {"terminated": {
+            "exitCode": 3, "reason": "Error",
+            "message": "TLS verification failed: the server h at h:30031 presented a certificate\n"
+                       "that /etc/server-iflearner-secret.crt does not accept"}}}]}}
+    why = pod_failure_text(pod)
+    assert why == ("container party exited with code 3 (Error): TLS verification failed: the server h at "
+                   "h:30031 presented a certificate that /etc/server-iflearner-secret.crt does not accept")
+    base = compute_status(None, Observation(generation=1, now=T0, operation=UP_OK))
+    failed = compute_status(base, Observation(generation=1, now=T1, pod_phase="Failed", pod_name="p",
+                                              pod_failure=why))
+    ready = next(c for c in failed["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "PodFailed" and "TLS verification failed" in ready["message"], ready
+    assert pod_failure_text({"status": {"phase": "Failed", "reason": "Evicted", "message": "low memory"}}) \
+        == "Evicted: low memory"
+    assert pod_failure_text({"status": {"phase": "Running"}}) is None
