@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -173,24 +174,11 @@ class Demo:
         return state.kubeconfig
 
     def _load_images(self) -> dict[str, str]:
-        """The operator, Traefik and workload images, built (or found cached) and in the node's containerd."""
-        from iflearner import toolchain
-        from iflearner.images import ImageBuilder, import_image, project_spec
-        from iflearner.images.gateway_images import traefik
         from iflearner.localcluster.nodeconfig import NodeLayout
 
-        builder = ImageBuilder(progress=lambda m: say(f"  {m}"))
-        specs = {"iflearner-operator": project_spec("iflearner-operator", builder),
-                 "iflearner-workload": project_spec("iflearner-workload", builder),
-                 "traefik": traefik(toolchain.tool("traefik"))}
         say("building the operator, Traefik and workload images (cached after the first run)")
-        socket = NodeLayout(self.cluster.data_dir).containerd_socket
-        references = {}
-        for name, spec in specs.items():
-            built = builder.build(spec)
-            import_image(built, socket)
-            references[name] = built.reference
-        return references
+        return load_federation_images(NodeLayout(self.cluster.data_dir).containerd_socket,
+                                      progress=lambda m: say(f"  {m}"))
 
     def _wait_operator_pod(self, api: Any) -> None:
         core = client.CoreV1Api(api)
@@ -389,6 +377,25 @@ class Demo:
                 names = ", ".join(f"{j['metadata']['namespace']}/{j['metadata']['name']}" for j in remaining)
                 raise TimeoutError(f"jobs were not finalized within 300s: {names}")
             time.sleep(1)
+
+
+def load_federation_images(containerd_socket: Path, progress: Callable[[str], None]) -> dict[str, str]:
+    """The operator, Traefik and workload images, built (or found cached) and
+    imported into a real node's containerd: name -> reference."""
+    from iflearner import toolchain
+    from iflearner.images import ImageBuilder, import_image, project_spec
+    from iflearner.images.gateway_images import traefik
+
+    builder = ImageBuilder(progress=progress)
+    specs = {"iflearner-operator": project_spec("iflearner-operator", builder),
+             "iflearner-workload": project_spec("iflearner-workload", builder),
+             "traefik": traefik(toolchain.tool("traefik"))}
+    references = {}
+    for name, spec in specs.items():
+        built = builder.build(spec)
+        import_image(built, containerd_socket)
+        references[name] = built.reference
+    return references
 
 
 def cluster_identity(kubeconfig: Path) -> str:

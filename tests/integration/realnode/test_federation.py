@@ -1,0 +1,281 @@
+"""Part 1 of the real federation as a test, on the real node, the way a platform engineer meets it:
+the bootstrap's `pulumi up` (operator as a Pod, Traefik, CoreDNS, CA), then examples/federation/
+applied as they are (only the image placeholder replaced).
+
+Besides training (the demo test shows the metrics), this shows what the scheduler and a platform
+engineer rely on:
+- the server's status API at ``http://<job>.<namespace>:82/v1/status``, read from a Pod in the cluster
+  (how iflearner-flow follows a federation), names both parties and their completion;
+- a party given a wrong trust file fails TLS verification, and its job ends ``Failed`` with a message
+  that says so (from the container's termination message);
+- deleting the jobs and destroying the bootstrap leaves the cluster as it was: CoreDNS's Corefile
+  byte-identical, no namespace, CRD or cluster role of ours left.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+from realnode_harness import RealCluster
+
+from iflearner.bootstrap.cli_runner import BootstrapProject
+from iflearner.demo import FEDERATION_DIR, WORKLOAD_PLACEHOLDER, load_federation_images
+from iflearner.localcluster.nodeconfig import NodeLayout
+
+GROUP, VERSION, PLURAL = "git.iflytek.com", "v1", "iflearnerjobs"
+NAMESPACE = "default"
+EXAMPLES = ("server.yaml", "party-a.yaml", "party-b.yaml")
+WRONG_PARTY = "iflearnerjob-client-wrongca"
+PROBE = "scheduler-status-probe"
+STATUS_URL = f"http://iflearnerjob-server.{NAMESPACE}:82/v1/status"
+OPERATOR_UID = 65532
+
+# What iflearner-flow does: poll the server's status API by its Service name. Prints each new
+# answer; ends once both parties are complete (the server exits a few seconds later).
+PROBE_SCRIPT = f"""
+import json, sys, time, urllib.request
+last, deadline = None, time.monotonic() + 900
+while time.monotonic() < deadline:
+    try:
+        with urllib.request.urlopen({STATUS_URL!r}, timeout=5) as answer:
+            body = json.loads(answer.read())
+    except Exception as error:
+        body = None
+        if str(error) != last:
+            print("STATUS-ERROR", error, flush=True)
+            last = str(error)
+    if body is not None and body != last:
+        print("STATUS", json.dumps(body, sort_keys=True), flush=True)
+        last = body
+        if len(body) >= 2 and all(v.get("complete") for v in body.values()):
+            sys.exit(0)
+    time.sleep(0.3)
+sys.exit(1)
+"""
+
+
+def _wait(what: str, check: Any, timeout: float, describe: Any = None) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = check()
+        except (ApiException, OSError):
+            result = None
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}" + (f"\n{describe()}" if describe else ""))
+        time.sleep(1)
+
+
+def _foreign_ca_pem() -> str:
+    """A CA that signed nothing the cluster serves: the wrong trust file."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "some other federation's CA")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def _wrong_trust_party(image: str) -> dict[str, Any]:
+    """party-b.yaml as a third party whose --cert names a foreign CA, mounted from a ConfigMap."""
+    job = yaml.safe_load((FEDERATION_DIR / "party-b.yaml").read_text().replace(WORKLOAD_PLACEHOLDER, image))
+    job["metadata"]["name"] = WRONG_PARTY
+    job["spec"]["host"] = "job1.w.party.iflearner.com"
+    pod = job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    container["args"] = [a.replace("client2", "wrongca").replace("/etc/server-iflearner-secret.crt",
+                                                                  "/etc/wrong-ca/ca.crt")
+                         for a in container["args"]] + ["--tls-grace=10"]
+    container["volumeMounts"] = [{"name": "wrong-ca", "mountPath": "/etc/wrong-ca", "readOnly": True}]
+    pod["volumes"] = [{"name": "wrong-ca", "configMap": {"name": "wrong-ca"}}]
+    return job
+
+
+def _cluster_snapshot(api: client.ApiClient) -> dict[str, Any]:
+    """What the bootstrap and the jobs may change, comparable before/after."""
+    core, ext = client.CoreV1Api(api), client.ApiextensionsV1Api(api)
+    rbac = client.RbacAuthorizationV1Api(api)
+    return {
+        "corefile": core.read_namespaced_config_map("coredns", "kube-system").data["Corefile"],
+        "namespaces": sorted(n.metadata.name for n in core.list_namespace().items),
+        "crds": sorted(c.metadata.name for c in ext.list_custom_resource_definition().items),
+        "cluster_roles": sorted(r.metadata.name for r in rbac.list_cluster_role().items
+                                if "iflearner" in r.metadata.name or "traefik" in r.metadata.name),
+        "kube_system_config_maps": sorted(c.metadata.name for c in
+                                          core.list_namespaced_config_map("kube-system").items),
+    }
+
+
+@pytest.fixture(scope="module")
+def federation_images(real_cluster: RealCluster) -> dict[str, str]:
+    started = time.monotonic()
+    images = load_federation_images(NodeLayout(real_cluster.cluster.data_dir).containerd_socket,
+                                    progress=lambda m: print(f"images: {m}"))
+    print(f"federation images built or found and imported in {time.monotonic() - started:.1f}s")
+    return images
+
+
+@pytest.fixture(scope="module")
+def before_bootstrap(real_api: client.ApiClient) -> dict[str, Any]:
+    return _cluster_snapshot(real_api)
+
+
+@pytest.fixture(scope="module")
+def bootstrap(real_cluster: RealCluster, real_api: client.ApiClient, federation_images: dict[str, str],
+              before_bootstrap: dict[str, Any], tmp_path_factory: pytest.TempPathFactory,
+              ) -> Iterator[BootstrapProject]:
+    """The README's bootstrap of a real-node cluster (stacks/Pulumi.local-real.yaml), as the demo does it."""
+    assert real_cluster.state is not None
+    root = tmp_path_factory.mktemp("federation")
+    volume = real_cluster.cluster.data_dir / "federation-operator-state"
+    volume.mkdir(exist_ok=True)
+    os.chown(volume, OPERATOR_UID, OPERATOR_UID)  # hostPath volumes ignore fsGroup
+    project = BootstrapProject("local-real", real_cluster.state.kubeconfig, root / "bootstrap", "federation-test")
+    project.ensure_stack()
+    project.set_config("iflearner:operatorImage", federation_images["iflearner-operator"])
+    project.set_config("iflearner:gatewayImage", federation_images["traefik"])
+    project.set_config("iflearner:stateHostPath", str(volume))
+    project.set_config("iflearner:statePassphrase", "federation-test", secret=True)
+    started = time.monotonic()
+    project.up()
+    print(f"bootstrap up: {time.monotonic() - started:.1f}s")
+    yield project
+    # Teardown is a test of its own (test_teardown_leaves_the_cluster_as_before); whatever failed
+    # before it, leave nothing that would block the next module.
+    _delete_jobs(real_api)
+    project.destroy()  # a no-op after the teardown test
+
+
+def _jobs(custom: client.CustomObjectsApi) -> list[dict[str, Any]]:
+    try:
+        return custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]
+    except ApiException as error:
+        if error.status == 404:  # the CRD is gone with the bootstrap
+            return []
+        raise
+
+
+def _delete_jobs(api: client.ApiClient) -> None:
+    custom, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
+    for job in _jobs(custom):
+        meta = job["metadata"]
+        try:
+            custom.delete_namespaced_custom_object(GROUP, VERSION, meta["namespace"], PLURAL, meta["name"])
+        except ApiException as error:
+            if error.status != 404:
+                raise
+    for delete in (lambda: core.delete_namespaced_pod(PROBE, NAMESPACE, grace_period_seconds=0),
+                   lambda: core.delete_namespaced_config_map("wrong-ca", NAMESPACE)):
+        try:
+            delete()
+        except ApiException as error:
+            if error.status != 404:
+                raise
+    _wait("every job to be finalized by the operator", lambda: not _jobs(custom), 300)
+
+
+@pytest.fixture(scope="module")
+def federation(bootstrap: BootstrapProject, real_api: client.ApiClient,
+               federation_images: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """The three example jobs, the wrong-trust party and the scheduler's probe Pod, run to the end."""
+    custom, core = client.CustomObjectsApi(real_api), client.CoreV1Api(real_api)
+    image = federation_images["iflearner-workload"]
+    core.create_namespaced_config_map(NAMESPACE, client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(name="wrong-ca"), data={"ca.crt": _foreign_ca_pem()}))
+    core.create_namespaced_pod(NAMESPACE, {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": PROBE},
+        "spec": {"restartPolicy": "Never", "containers": [{
+            "name": "probe", "image": image, "imagePullPolicy": "IfNotPresent",
+            "command": ["python", "-u", "-c", PROBE_SCRIPT]}]}})
+    jobs = [yaml.safe_load((FEDERATION_DIR / name).read_text().replace(WORKLOAD_PLACEHOLDER, image))
+            for name in EXAMPLES] + [_wrong_trust_party(image)]
+    started = time.monotonic()
+    for job in jobs:
+        custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, job)
+    names = [job["metadata"]["name"] for job in jobs]
+
+    def finished() -> dict[str, dict[str, Any]] | None:
+        found = {j["metadata"]["name"]: j for j in
+                 custom.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL)["items"]}
+        phases = [(found.get(n, {}).get("status") or {}).get("phase") for n in names]
+        return found if all(p in ("Succeeded", "Failed") for p in phases) else None
+
+    def describe() -> str:
+        return json.dumps({j["metadata"]["name"]: j.get("status") for j in
+                           custom.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL)["items"]},
+                          indent=1)[-4000:]
+
+    done = _wait("every job to end", finished, 900, describe)
+    print(f"federation: every job ended {time.monotonic() - started:.1f}s after apply")
+    return done
+
+
+def test_the_federation_trains_and_every_example_job_succeeds(federation: dict[str, dict[str, Any]],
+                                                              real_core: client.CoreV1Api) -> None:
+    for name in ("iflearnerjob-server", "iflearnerjob-client1", "iflearnerjob-client2"):
+        status = federation[name]["status"]
+        assert status["phase"] == "Succeeded", (name, status)
+    log = real_core.read_namespaced_pod_log("iflearnerjob-server", NAMESPACE)
+    assert "FL-SERVER complete parties=client1,client2" in log, log[-2000:]
+    for party in ("client1", "client2"):
+        party_log = real_core.read_namespaced_pod_log(f"iflearnerjob-{party}", NAMESPACE)
+        assert f"FL-DONE  party={party}" in party_log or f"FL-DONE party={party}" in party_log, party_log[-2000:]
+
+
+def test_a_party_with_a_wrong_trust_file_fails_and_says_why(federation: dict[str, dict[str, Any]]) -> None:
+    status = federation[WRONG_PARTY]["status"]
+    assert status["phase"] == "Failed", status
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "PodFailed", ready
+    assert "TLS verification failed" in ready["message"], ready
+    assert "/etc/wrong-ca/ca.crt does not accept" in ready["message"], ready
+    assert "exited with code 3" in ready["message"], ready
+    # Failed is final for a party that exited: no Pulumi retries, no restart loop.
+    assert status["lastOperation"]["result"] == "Succeeded", status["lastOperation"]
+
+
+def test_the_scheduler_reads_the_server_status_api_from_a_pod(federation: dict[str, dict[str, Any]],
+                                                             real_core: client.CoreV1Api) -> None:
+    _wait("the probe Pod to end", lambda: real_core.read_namespaced_pod(PROBE, NAMESPACE).status.phase
+          in ("Succeeded", "Failed"), 120)
+    log = real_core.read_namespaced_pod_log(PROBE, NAMESPACE)
+    answers = [json.loads(line.split(" ", 1)[1]) for line in log.splitlines() if line.startswith("STATUS ")]
+    assert answers, f"the status API never answered at {STATUS_URL}:\n{log[-2000:]}"
+    last = answers[-1]
+    assert set(last) == {"client1", "client2"}, last
+    assert all(party["complete"] for party in last.values()), last
+    assert real_core.read_namespaced_pod(PROBE, NAMESPACE).status.phase == "Succeeded", log[-2000:]
+
+
+def test_teardown_leaves_the_cluster_as_before(federation: dict[str, dict[str, Any]], bootstrap: BootstrapProject,
+                                               real_api: client.ApiClient,
+                                               before_bootstrap: dict[str, Any]) -> None:
+    _delete_jobs(real_api)
+    bootstrap.destroy()
+    core = client.CoreV1Api(real_api)
+    # Namespaces end asynchronously (their finalizers empty them first).
+    _wait("the bootstrap's namespaces to be gone",
+          lambda: _cluster_snapshot(real_api)["namespaces"] == before_bootstrap["namespaces"], 180,
+          lambda: str(_cluster_snapshot(real_api)["namespaces"]))
+    after = _cluster_snapshot(real_api)
+    assert after["corefile"] == before_bootstrap["corefile"], "CoreDNS's Corefile must be byte-identical"
+    assert after == before_bootstrap
+    assert not core.list_namespaced_pod(NAMESPACE).items
