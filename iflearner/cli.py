@@ -24,7 +24,8 @@ def _cluster(args: argparse.Namespace) -> int:
     cluster = LocalCluster(args.data_dir)
     if args.cluster_command == "up":
         try:
-            state = cluster.up(progress=lambda msg: print(f"cluster: {msg}", file=sys.stderr), node=args.node)
+            state = cluster.up(progress=lambda msg: print(f"cluster: {msg}", file=sys.stderr), node=args.node,
+                               slot=args.slot)
         except ClusterAlreadyRunningError as error:
             print(f"error: {error}", file=sys.stderr)
             return EXIT_FAILED
@@ -155,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_argument("cluster_command", choices=["up", "down", "status"])
     cluster.add_argument("--node", choices=["kwok", "real"], default="kwok",
                          help="kwok: simulated node (fast, default); real: containerd, kubelet and kube-proxy")
+    cluster.add_argument("--slot", type=int, default=0,
+                         help="real node only: 0 (default) runs in the host's network; 1-9 each in a network "
+                              "namespace of its own (node address 10.214.<slot>.2), to run several clusters")
     cluster.add_argument("--data-dir", type=Path, default=None,
                          help="where the cluster keeps its state (default ~/.cache/iflearner-operator/local-cluster)")
     cluster.set_defaults(handler=_cluster)

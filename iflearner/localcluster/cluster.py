@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import shutil
 import ssl
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -80,6 +81,21 @@ class ClusterState:
     def alive(self) -> list[processes.ProcessRecord]:
         return [p for p in self.processes if processes.is_alive(p)]
 
+    @property
+    def slot(self) -> int:
+        """The real node's network slot (see nodeconfig.NodeNetwork); 0 for kwok."""
+        return self.host.node_slot if self.host is not None else 0
+
+
+def _query_in_netns(network: nodeconfig.NodeNetwork, server: str, name: str) -> bool:
+    import sys
+
+    code = ("import sys; from iflearner.localcluster.dnsprobe import query_a; "
+            "sys.exit(0 if query_a(sys.argv[1], sys.argv[2], timeout=1.0) else 1)")
+    result = subprocess.run(network.command([sys.executable, "-c", code, server, name]),
+                            capture_output=True, text=True, check=False, timeout=30)
+    return result.returncode == 0
+
 
 def default_data_dir() -> Path:
     return Path.home() / ".cache" / "iflearner-operator" / "local-cluster"
@@ -122,9 +138,19 @@ class LocalCluster:
             return state
         return None
 
-    def up(self, timeout: float | None = None, progress=print, node: str = "kwok") -> ClusterState:  # noqa: ANN001
+    def up(self, timeout: float | None = None, progress=print, node: str = "kwok",  # noqa: ANN001
+           slot: int = 0) -> ClusterState:
+        """Start the cluster. ``slot`` (real node only) picks the node's
+        network: 0 in the host's namespace, 1.. each in a namespace of its own,
+        so that several real-node clusters run side by side (a federation)."""
         if node not in NODE_KINDS:
             raise ClusterError(f"unknown node kind {node!r}; choose one of {', '.join(NODE_KINDS)}")
+        try:
+            network = nodeconfig.NodeNetwork(slot)
+        except ValueError as error:
+            raise ClusterError(str(error)) from error
+        if node == "kwok" and slot != 0:
+            raise ClusterError("--slot is for the real node; kwok clusters need none")
         timeout = timeout if timeout is not None else (180.0 if node == "kwok" else 300.0)
         running = self.running_state()
         if running:
@@ -141,7 +167,7 @@ class LocalCluster:
         binaries = {name: toolchain.tool(name) for name in names}
         images: dict[str, Any] = {}
         if node == "real":
-            self._check_real_node_possible()
+            self._check_real_node_possible(network)
             from iflearner.images import project_images
 
             # Before anything starts (and outside the timeout): a cold build
@@ -151,8 +177,8 @@ class LocalCluster:
         # Every `up` is a fresh cluster: objects of a previous run (and their
         # allocated Service IPs) would clash with the add-ons created below.
         shutil.rmtree(self.data_dir / "etcd", ignore_errors=True)
-        address = "127.0.0.1" if node == "kwok" else nodeconfig.GATEWAY
-        pki = ensure_pki(self.data_dir / "pki", extra_ips=(nodeconfig.GATEWAY,) if node == "real" else ())
+        address = "127.0.0.1" if node == "kwok" else network.host_address
+        pki = ensure_pki(self.data_dir / "pki", extra_ips=(network.host_address,) if node == "real" else ())
         logs = self.data_dir / "logs"
         etcd_port, etcd_peer, api_port, cm_port, sched_port, kwok_port = processes.free_ports(6)
         server = f"https://{address}:{api_port}"
@@ -172,9 +198,10 @@ class LocalCluster:
 
         try:
             if node == "real":
-                progress(f"preparing the host for a real node (bridge {nodeconfig.BRIDGE}, "
-                         f"Pod subnet {nodeconfig.POD_SUBNET})")
-                layout = nodeconfig.NodeLayout(self.data_dir)
+                where = f"network namespace {network.netns}, " if network.netns else ""
+                progress(f"preparing the host for a real node ({where}bridge {network.bridge}, "
+                         f"Pod subnet {network.pod_subnet}, node address {network.node_address})")
+                layout = nodeconfig.NodeLayout(self.data_dir, network)
                 state.host = HostChanges()
                 state.save()
                 self._fresh_node_dir(layout)
@@ -247,14 +274,14 @@ class LocalCluster:
                 progress(f"registering fake node {NODE_NAME} and cluster add-ons")
                 install_addons(self.kubeconfig, NODE_NAME, remaining())
             else:
-                self._start_real_node(pki, server, images, launch, progress, remaining)
+                self._start_real_node(network, pki, server, images, launch, progress, remaining)
         except BaseException:
             self._stop(state)
             raise
         progress(f"local cluster ready in {time.monotonic() - started:.1f}s; kubeconfig: {self.kubeconfig}")
         return state
 
-    def _check_real_node_possible(self) -> None:
+    def _check_real_node_possible(self, network: nodeconfig.NodeNetwork) -> None:
         import os
 
         missing = realnode.missing_runtime()
@@ -262,16 +289,17 @@ class LocalCluster:
             raise ClusterError(f"the real node needs {', '.join(missing)}; run `make setup`")
         if os.geteuid() != 0:
             raise ClusterError("the real node needs root (containerd, bridge, iptables, mounts)")
-        holder = realnode.lock_holder()
+        holder = realnode.lock_holder(network)
         if holder is not None and holder != self.data_dir:
             other = ClusterState.load(holder)
             if other is not None and other.alive():
                 raise ClusterAlreadyRunningError(
-                    f"a real-node cluster is already running from {holder}: only one can run on a host; "
-                    f"stop it with `iflearner-operator cluster down --data-dir {holder}`")
-            if other is not None:  # crashed: clean it up before taking the host
+                    f"a real-node cluster is already running from {holder} in slot {network.slot}: one per "
+                    f"slot can run on a host; stop it with `iflearner-operator cluster down --data-dir {holder}`"
+                    f", or start this one in another slot (`--slot`)")
+            if other is not None:  # crashed: clean it up before taking the slot
                 LocalCluster(holder)._stop(other)
-            realnode.HOST_LOCK.unlink(missing_ok=True)
+            network.host_lock.unlink(missing_ok=True)
 
     def _fresh_node_dir(self, layout: nodeconfig.NodeLayout) -> None:
         shutil.rmtree(layout.root, ignore_errors=True)
@@ -283,12 +311,12 @@ class LocalCluster:
                 raise ClusterError(f"the data dir {self.data_dir} is too deep for {owner}'s socket "
                                    f"({socket_path}); use a shorter --data-dir")
 
-    def _start_real_node(self, pki: Pki, server: str, images: dict[str, Any],  # noqa: ANN001
-                         launch, progress, remaining) -> None:  # noqa: ANN001
+    def _start_real_node(self, network: nodeconfig.NodeNetwork, pki: Pki, server: str,  # noqa: ANN001
+                         images: dict[str, Any], launch, progress, remaining) -> None:  # noqa: ANN001
         from iflearner.localcluster.dnsprobe import query_a
         from iflearner.localcluster.kubeadm_addons import wait_coredns
 
-        layout = nodeconfig.NodeLayout(self.data_dir)
+        layout = nodeconfig.NodeLayout(self.data_dir, network)
         kubelet_cert = client_cert(pki, "kubelet", f"system:node:{nodeconfig.NODE_NAME}", "system:nodes")
         proxy_cert = client_cert(pki, "kube-proxy", "system:kube-proxy")
         layout.root.mkdir(parents=True, exist_ok=True)
@@ -312,8 +340,13 @@ class LocalCluster:
         name = "kubernetes.default.svc.cluster.local"
         while True:
             try:
-                if query_a(nodeconfig.CLUSTER_DNS, name, timeout=1.0):
+                if network.netns is None:
+                    answered = bool(query_a(nodeconfig.CLUSTER_DNS, name, timeout=1.0))
+                else:  # the Service address exists only in the node's namespace
+                    answered = _query_in_netns(network, nodeconfig.CLUSTER_DNS, name)
+                if answered:
                     break
+                raise OSError("no A record")
             except (OSError, ValueError) as error:
                 if time.monotonic() > deadline:
                     raise ClusterError(f"CoreDNS does not answer for {name} at {nodeconfig.CLUSTER_DNS}: "
@@ -349,7 +382,7 @@ class LocalCluster:
 
     def _stop(self, state: ClusterState) -> None:
         problems: list[str] = []
-        layout = nodeconfig.NodeLayout(state.data_dir)
+        layout = nodeconfig.NodeLayout(state.data_dir, nodeconfig.NodeNetwork(state.slot))
         if state.host is not None:
             by_name = {p.name: p for p in state.processes}
 

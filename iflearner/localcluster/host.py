@@ -36,6 +36,8 @@ class HostChanges:
     cni_cache_prefix: str = ""  # libcni's result cache files of our network
     cni_cache_before: list[str] = field(default_factory=list)  # files there before (other runtimes')
     created_dirs: list[str] = field(default_factory=list)  # system dirs that did not exist before
+    node_slot: int = 0  # see nodeconfig.NodeNetwork
+    node_netns: str = ""  # the node's own network namespace (slots > 0), removed on down
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -180,6 +182,27 @@ def remove_new_netns(changes: HostChanges) -> list[str]:
     return problems
 
 
+def create_node_netns(changes: HostChanges, netns: str, save: Callable[[], None]) -> None:
+    changes.node_netns = netns
+    save()
+    delete_node_netns(changes)  # what a crashed run left
+    sh("ip", "netns", "add", netns)
+
+
+def in_netns(netns: str, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """``argv`` in the network namespace ``netns`` (and the host's mounts)."""
+    return sh("nsenter", f"--net={NETNS_DIR / netns}", "--", *argv, check=check)
+
+
+def delete_node_netns(changes: HostChanges) -> list[str]:
+    """The node's namespace goes with everything in it: its bridge, the veth
+    pair (and so the host's route through it), kube-proxy's rules."""
+    if not changes.node_netns or not (NETNS_DIR / changes.node_netns).exists():
+        return []
+    result = sh("ip", "netns", "del", changes.node_netns, check=False)
+    return [] if result.returncode == 0 else [f"netns {changes.node_netns}: {result.stderr.strip()}"]
+
+
 # --- bridge and iptables -----------------------------------------------------
 
 def link_exists(name: str) -> bool:
@@ -204,17 +227,21 @@ def delete_bridge(changes: HostChanges) -> list[str]:
     return []
 
 
-def install_forward_guard(changes: HostChanges, chain: str, bridge: str, save: Callable[[], None]) -> None:
-    """Pod traffic may be forwarded only from the bridge back to the bridge
-    (Service DNAT between Pods). Anything from a Pod to another interface, or
-    from elsewhere into a Pod, is dropped: nothing leaves this machine."""
+def install_forward_guard(changes: HostChanges, chain: str, interface: str, local_interfaces: str,
+                          save: Callable[[], None]) -> None:
+    """Traffic of the node's ``interface`` (its bridge, or the veth to its
+    network namespace) may be forwarded only to and from the local clusters'
+    interfaces (``local_interfaces``, an iptables wildcard such as ``iflr+``):
+    Service DNAT between Pods, and one local cluster's Pods dialling another's
+    gateway. Anything else, to or from another interface, is dropped: nothing
+    leaves this machine."""
     changes.iptables_chain = chain
     save()
     remove_forward_guard(changes)
     sh("iptables", "-w", "-N", chain)
-    sh("iptables", "-w", "-A", chain, "-i", bridge, "-o", bridge, "-j", "ACCEPT")
-    sh("iptables", "-w", "-A", chain, "-i", bridge, "-j", "DROP")
-    sh("iptables", "-w", "-A", chain, "-o", bridge, "-j", "DROP")
+    sh("iptables", "-w", "-A", chain, "-i", local_interfaces, "-o", local_interfaces, "-j", "ACCEPT")
+    sh("iptables", "-w", "-A", chain, "-i", interface, "-j", "DROP")
+    sh("iptables", "-w", "-A", chain, "-o", interface, "-j", "DROP")
     sh("iptables", "-w", "-I", "FORWARD", "1", "-j", chain)
 
 

@@ -15,21 +15,111 @@ from pathlib import Path
 from typing import Any
 
 # The real node's network exists only on this machine: a bridge with a
-# private subnet, never routed anywhere. One real node per host, so fixed.
+# private subnet, never routed anywhere. Slot 0 (the default) runs in the
+# host's network namespace; a second real-node cluster on the same host (two
+# clusters of a federation) takes slot 1, 2...: its containerd, kubelet and
+# kube-proxy run in a network namespace of their own, joined to the host by a
+# veth pair, so that bridges, kube-proxy's chains and addresses never clash.
 NODE_NAME = "iflearner-real-node"
-BRIDGE = "iflrreal0"
-POD_SUBNET = "10.213.0.0/24"
-GATEWAY = "10.213.0.1"
-CNI_NETWORK = "iflearner-realnode"
-CGROUP_ROOT = "/iflearner-realnode"
-FORWARD_CHAIN = "IFLEARNER-REALNODE"
 CLUSTER_DNS = "10.96.0.10"
 CNI_BIN_DIR = "/usr/lib/cni"  # Debian's containernetworking-plugins
+# Every address of every slot (Pod subnets 10.213.<slot>.0/24, node links
+# 10.214.<slot>.0/30): Pods route this range to their bridge, so that a Pod of
+# one local cluster reaches another's gateway; nothing else has a route.
+LOCAL_NETWORKS = "10.212.0.0/14"
+# Forward guards accept traffic between these interfaces only (iptables' `+`
+# wildcard): every slot's bridge and host-side veth starts with it.
+INTERFACE_PREFIX = "iflr"
+MAX_SLOT = 9
+
+
+@dataclass(frozen=True)
+class NodeNetwork:
+    """Names and addresses of one real node's network, by slot."""
+
+    slot: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.slot <= MAX_SLOT:
+            raise ValueError(f"a real node's slot is 0..{MAX_SLOT}, not {self.slot}")
+
+    @property
+    def suffix(self) -> str:
+        return "" if self.slot == 0 else str(self.slot)
+
+    @property
+    def bridge(self) -> str:
+        return f"{INTERFACE_PREFIX}real{self.slot}"
+
+    @property
+    def pod_subnet(self) -> str:
+        return f"10.213.{self.slot}.0/24"
+
+    @property
+    def gateway(self) -> str:
+        """The bridge's address: Pods' gateway (and slot 0's node address)."""
+        return f"10.213.{self.slot}.1"
+
+    @property
+    def netns(self) -> str | None:
+        """The node's network namespace (None: the host's)."""
+        return None if self.slot == 0 else f"{INTERFACE_PREFIX}-node{self.slot}"
+
+    @property
+    def host_veth(self) -> str:
+        return f"{INTERFACE_PREFIX}{self.slot}h"
+
+    @property
+    def node_veth(self) -> str:
+        return f"{INTERFACE_PREFIX}{self.slot}n"
+
+    @property
+    def host_address(self) -> str:
+        """Where the host (API server) is reached from the node: the bridge on slot 0, else its veth."""
+        return self.gateway if self.slot == 0 else f"10.214.{self.slot}.1"
+
+    @property
+    def node_address(self) -> str:
+        """The node's InternalIP: kubelet's serving address and the NodePort address."""
+        return self.gateway if self.slot == 0 else f"10.214.{self.slot}.2"
+
+    @property
+    def cni_network(self) -> str:
+        return f"iflearner-realnode{self.suffix}"
+
+    @property
+    def cgroup_root(self) -> str:
+        return f"/iflearner-realnode{self.suffix}"
+
+    @property
+    def forward_chain(self) -> str:
+        return f"IFLEARNER-REALNODE{self.suffix}"
+
+    @property
+    def host_lock(self) -> Path:
+        return Path(f"/run/iflearner-realnode{self.suffix}.json")
+
+    def command(self, argv: list[str]) -> list[str]:
+        """``argv`` run in the node's network namespace (and the host's mounts)."""
+        if self.netns is None:
+            return argv
+        return ["nsenter", f"--net=/run/netns/{self.netns}", "--", *argv]
+
+
+_SLOT0 = NodeNetwork()
+# Slot 0's names, for the code and tests that know only one real node.
+BRIDGE = _SLOT0.bridge
+POD_SUBNET = _SLOT0.pod_subnet
+GATEWAY = _SLOT0.gateway
+CNI_NETWORK = _SLOT0.cni_network
+CGROUP_ROOT = _SLOT0.cgroup_root
+FORWARD_CHAIN = _SLOT0.forward_chain
 
 
 @dataclass(frozen=True)
 class NodeLayout:
     data_dir: Path
+    network: NodeNetwork = NodeNetwork()
 
     @property
     def root(self) -> Path:
@@ -113,6 +203,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
   enable_selinux = false
+  # Pods' network namespaces under containerd's state dir, not /run/netns:
+  # a second node on the host must never see (or clean up) the first's.
+  netns_mounts_under_state_dir = {str(layout.network.slot > 0).lower()}
 
 [{cri}.containerd]
   snapshotter = "overlayfs"
@@ -135,21 +228,25 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 def cni_conflist(layout: NodeLayout, service_cidr: str) -> dict[str, Any]:
     """A bridge with host-local addresses. No default route and no
     masquerading: a Pod reaches other Pods, Services (routed to the bridge's
-    gateway, where kube-proxy rewrites them) and the host, nothing else."""
+    gateway, where kube-proxy rewrites them), the host and the other local
+    clusters' nodes (:data:`LOCAL_NETWORKS`), nothing else."""
+    network = layout.network
     return {
         "cniVersion": "1.0.0",
-        "name": CNI_NETWORK,
+        "name": network.cni_network,
         "plugins": [{
             "type": "bridge",
-            "bridge": BRIDGE,
+            "bridge": network.bridge,
             "isGateway": True,
             "isDefaultGateway": False,
             "ipMasq": False,
             "hairpinMode": True,
             "ipam": {
                 "type": "host-local",
-                "ranges": [[{"subnet": POD_SUBNET, "gateway": GATEWAY}]],
-                "routes": [{"dst": service_cidr}],
+                "ranges": [[{"subnet": network.pod_subnet, "gateway": network.gateway}]],
+                # Services, and the other local clusters' gateways (a federation's
+                # parties dial the server's cluster); no default route.
+                "routes": [{"dst": service_cidr}, {"dst": LOCAL_NETWORKS}],
                 "dataDir": str(layout.cni_ipam_dir),
             },
         }],
@@ -164,9 +261,9 @@ def kubelet_configuration(layout: NodeLayout, ca_cert: Path, port: int, healthz_
         "failCgroupV1": False,
         "cgroupDriver": "cgroupfs",
         # Pods' cgroups under a root of our own, removed on down.
-        "cgroupRoot": CGROUP_ROOT,
+        "cgroupRoot": layout.network.cgroup_root,
         "containerRuntimeEndpoint": f"unix://{layout.containerd_socket}",
-        "address": GATEWAY,
+        "address": layout.network.node_address,
         "port": port,
         "readOnlyPort": 0,
         "healthzBindAddress": "127.0.0.1",
@@ -200,12 +297,12 @@ def kubelet_configuration(layout: NodeLayout, ca_cert: Path, port: int, healthz_
     }
 
 
-def resolv_conf() -> str:
+def resolv_conf(network: NodeNetwork = _SLOT0) -> str:
     # Pods with dnsPolicy Default (CoreDNS) get this file. Its nameserver is
     # the bridge's gateway, where nothing serves DNS: CoreDNS's `forward`
     # fails at once instead of sending queries off the machine, and `loop`
     # finds no loop.
-    return f"nameserver {GATEWAY}\n"
+    return f"nameserver {network.gateway}\n"
 
 
 def kube_proxy_configuration(layout: NodeLayout, metrics_port: int, healthz_port: int) -> dict[str, Any]:
@@ -215,11 +312,11 @@ def kube_proxy_configuration(layout: NodeLayout, metrics_port: int, healthz_port
         "mode": "iptables",
         "clientConnection": {"kubeconfig": str(layout.kube_proxy_kubeconfig)},
         "hostnameOverride": NODE_NAME,
-        "bindAddress": GATEWAY,
+        "bindAddress": layout.network.node_address,
         "metricsBindAddress": f"127.0.0.1:{metrics_port}",
         "healthzBindAddress": f"127.0.0.1:{healthz_port}",
-        "clusterCIDR": POD_SUBNET,
-        "nodePortAddresses": [f"{GATEWAY}/32"],
+        "clusterCIDR": layout.network.pod_subnet,
+        "nodePortAddresses": [f"{layout.network.node_address}/32"],
         "oomScoreAdj": 0,
         # 0 leaves the host's conntrack sysctls as they are.
         "conntrack": {"maxPerCore": 0, "min": 0, "tcpEstablishedTimeout": "0s",
@@ -237,7 +334,7 @@ def write_configs(layout: NodeLayout, *, sandbox_image: str, service_cidr: str, 
         directory.mkdir(parents=True, exist_ok=True)
     layout.containerd_config.write_text(containerd_toml(layout, sandbox_image))
     (layout.cni_conf_dir / "10-iflearner.conflist").write_text(json.dumps(cni_conflist(layout, service_cidr), indent=2))
-    layout.resolv_conf.write_text(resolv_conf())
+    layout.resolv_conf.write_text(resolv_conf(layout.network))
     layout.kubelet_config.write_text(json.dumps(
         kubelet_configuration(layout, ca_cert, kubelet_port, kubelet_healthz_port), indent=2))
     layout.kube_proxy_config.write_text(json.dumps(

@@ -21,19 +21,11 @@ from pathlib import Path
 from iflearner import toolchain
 from iflearner.localcluster import host
 from iflearner.localcluster.host import HostChanges
-from iflearner.localcluster.nodeconfig import (
-    BRIDGE,
-    CGROUP_ROOT,
-    CNI_NETWORK,
-    FORWARD_CHAIN,
-    GATEWAY,
-    POD_SUBNET,
-    NodeLayout,
-)
+from iflearner.localcluster.nodeconfig import INTERFACE_PREFIX, NodeLayout, NodeNetwork
 
-# Only one real node can sensibly run on a host (one bridge, one cgroup root,
-# kube-proxy's iptables chains are host-wide): its data dir is noted here.
-HOST_LOCK = Path("/run/iflearner-realnode.json")
+# One real node per slot on a host (a slot's bridge, cgroup root and, on slot
+# 0, kube-proxy's host-wide iptables chains): its data dir is noted here.
+HOST_LOCK = NodeNetwork().host_lock
 # Changed by us (forwarding for Service DNAT between Pods on the bridge) or by
 # kubelet at start (its "kernel tunables"); restored on down.
 SYSCTLS = [
@@ -76,17 +68,19 @@ def real_node_unavailable() -> str | None:
     return None
 
 
-def lock_holder() -> Path | None:
+def lock_holder(network: NodeNetwork | None = None) -> Path | None:
     try:
-        return Path(json.loads(HOST_LOCK.read_text())["data_dir"])
+        return Path(json.loads((network or NodeNetwork()).host_lock.read_text())["data_dir"])
     except (OSError, ValueError, KeyError):
         return None
 
 
 def prepare_host(layout: NodeLayout, changes: HostChanges, service_cidr: str, save: Callable[[], None]) -> None:
-    HOST_LOCK.write_text(json.dumps({"data_dir": str(layout.data_dir), "pid": os.getpid()}))
+    network = layout.network
+    network.host_lock.write_text(json.dumps({"data_dir": str(layout.data_dir), "pid": os.getpid()}))
+    changes.node_slot = network.slot
     changes.mount_prefixes = [str(layout.root)]
-    changes.cni_cache_prefix = f"{CNI_NETWORK}-"
+    changes.cni_cache_prefix = f"{network.cni_network}-"
     changes.cni_cache_before = sorted(p.name for p in CNI_CACHE.iterdir()) if CNI_CACHE.is_dir() else []
     changes.netns_before = host.netns_names()
     changes.created_dirs = [d for d in SYSTEM_DIRS if not Path(d).exists()]
@@ -96,18 +90,54 @@ def prepare_host(layout: NodeLayout, changes: HostChanges, service_cidr: str, sa
         # Service replies between two Pods on one bridge must pass conntrack.
         host.set_sysctl("net.bridge.bridge-nf-call-iptables", "1")
     host.make_root_rshared(changes, save)
-    changes.nft_tables_before = host.nft_tables()
+    # Slot 0's kube-proxy writes the host's tables; other slots' their own namespace's.
+    changes.nft_tables_before = host.nft_tables() if network.netns is None else None
     save()
-    host.create_bridge(changes, BRIDGE, f"{GATEWAY}/{POD_SUBNET.split('/')[1]}", save)
-    # Service addresses go to the bridge, never to the default route, even
-    # before kube-proxy has programmed them (the route goes with the bridge).
-    host.sh("ip", "route", "replace", service_cidr, "dev", BRIDGE, "src", GATEWAY)
-    host.install_forward_guard(changes, FORWARD_CHAIN, BRIDGE, save)
-    host.create_cgroup_root(changes, CGROUP_ROOT, save)
+    if network.netns is None:
+        host.create_bridge(changes, network.bridge, f"{network.gateway}/{network.pod_subnet.split('/')[1]}", save)
+        # Service addresses go to the bridge, never to the default route, even
+        # before kube-proxy has programmed them (the route goes with the bridge).
+        host.sh("ip", "route", "replace", service_cidr, "dev", network.bridge, "src", network.gateway)
+        guarded = network.bridge
+    else:
+        _create_node_netns(network, changes, service_cidr, save)
+        guarded = network.host_veth
+    host.install_forward_guard(changes, network.forward_chain, guarded, f"{INTERFACE_PREFIX}+", save)
+    host.create_cgroup_root(changes, network.cgroup_root, save)
+
+
+def _create_node_netns(network: NodeNetwork, changes: HostChanges, service_cidr: str,
+                       save: Callable[[], None]) -> None:
+    """The node's network namespace: a veth pair to the host (a /30), the
+    Pods' bridge inside, a default route to the host (whose forward guard
+    drops anything not for another local cluster) and the host's route to
+    the Pod subnet."""
+    assert network.netns is not None
+    netns = network.netns
+    host.create_node_netns(changes, netns, save)
+    host.sh("ip", "link", "add", network.host_veth, "type", "veth", "peer", "name", network.node_veth,
+            "netns", netns)
+    host.sh("ip", "addr", "add", f"{network.host_address}/30", "dev", network.host_veth)
+    host.sh("ip", "link", "set", network.host_veth, "up")
+    for argv in (["link", "set", "lo", "up"],
+                 ["addr", "add", f"{network.node_address}/30", "dev", network.node_veth],
+                 ["link", "set", network.node_veth, "up"],
+                 ["route", "add", "default", "via", network.host_address],
+                 ["link", "add", network.bridge, "type", "bridge"],
+                 ["addr", "add", f"{network.gateway}/{network.pod_subnet.split('/')[1]}", "dev", network.bridge],
+                 ["link", "set", network.bridge, "up"],
+                 ["route", "replace", service_cidr, "dev", network.bridge, "src", network.gateway]):
+        host.sh("ip", "-n", netns, *argv)
+    # Sysctls under /proc/sys/net belong to the namespace that reads them.
+    sysctls = ["net/ipv4/ip_forward", "net/bridge/bridge-nf-call-iptables"]
+    host.in_netns(netns, "sh", "-c", " ; ".join(f"[ ! -e /proc/sys/{key} ] || echo 1 > /proc/sys/{key}"
+                                                 for key in sysctls))
+    host.sh("ip", "route", "replace", network.pod_subnet, "via", network.node_address, "dev", network.host_veth)
 
 
 def start_containerd(layout: NodeLayout, launch: Callable[[str, list[str]], None], timeout: float) -> None:
-    launch("containerd", ["containerd", "--config", str(layout.containerd_config)])
+    # In the node's namespace: the CNI plugins it runs make the Pods' veths there.
+    launch("containerd", layout.network.command(["containerd", "--config", str(layout.containerd_config)]))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         result = subprocess.run(["ctr", "--address", str(layout.containerd_socket), "version"],
@@ -128,13 +158,15 @@ def import_images(layout: NodeLayout, images: dict[str, object], progress: Progr
 
 
 def start_node(layout: NodeLayout, launch: Callable[[str, list[str]], None], node_name: str) -> None:
-    launch("kubelet", [
+    network = layout.network
+    launch("kubelet", network.command([
         str(toolchain.tool("kubelet")), f"--config={layout.kubelet_config}",
         f"--kubeconfig={layout.kubelet_kubeconfig}", f"--root-dir={layout.kubelet_root}",
         f"--cert-dir={layout.kubelet_root / 'pki'}",
-        f"--hostname-override={node_name}", f"--node-ip={GATEWAY}", "--v=1",
-    ])
-    launch("kube-proxy", [str(toolchain.tool("kube-proxy")), f"--config={layout.kube_proxy_config}", "--v=1"])
+        f"--hostname-override={node_name}", f"--node-ip={network.node_address}", "--v=1",
+    ]))
+    launch("kube-proxy", network.command([str(toolchain.tool("kube-proxy")),
+                                          f"--config={layout.kube_proxy_config}", "--v=1"]))
 
 
 def delete_containers(layout: NodeLayout) -> None:
@@ -172,9 +204,14 @@ def undo_host(layout: NodeLayout, changes: HostChanges) -> list[str]:
     """Undo every recorded host change, once no process of the cluster runs.
     Returns what could not be undone (empty when clean)."""
     problems: list[str] = []
-    problems += _cleanup_kube_proxy_rules(layout)
-    problems += host.remove_kube_chains()
-    problems += host.remove_new_netns(changes)
+    own_netns = bool(changes.node_netns)
+    if own_netns:
+        # kube-proxy's rules, the bridge and the veth pair live and die with it.
+        problems += host.delete_node_netns(changes)
+    else:
+        problems += _cleanup_kube_proxy_rules(layout)
+        problems += host.remove_kube_chains()
+        problems += host.remove_new_netns(changes)
     problems += host.unmount_below(changes.mount_prefixes)
     problems += host.remove_cgroup_root(changes)
     problems += host.remove_forward_guard(changes)
@@ -184,9 +221,11 @@ def undo_host(layout: NodeLayout, changes: HostChanges) -> list[str]:
     problems += host.restore_propagation(changes)
     if changes.cni_cache_prefix and CNI_CACHE.is_dir():
         for path in CNI_CACHE.iterdir():
-            # Our network's results, and the loopback results containerd's
-            # CRI caches for each of our sandboxes.
-            new_loopback = path.name.startswith("cni-loopback-") and path.name not in changes.cni_cache_before
+            # Our network's results, and (slot 0, alone in the host's
+            # namespace) the loopback results containerd's CRI caches for
+            # each of our sandboxes.
+            new_loopback = (not own_netns and path.name.startswith("cni-loopback-")
+                            and path.name not in changes.cni_cache_before)
             if path.name.startswith(changes.cni_cache_prefix) or new_loopback:
                 path.unlink(missing_ok=True)
     if CONTAINER_LOG_LINKS.is_dir():
@@ -197,8 +236,9 @@ def undo_host(layout: NodeLayout, changes: HostChanges) -> list[str]:
         if directory == KUBELET_FIXED_DIR:
             shutil.rmtree(directory, ignore_errors=True)
         _remove_if_empty(Path(directory))
-    if lock_holder() == layout.data_dir:
-        HOST_LOCK.unlink(missing_ok=True)
+    network = NodeNetwork(changes.node_slot)
+    if lock_holder(network) == layout.data_dir:
+        network.host_lock.unlink(missing_ok=True)
     return problems
 
 

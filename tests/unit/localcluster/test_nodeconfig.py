@@ -31,8 +31,42 @@ def test_cni_network_has_no_default_route_and_no_masquerade(tmp_path: Path) -> N
     bridge = conf["plugins"][0]
     assert bridge["bridge"] == nodeconfig.BRIDGE and len(bridge["bridge"]) <= 15
     assert bridge["ipMasq"] is False and bridge["isDefaultGateway"] is False
-    assert bridge["ipam"]["routes"] == [{"dst": "10.96.0.0/16"}]
+    # Services, and the other local clusters' nodes: never a default route.
+    assert bridge["ipam"]["routes"] == [{"dst": "10.96.0.0/16"}, {"dst": nodeconfig.LOCAL_NETWORKS}]
     assert bridge["ipam"]["dataDir"].startswith(str(tmp_path))
+
+
+def test_slots_never_share_a_name_an_address_or_a_lock(tmp_path: Path) -> None:
+    import ipaddress
+
+    networks = [nodeconfig.NodeNetwork(slot) for slot in range(nodeconfig.MAX_SLOT + 1)]
+    local = ipaddress.ip_network(nodeconfig.LOCAL_NETWORKS)
+    for attribute in ("bridge", "pod_subnet", "gateway", "node_address", "host_veth", "cni_network",
+                      "cgroup_root", "forward_chain", "host_lock"):
+        values = [getattr(n, attribute) for n in networks]
+        assert len(set(values)) == len(values), attribute
+    for network in networks:
+        assert all(len(name) <= 15 for name in (network.bridge, network.host_veth, network.node_veth))
+        assert all(name.startswith(nodeconfig.INTERFACE_PREFIX) for name in (network.bridge, network.host_veth))
+        assert ipaddress.ip_network(network.pod_subnet).subnet_of(local)
+        assert ipaddress.ip_address(network.node_address) in local
+    first, second = networks[0], networks[1]
+    assert first.netns is None and first.command(["kubelet"]) == ["kubelet"]
+    assert first.bridge == nodeconfig.BRIDGE and first.host_lock == Path("/run/iflearner-realnode.json")
+    assert second.command(["kubelet"]) == ["nsenter", "--net=/run/netns/iflr-node1", "--", "kubelet"]
+    layout = nodeconfig.NodeLayout(tmp_path, second)
+    kubelet = nodeconfig.kubelet_configuration(layout, tmp_path / "ca.crt", 1, 2)
+    proxy = nodeconfig.kube_proxy_configuration(layout, 1, 2)
+    assert kubelet["address"] == "10.214.1.2" and kubelet["cgroupRoot"] == "/iflearner-realnode1"
+    assert proxy["nodePortAddresses"] == ["10.214.1.2/32"] and proxy["clusterCIDR"] == "10.213.1.0/24"
+    assert "netns_mounts_under_state_dir = true" in nodeconfig.containerd_toml(layout, "p")
+    assert "netns_mounts_under_state_dir = false" in nodeconfig.containerd_toml(nodeconfig.NodeLayout(tmp_path), "p")
+    try:
+        nodeconfig.NodeNetwork(nodeconfig.MAX_SLOT + 1)
+    except ValueError as error:
+        assert "slot" in str(error)
+    else:
+        raise AssertionError("an out-of-range slot must be refused")
 
 
 def test_kubelet_and_kube_proxy_settings(tmp_path: Path) -> None:
