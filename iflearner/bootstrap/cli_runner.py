@@ -78,10 +78,12 @@ class BootstrapProject:
         if not any(s["name"] == self.stack for s in listed):
             self.pulumi_raw("stack", "init", self.stack)
 
-    def set_config(self, key: str, value: str, secret: bool = False) -> None:
-        """``pulumi config set``; the value goes on stdin, never in a process's arguments."""
+    def set_config(self, key: str, value: str, secret: bool = False, path: bool = False) -> None:
+        """``pulumi config set``; the value goes on stdin, never in a process's arguments.
+        ``path``: ``key`` is a path into a structured value (``iflearner:peerCaCertificates.server[0]``)."""
         flags = ["--secret"] if secret else ["--plaintext"]
-        self.pulumi_raw("config", "set", key, *flags, "--stack", self.stack, stdin=value)
+        self.pulumi_raw("config", "set", *(["--path"] if path else []), key, *flags, "--stack", self.stack,
+                        stdin=value)
 
     def pulumi_raw(self, *args: str, stdin: str | None = None) -> str:
         env = self.env()

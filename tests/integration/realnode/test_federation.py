@@ -27,6 +27,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from federation_harness import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    cluster_snapshot,
+    delete_jobs,
+    ended_jobs,
+    wait,
+    wait_back_to,
+)
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 from realnode_harness import RealCluster
@@ -35,7 +45,6 @@ from iflearner.bootstrap.cli_runner import BootstrapProject
 from iflearner.demo import FEDERATION_DIR, WORKLOAD_PLACEHOLDER, load_federation_images
 from iflearner.localcluster.nodeconfig import NodeLayout
 
-GROUP, VERSION, PLURAL = "git.iflytek.com", "v1", "iflearnerjobs"
 NAMESPACE = "default"
 EXAMPLES = ("server.yaml", "party-a.yaml", "party-b.yaml")
 WRONG_PARTY = "iflearnerjob-client-wrongca"
@@ -67,20 +76,6 @@ sys.exit(1)
 """
 
 
-def _wait(what: str, check: Any, timeout: float, describe: Any = None) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = check()
-        except (ApiException, OSError):
-            result = None
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}" + (f"\n{describe()}" if describe else ""))
-        time.sleep(1)
-
-
 def _foreign_ca_pem() -> str:
     """A CA that signed nothing the cluster serves: the wrong trust file."""
     key = ec.generate_private_key(ec.SECP256R1())
@@ -109,21 +104,6 @@ def _wrong_trust_party(image: str) -> dict[str, Any]:
     return job
 
 
-def _cluster_snapshot(api: client.ApiClient) -> dict[str, Any]:
-    """What the bootstrap and the jobs may change, comparable before/after."""
-    core, ext = client.CoreV1Api(api), client.ApiextensionsV1Api(api)
-    rbac = client.RbacAuthorizationV1Api(api)
-    return {
-        "corefile": core.read_namespaced_config_map("coredns", "kube-system").data["Corefile"],
-        "namespaces": sorted(n.metadata.name for n in core.list_namespace().items),
-        "crds": sorted(c.metadata.name for c in ext.list_custom_resource_definition().items),
-        "cluster_roles": sorted(r.metadata.name for r in rbac.list_cluster_role().items
-                                if "iflearner" in r.metadata.name or "traefik" in r.metadata.name),
-        "kube_system_config_maps": sorted(c.metadata.name for c in
-                                          core.list_namespaced_config_map("kube-system").items),
-    }
-
-
 @pytest.fixture(scope="module")
 def federation_images(real_cluster: RealCluster) -> dict[str, str]:
     started = time.monotonic()
@@ -135,7 +115,7 @@ def federation_images(real_cluster: RealCluster) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def before_bootstrap(real_api: client.ApiClient) -> dict[str, Any]:
-    return _cluster_snapshot(real_api)
+    return cluster_snapshot(real_api)
 
 
 @pytest.fixture(scope="module")
@@ -164,24 +144,9 @@ def bootstrap(real_cluster: RealCluster, real_api: client.ApiClient, federation_
     project.destroy()  # a no-op after the teardown test
 
 
-def _jobs(custom: client.CustomObjectsApi) -> list[dict[str, Any]]:
-    try:
-        return custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]
-    except ApiException as error:
-        if error.status == 404:  # the CRD is gone with the bootstrap
-            return []
-        raise
-
-
 def _delete_jobs(api: client.ApiClient) -> None:
-    custom, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
-    for job in _jobs(custom):
-        meta = job["metadata"]
-        try:
-            custom.delete_namespaced_custom_object(GROUP, VERSION, meta["namespace"], PLURAL, meta["name"])
-        except ApiException as error:
-            if error.status != 404:
-                raise
+    delete_jobs(api)
+    core = client.CoreV1Api(api)
     for delete in (lambda: core.delete_namespaced_pod(PROBE, NAMESPACE, grace_period_seconds=0),
                    lambda: core.delete_namespaced_config_map("wrong-ca", NAMESPACE)):
         try:
@@ -189,7 +154,6 @@ def _delete_jobs(api: client.ApiClient) -> None:
         except ApiException as error:
             if error.status != 404:
                 raise
-    _wait("every job to be finalized by the operator", lambda: not _jobs(custom), 300)
 
 
 @pytest.fixture(scope="module")
@@ -212,18 +176,12 @@ def federation(bootstrap: BootstrapProject, real_api: client.ApiClient,
         custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, job)
     names = [job["metadata"]["name"] for job in jobs]
 
-    def finished() -> dict[str, dict[str, Any]] | None:
-        found = {j["metadata"]["name"]: j for j in
-                 custom.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL)["items"]}
-        phases = [(found.get(n, {}).get("status") or {}).get("phase") for n in names]
-        return found if all(p in ("Succeeded", "Failed") for p in phases) else None
-
     def describe() -> str:
         return json.dumps({j["metadata"]["name"]: j.get("status") for j in
                            custom.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL)["items"]},
                           indent=1)[-4000:]
 
-    done = _wait("every job to end", finished, 900, describe)
+    done = wait("every job to end", lambda: ended_jobs(real_api, NAMESPACE, names), 900, describe)
     print(f"federation: every job ended {time.monotonic() - started:.1f}s after apply")
     return done
 
@@ -254,7 +212,7 @@ def test_a_party_with_a_wrong_trust_file_fails_and_says_why(federation: dict[str
 
 def test_the_scheduler_reads_the_server_status_api_from_a_pod(federation: dict[str, dict[str, Any]],
                                                              real_core: client.CoreV1Api) -> None:
-    _wait("the probe Pod to end", lambda: real_core.read_namespaced_pod(PROBE, NAMESPACE).status.phase
+    wait("the probe Pod to end", lambda: real_core.read_namespaced_pod(PROBE, NAMESPACE).status.phase
           in ("Succeeded", "Failed"), 120)
     log = real_core.read_namespaced_pod_log(PROBE, NAMESPACE)
     answers = [json.loads(line.split(" ", 1)[1]) for line in log.splitlines() if line.startswith("STATUS ")]
@@ -271,11 +229,7 @@ def test_teardown_leaves_the_cluster_as_before(federation: dict[str, dict[str, A
     _delete_jobs(real_api)
     bootstrap.destroy()
     core = client.CoreV1Api(real_api)
-    # Namespaces end asynchronously (their finalizers empty them first).
-    _wait("the bootstrap's namespaces to be gone",
-          lambda: _cluster_snapshot(real_api)["namespaces"] == before_bootstrap["namespaces"], 180,
-          lambda: str(_cluster_snapshot(real_api)["namespaces"]))
-    after = _cluster_snapshot(real_api)
+    after = wait_back_to(real_api, before_bootstrap)
     assert after["corefile"] == before_bootstrap["corefile"], "CoreDNS's Corefile must be byte-identical"
     assert after == before_bootstrap
     assert not core.list_namespaced_pod(NAMESPACE).items

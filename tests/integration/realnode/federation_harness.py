@@ -1,0 +1,79 @@
+"""Shared by the real federation tests: waiting, jobs, and a snapshot of what
+a bootstrap and its jobs may change in a cluster (to compare after teardown)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+GROUP, VERSION, PLURAL = "git.iflytek.com", "v1", "iflearnerjobs"
+
+
+def wait(what: str, check: Any, timeout: float, describe: Any = None) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = check()
+        except (ApiException, OSError):
+            result = None
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}" + (f"\n{describe()}" if describe else ""))
+        time.sleep(1)
+
+
+def jobs(api: client.ApiClient) -> list[dict[str, Any]]:
+    try:
+        return client.CustomObjectsApi(api).list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]
+    except ApiException as error:
+        if error.status == 404:  # the CRD is gone with the bootstrap
+            return []
+        raise
+
+
+def delete_jobs(api: client.ApiClient) -> None:
+    """Delete every job and wait until the operator has finalized them (destroyed their stacks)."""
+    custom = client.CustomObjectsApi(api)
+    for job in jobs(api):
+        meta = job["metadata"]
+        try:
+            custom.delete_namespaced_custom_object(GROUP, VERSION, meta["namespace"], PLURAL, meta["name"])
+        except ApiException as error:
+            if error.status != 404:
+                raise
+    wait("every job to be finalized by the operator", lambda: not jobs(api), 300)
+
+
+def ended_jobs(api: client.ApiClient, namespace: str, names: list[str]) -> dict[str, dict[str, Any]] | None:
+    """The jobs by name once every one of ``names`` is Succeeded or Failed, else None."""
+    found = {j["metadata"]["name"]: j for j in
+             client.CustomObjectsApi(api).list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]}
+    phases = [(found.get(n, {}).get("status") or {}).get("phase") for n in names]
+    return found if all(p in ("Succeeded", "Failed") for p in phases) else None
+
+
+def cluster_snapshot(api: client.ApiClient) -> dict[str, Any]:
+    """What the bootstrap and the jobs may change, comparable before/after."""
+    core, ext = client.CoreV1Api(api), client.ApiextensionsV1Api(api)
+    rbac = client.RbacAuthorizationV1Api(api)
+    return {
+        "corefile": core.read_namespaced_config_map("coredns", "kube-system").data["Corefile"],
+        "namespaces": sorted(n.metadata.name for n in core.list_namespace().items),
+        "crds": sorted(c.metadata.name for c in ext.list_custom_resource_definition().items),
+        "cluster_roles": sorted(r.metadata.name for r in rbac.list_cluster_role().items
+                                if "iflearner" in r.metadata.name or "traefik" in r.metadata.name),
+        "kube_system_config_maps": sorted(c.metadata.name for c in
+                                          core.list_namespaced_config_map("kube-system").items),
+    }
+
+
+def wait_back_to(api: client.ApiClient, before: dict[str, Any]) -> dict[str, Any]:
+    """The snapshot once the bootstrap's namespaces are gone (they end asynchronously)."""
+    wait("the bootstrap's namespaces to be gone",
+         lambda: cluster_snapshot(api)["namespaces"] == before["namespaces"], 180,
+         lambda: str(cluster_snapshot(api)["namespaces"]))
+    return cluster_snapshot(api)
