@@ -220,14 +220,7 @@ def undo_host(layout: NodeLayout, changes: HostChanges) -> list[str]:
     problems += host.restore_sysctls(changes)
     problems += host.restore_propagation(changes)
     if changes.cni_cache_prefix and CNI_CACHE.is_dir():
-        for path in CNI_CACHE.iterdir():
-            # Our network's results, and (slot 0, alone in the host's
-            # namespace) the loopback results containerd's CRI caches for
-            # each of our sandboxes.
-            new_loopback = (not own_netns and path.name.startswith("cni-loopback-")
-                            and path.name not in changes.cni_cache_before)
-            if path.name.startswith(changes.cni_cache_prefix) or new_loopback:
-                path.unlink(missing_ok=True)
+        _remove_cni_cache(changes, new_loopback_too=not own_netns)
     if CONTAINER_LOG_LINKS.is_dir():
         for link in CONTAINER_LOG_LINKS.iterdir():
             if link.is_symlink() and os.readlink(link).startswith(str(layout.pod_logs)):
@@ -240,6 +233,22 @@ def undo_host(layout: NodeLayout, changes: HostChanges) -> list[str]:
     if lock_holder(network) == layout.data_dir:
         network.host_lock.unlink(missing_ok=True)
     return problems
+
+
+def _remove_cni_cache(changes: HostChanges, new_loopback_too: bool) -> None:
+    """libcni's result cache of our sandboxes: our network's files
+    (``<network>-<sandbox id>-eth0``) and the loopback results containerd's
+    CRI keeps for the same sandboxes. ``new_loopback_too`` (slot 0, alone in
+    the host's namespace): every loopback result that appeared since ``up``,
+    also of sandboxes whose network never came up."""
+    ours = [p for p in CNI_CACHE.iterdir() if p.name.startswith(changes.cni_cache_prefix)]
+    sandboxes = {p.name.removeprefix(changes.cni_cache_prefix).rsplit("-", 1)[0] for p in ours}
+    for path in CNI_CACHE.iterdir():
+        loopback_id = path.name.removeprefix("cni-loopback-").rsplit("-", 1)[0] \
+            if path.name.startswith("cni-loopback-") else None
+        new_loopback = new_loopback_too and loopback_id is not None and path.name not in changes.cni_cache_before
+        if path in ours or loopback_id in sandboxes or new_loopback:
+            path.unlink(missing_ok=True)
 
 
 def _cleanup_kube_proxy_rules(layout: NodeLayout) -> list[str]:

@@ -6,8 +6,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+
+from iflearner.demo import FEDERATION_DIR, WORKLOAD_PLACEHOLDER
 
 GROUP, VERSION, PLURAL = "git.iflytek.com", "v1", "iflearnerjobs"
 
@@ -77,3 +80,31 @@ def wait_back_to(api: client.ApiClient, before: dict[str, Any]) -> dict[str, Any
          lambda: cluster_snapshot(api)["namespaces"] == before["namespaces"], 180,
          lambda: str(cluster_snapshot(api)["namespaces"]))
     return cluster_snapshot(api)
+
+
+def wrong_trust_party(image: str, name: str, config_map: str) -> dict[str, Any]:
+    """examples/federation/party-b.yaml as another party whose --cert names the CA in ``config_map``
+    (key ca.crt, mounted at /etc/wrong-ca), one that did not sign the server's certificate."""
+    job = yaml.safe_load((FEDERATION_DIR / "party-b.yaml").read_text().replace(WORKLOAD_PLACEHOLDER, image))
+    job["metadata"]["name"] = name
+    job["spec"]["host"] = "job1.w.party.iflearner.com"
+    pod = job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    container["args"] = [a.replace("client2", "wrongca").replace("/etc/server-iflearner-secret.crt",
+                                                                  "/etc/wrong-ca/ca.crt")
+                         for a in container["args"]] + ["--tls-grace=10"]
+    container["volumeMounts"] = [{"name": "wrong-ca", "mountPath": "/etc/wrong-ca", "readOnly": True}]
+    pod["volumes"] = [{"name": "wrong-ca", "configMap": {"name": config_map}}]
+    return job
+
+
+def assert_failed_for_tls(status: dict[str, Any]) -> None:
+    """The job of a party whose trust file does not accept the server ended Failed, saying why."""
+    assert status["phase"] == "Failed", status
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "PodFailed", ready
+    assert "TLS verification failed" in ready["message"], ready
+    assert "/etc/wrong-ca/ca.crt does not accept" in ready["message"], ready
+    assert "exited with code 3" in ready["message"], ready
+    # Failed is final for a party that exited: no Pulumi retries, no restart loop.
+    assert status["lastOperation"]["result"] == "Succeeded", status["lastOperation"]

@@ -31,11 +31,13 @@ from federation_harness import (
     GROUP,
     PLURAL,
     VERSION,
+    assert_failed_for_tls,
     cluster_snapshot,
     delete_jobs,
     ended_jobs,
     wait,
     wait_back_to,
+    wrong_trust_party,
 )
 from kubernetes import client
 from kubernetes.client.rest import ApiException
@@ -87,21 +89,6 @@ def _foreign_ca_pem() -> str:
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .sign(key, hashes.SHA256()))
     return cert.public_bytes(serialization.Encoding.PEM).decode()
-
-
-def _wrong_trust_party(image: str) -> dict[str, Any]:
-    """party-b.yaml as a third party whose --cert names a foreign CA, mounted from a ConfigMap."""
-    job = yaml.safe_load((FEDERATION_DIR / "party-b.yaml").read_text().replace(WORKLOAD_PLACEHOLDER, image))
-    job["metadata"]["name"] = WRONG_PARTY
-    job["spec"]["host"] = "job1.w.party.iflearner.com"
-    pod = job["spec"]["template"]["spec"]
-    container = pod["containers"][0]
-    container["args"] = [a.replace("client2", "wrongca").replace("/etc/server-iflearner-secret.crt",
-                                                                  "/etc/wrong-ca/ca.crt")
-                         for a in container["args"]] + ["--tls-grace=10"]
-    container["volumeMounts"] = [{"name": "wrong-ca", "mountPath": "/etc/wrong-ca", "readOnly": True}]
-    pod["volumes"] = [{"name": "wrong-ca", "configMap": {"name": "wrong-ca"}}]
-    return job
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +157,7 @@ def federation(bootstrap: BootstrapProject, real_api: client.ApiClient,
             "name": "probe", "image": image, "imagePullPolicy": "IfNotPresent",
             "command": ["python", "-u", "-c", PROBE_SCRIPT]}]}})
     jobs = [yaml.safe_load((FEDERATION_DIR / name).read_text().replace(WORKLOAD_PLACEHOLDER, image))
-            for name in EXAMPLES] + [_wrong_trust_party(image)]
+            for name in EXAMPLES] + [wrong_trust_party(image, WRONG_PARTY, "wrong-ca")]
     started = time.monotonic()
     for job in jobs:
         custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, job)
@@ -199,15 +186,7 @@ def test_the_federation_trains_and_every_example_job_succeeds(federation: dict[s
 
 
 def test_a_party_with_a_wrong_trust_file_fails_and_says_why(federation: dict[str, dict[str, Any]]) -> None:
-    status = federation[WRONG_PARTY]["status"]
-    assert status["phase"] == "Failed", status
-    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
-    assert ready["status"] == "False" and ready["reason"] == "PodFailed", ready
-    assert "TLS verification failed" in ready["message"], ready
-    assert "/etc/wrong-ca/ca.crt does not accept" in ready["message"], ready
-    assert "exited with code 3" in ready["message"], ready
-    # Failed is final for a party that exited: no Pulumi retries, no restart loop.
-    assert status["lastOperation"]["result"] == "Succeeded", status["lastOperation"]
+    assert_failed_for_tls(federation[WRONG_PARTY]["status"])
 
 
 def test_the_scheduler_reads_the_server_status_api_from_a_pod(federation: dict[str, dict[str, Any]],

@@ -28,11 +28,13 @@ from federation_harness import (
     GROUP,
     PLURAL,
     VERSION,
+    assert_failed_for_tls,
     cluster_snapshot,
     delete_jobs,
     ended_jobs,
     wait,
     wait_back_to,
+    wrong_trust_party,
 )
 from kubernetes import client, config
 from realnode_harness import RealCluster
@@ -48,6 +50,7 @@ NAMESPACE = "default"
 OPERATOR_UID = 65532
 SERVER_NODE, PARTY_NODE = NodeNetwork(0), NodeNetwork(1)
 PARTIES = ("client1", "client2")
+WRONG_PARTY = "iflearnerjob-client-wrongca"
 
 
 @pytest.fixture(scope="module")
@@ -153,16 +156,21 @@ def _job(file: str, image: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def federation(clusters: dict[str, Any], stacks: dict[str, Any]) -> dict[str, dict[str, Any]]:
     server, party = clusters["server"], clusters["party"]
+    party_image = party["images"]["iflearner-workload"]
+    # A party that trusts only its own cluster's CA: a mistake the README's step 2 prevents.
+    client.CoreV1Api(party["api"]).create_namespaced_config_map(NAMESPACE, client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(name="own-ca-only"), data={"ca.crt": stacks["party_ca"]}))
     placement = [(server, _job("server.yaml", server["images"]["iflearner-workload"])),
-                 (party, _job("party-a.yaml", party["images"]["iflearner-workload"])),
-                 (party, _job("party-b.yaml", party["images"]["iflearner-workload"]))]
+                 (party, _job("party-a.yaml", party_image)),
+                 (party, _job("party-b.yaml", party_image)),
+                 (party, wrong_trust_party(party_image, WRONG_PARTY, "own-ca-only"))]
     started = time.monotonic()
     for side, job in placement:
         client.CustomObjectsApi(side["api"]).create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, job)
 
     def all_ended() -> dict[str, dict[str, Any]] | None:
         found_server = ended_jobs(server["api"], NAMESPACE, ["iflearnerjob-server"])
-        found_party = ended_jobs(party["api"], NAMESPACE, [f"iflearnerjob-{p}" for p in PARTIES])
+        found_party = ended_jobs(party["api"], NAMESPACE, [f"iflearnerjob-{p}" for p in PARTIES] + [WRONG_PARTY])
         return {**found_server, **found_party} if found_server and found_party else None
 
     def describe() -> str:
@@ -178,7 +186,8 @@ def federation(clusters: dict[str, Any], stacks: dict[str, Any]) -> dict[str, di
 def test_parties_in_one_cluster_train_with_the_server_in_another(clusters: dict[str, Any],
                                                                 federation: dict[str, dict[str, Any]]) -> None:
     for name, job in federation.items():
-        assert job["status"]["phase"] == "Succeeded", (name, job["status"])
+        if name != WRONG_PARTY:
+            assert job["status"]["phase"] == "Succeeded", (name, job["status"])
     server_log = client.CoreV1Api(clusters["server"]["api"]).read_namespaced_pod_log("iflearnerjob-server",
                                                                                      NAMESPACE)
     assert "FL-SERVER complete parties=client1,client2" in server_log, server_log[-3000:]
@@ -202,6 +211,10 @@ def test_parties_in_one_cluster_train_with_the_server_in_another(clusters: dict[
                 "/etc/server-iflearner-secret.crt") in log, log[:2000]
 
 
+def test_a_party_trusting_only_its_own_cluster_fails_and_says_why(federation: dict[str, dict[str, Any]]) -> None:
+    assert_failed_for_tls(federation[WRONG_PARTY]["status"])
+
+
 def test_each_cluster_trusts_the_other_through_its_bundle(clusters: dict[str, Any], stacks: dict[str, Any],
                                                           federation: dict[str, dict[str, Any]]) -> None:
     """The bootstrap's trust bundles: server.crt in the party cluster and party.crt in the server
@@ -220,6 +233,7 @@ def test_teardown_leaves_both_clusters_as_before(clusters: dict[str, Any], stack
     for side in ("party", "server"):
         delete_jobs(clusters[side]["api"])
         stacks[side].destroy()
+    client.CoreV1Api(clusters["party"]["api"]).delete_namespaced_config_map("own-ca-only", NAMESPACE)
     for side in ("party", "server"):
         before = clusters[side]["before"]
         after = wait_back_to(clusters[side]["api"], before)
