@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from realnode_harness import RealCluster, host_snapshot
 
 from iflearner.localcluster import host as hostinfo
@@ -37,25 +38,26 @@ def test_down_leaves_nothing_behind(real_cluster: RealCluster) -> None:
     assert real_cluster.cluster.running_state() is None
 
 
-def test_second_real_cluster_refused_and_crashed_run_cleaned_by_next_up(tmp_path: Path) -> None:
+@pytest.mark.parametrize("slot", [0, 1])
+def test_second_real_cluster_refused_and_crashed_run_cleaned_by_next_up(tmp_path: Path, slot: int) -> None:
     """Runs after the session's real cluster is down: one real-node cluster
-    per host; a run whose processes died (kill -9, no `down`) is undone by
-    the next `up`, even from another data dir."""
+    per slot on a host; a run whose processes died (kill -9, no `down`) is
+    undone by the next `up` in its slot, even from another data dir (slot 1:
+    its node's network namespace too)."""
     import os
     import signal
     import time
-
-    import pytest
 
     from iflearner.localcluster import ClusterAlreadyRunningError, LocalCluster
     from iflearner.localcluster.processes import is_alive
 
     before = host_snapshot()
     first, second = LocalCluster(tmp_path / "a"), LocalCluster(tmp_path / "b")
-    crashed = first.up(node="real", progress=lambda _msg: None)
+    network = nodeconfig.NodeNetwork(slot)
+    crashed = first.up(node="real", slot=slot, progress=lambda _msg: None)
     try:
-        with pytest.raises(ClusterAlreadyRunningError, match="only one can run on a host"):
-            second.up(node="real", progress=lambda _msg: None)
+        with pytest.raises(ClusterAlreadyRunningError, match=f"in slot {slot}: one per slot can run on a host"):
+            second.up(node="real", slot=slot, progress=lambda _msg: None)
         for record in crashed.processes:
             os.killpg(record.pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
@@ -67,11 +69,15 @@ def test_second_real_cluster_refused_and_crashed_run_cleaned_by_next_up(tmp_path
                     pass
             time.sleep(0.05)
         assert not [r for r in crashed.processes if is_alive(r)]
-        assert Path(f"/sys/class/net/{nodeconfig.BRIDGE}").exists(), "the crash leaves the bridge"
+        if network.netns is None:
+            assert Path(f"/sys/class/net/{network.bridge}").exists(), "the crash leaves the bridge"
+        else:
+            assert Path(f"/run/netns/{network.netns}").exists(), "the crash leaves the node's namespace"
+            assert Path(f"/sys/class/net/{network.host_veth}").exists(), "and its veth"
 
-        second.up(node="real", progress=lambda _msg: None)
+        second.up(node="real", slot=slot, progress=lambda _msg: None)
         assert first.running_state() is None and not (tmp_path / "a" / "cluster.json").exists()
-        assert realnode.lock_holder() == (tmp_path / "b").resolve()
+        assert realnode.lock_holder(network) == (tmp_path / "b").resolve()
     finally:
         second.down()
         first.down()
