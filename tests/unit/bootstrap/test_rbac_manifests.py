@@ -50,7 +50,7 @@ def test_deployment_is_restricted_and_probed():
 def test_job_namespaces_bind_workload_rules_per_namespace_only():
     objects = rbac(ClusterSettings(), ("ml", "default"))
     assert not any(o["kind"] == "ClusterRoleBinding" for o in objects)
-    bindings = [o for o in objects if o["kind"] == "RoleBinding" and o["roleRef"]["kind"] == "ClusterRole"]
+    bindings = [o for o in objects if o["kind"] == "RoleBinding" and o["roleRef"]["name"] == "iflearner-operator-jobs"]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["default", "ml"]
     args = next(o for o in deployment(ClusterSettings(), OperatorConfig(job_namespaces=("ml",)))
                 if o["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -79,8 +79,8 @@ def test_backend_credentials_come_from_a_secret_never_from_args():
 
 
 def test_workload_identity_annotations_go_on_the_service_account():
-    account = next(o for o in rbac(ClusterSettings(), (), {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/x"})
-                   if o["kind"] == "ServiceAccount")
+    annotations = {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/x"}
+    account = next(o for o in rbac(ClusterSettings(), ("default",), annotations) if o["kind"] == "ServiceAccount")
     assert account["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/x"}
 
 
