@@ -16,7 +16,10 @@ RoleBinding in each. Outside them it holds only what the code reads by name:
   ServiceAccount), so no grant names them.
 - DNS namespace (kube-system): ``get``/``patch`` on the one DNS records
   ConfigMap by name (each job stack server-side-applies its own keys; the
-  provider reads the object before and after).
+  provider reads the object before and after). While it awaits that patch,
+  the provider also tries to list/watch the namespace's Events (only to
+  report warnings): refused on purpose, the patch succeeds without them, and
+  kube-system's Events are none of the operator's business.
 - discovery and OpenAPI (``/api``, ``/apis``, ``/openapi/*``, ``/version``),
   which the controller and the Kubernetes provider read, come from the
   built-in ``system:discovery`` role every authenticated user has.
@@ -121,7 +124,9 @@ def job_namespace_rules() -> list[dict[str, Any]]:
       full lifecycle: the job stack creates, updates and deletes them (the
       provider watches a Pod's deletion); list/watch: the controller's caches
       of owned objects, for repair and the job's Ready condition.
-    - events create/patch: Events for what a person must act on.
+    - events create/patch: Events for what a person must act on; list/watch:
+      the Kubernetes provider watches the Events of the objects it awaits
+      and reports their warnings in the stack's output.
     """
     return [
         {"apiGroups": ["git.iflytek.com"], "resources": ["iflearnerjobs"],
@@ -132,7 +137,7 @@ def job_namespace_rules() -> list[dict[str, Any]]:
         {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses"], "verbs": list(WORKLOAD_VERBS)},
         {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["gateways", "grpcroutes"],
          "verbs": list(WORKLOAD_VERBS)},
-        {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch", "list", "watch"]},
     ]
 
 

@@ -97,7 +97,9 @@ def check_least_privilege(admin: client.ApiClient, operator: client.ApiClient) -
         assert allowed(admin, verb, "iflearnerjobs", "default", "git.iflytek.com"), verb
     assert allowed(admin, "patch", "iflearnerjobs", "default", "git.iflytek.com", subresource="status")
     assert allowed(admin, "update", "iflearnerjobs", "default", "git.iflytek.com", subresource="finalizers")
-    assert allowed(admin, "create", "events", "default")
+    for verb in ("create", "patch", "list", "watch"):
+        assert allowed(admin, verb, "events", "default"), verb
+    assert not allowed(admin, "list", "events", SETTINGS.dns_namespace)
     # The named objects elsewhere, and nothing next to them.
     assert allowed(admin, "get", "secrets", OPERATOR_NS, name=SETTINGS.ca_secret_name)
     assert allowed(admin, "get", "configmaps", OPERATOR_NS, name=SETTINGS.trust_configmap_name)
@@ -167,6 +169,44 @@ def check_least_privilege(admin: client.ApiClient, operator: client.ApiClient) -
     assert core.read_namespaced_secret(SETTINGS.ca_secret_name, OPERATOR_NS).data["tls.crt"]
 
 
+def audited_calls(audit_log: Path, after: int) -> list[dict[str, Any]]:
+    """The operator's requests the API server recorded after byte ``after`` of its audit log."""
+    with audit_log.open("rb") as log:
+        log.seek(after)
+        events = [json.loads(line) for line in log if line.strip()]
+    return [e for e in events if e["user"]["username"] == USER]
+
+
+def describe(event: dict[str, Any]) -> str:
+    ref = event.get("objectRef")
+    if not ref:
+        return f"{event['verb']} {event['requestURI'].split('?')[0]}"
+    resource = "/".join(p for p in (ref.get("apiGroup"), ref["resource"], ref.get("subresource")) if p)
+    where = ref.get("namespace") or "(cluster)"
+    name = ref.get("name") if where != "default" else None  # outside the job namespace, every name matters
+    return f"{event['verb']} {resource} in {where}" + (f" name={name}" if name else "")
+
+
+def check_every_call_was_allowed_and_named(calls: list[dict[str, Any]]) -> None:
+    """Every request of the controller and its stacks was allowed but one refused on
+    purpose, and outside the job namespace each touched only the objects named in the RBAC."""
+    assert calls, "the audit log recorded the operator's requests"
+    refused = [e for e in calls if e["responseStatus"].get("code") in (401, 403)]
+    # The provider's optional watch of kube-system's Events while it awaits the
+    # records patch (it only reports warnings from them): refused by design.
+    tolerated = {f"{verb} events in {SETTINGS.dns_namespace}" for verb in ("list", "watch")}
+    assert {describe(e) for e in refused} <= tolerated, sorted({describe(e) for e in refused})
+    assert all(e.get("userAgent", "").startswith("pulumi-kubernetes/") for e in refused), refused
+    outside = {(ref.get("namespace"), ref["resource"], ref.get("name")) for e in calls
+               if (ref := e.get("objectRef")) and ref.get("namespace") != "default" and e not in refused}
+    named = {(OPERATOR_NS, "secrets", SETTINGS.ca_secret_name), (OPERATOR_NS, "configmaps",
+             SETTINGS.trust_configmap_name), (OPERATOR_NS, "leases", "iflearner-operator-leader"),
+             (OPERATOR_NS, "leases", None), (SETTINGS.dns_namespace, "configmaps", SETTINGS.dns_configmap_name)}
+    assert outside <= named, sorted(outside - named, key=str)
+    print("the operator's calls (refused: " + ", ".join(sorted({describe(e) for e in refused})) + "):\n  "
+          + "\n  ".join(sorted({describe(e) for e in calls})))
+
+
 def deployment_args(admin: client.ApiClient) -> list[str]:
     deploy = client.AppsV1Api(admin).read_namespaced_deployment(OPERATOR, OPERATOR_NS)
     return list(deploy.spec.template.spec.containers[0].args)
@@ -197,7 +237,7 @@ def is_ready(job: dict[str, Any] | None) -> bool:
 
 
 def test_default_rbac_is_confined_to_the_job_namespaces_and_enough_for_the_controller(tmp_path):
-    cluster = LocalCluster(tmp_path / "cluster")
+    cluster = LocalCluster(tmp_path / "cluster", audit_users=(USER,))
     state = cluster.up(progress=print)
     controller = None
     try:
@@ -218,6 +258,7 @@ def test_default_rbac_is_confined_to_the_job_namespaces_and_enough_for_the_contr
         kubeconfig = service_account_kubeconfig(admin, state.kubeconfig, tmp_path / "operator.kubeconfig")
         operator = config.new_client_from_config(config_file=str(kubeconfig))
         check_least_privilege(admin, operator)
+        audit_mark = cluster.audit_log.stat().st_size  # the refusals above are the test's, not the operator's
 
         # The controller as the Deployment would run it: the watch flags the bootstrap wrote, the SA's token.
         watch = [a for a in deployment_args(admin) if a.startswith("--namespace")]
@@ -252,11 +293,11 @@ def test_default_rbac_is_confined_to_the_job_namespaces_and_enough_for_the_contr
         jobs.delete_namespaced_custom_object("git.iflytek.com", "v1", "default", "iflearnerjobs", name)
         wait_job(jobs, name, lambda job: job is None, controller, log_path, timeout=180)
         assert not core.read_namespaced_config_map(SETTINGS.dns_configmap_name, SETTINGS.dns_namespace).data
-        assert "forbidden" not in log_path.read_text().lower(), \
-            log_path.read_text()[-3000:]
+        assert "forbidden" not in log_path.read_text().lower(), log_path.read_text()[-3000:]
         os.killpg(controller.pid, signal.SIGTERM)
         controller.wait(60)
         controller = None
+        check_every_call_was_allowed_and_named(audited_calls(cluster.audit_log, audit_mark))
 
         # Cluster-wide only when the config says so.
         stack_file = project.project_dir / "stacks" / "Pulumi.rbac.yaml"
