@@ -117,27 +117,28 @@ def _meta(name: str, namespace: str | None = None) -> dict[str, Any]:
 def job_namespace_rules() -> list[dict[str, Any]]:
     """What the controller and the job stacks do in a job namespace.
 
-    - iflearnerjobs get/list/watch: the controller's informer; patch/update:
-      the finalizer; status: conditions and phase; finalizers update: clusters
-      that enforce owner references.
-    - pods, services, configmaps, secrets, ingresses, gateways, grpcroutes,
-      full lifecycle: the job stack creates, updates and deletes them (the
-      provider watches a Pod's deletion); list/watch: the controller's caches
-      of owned objects, for repair and the job's Ready condition.
-    - events create/patch: Events for what a person must act on; list/watch:
-      the Kubernetes provider watches the Events of the objects it awaits
-      and reports their warnings in the stack's output.
+    The controller's own calls (iflearner/controller: informers, reconciler,
+    events), exactly: iflearnerjobs get/list/watch (its cache) and patch (the
+    finalizer); iflearnerjobs/status patch (conditions and phase); Events
+    create. No ownerReferences are set, so iflearnerjobs/finalizers is not
+    needed (add ``update`` on it if they ever are, for clusters that enforce
+    owner references).
+
+    The job stacks' objects (Pods, Services, ConfigMaps, Secrets, Ingresses,
+    Gateways, GRPCRoutes): their full lifecycle, because the Kubernetes
+    provider's calls depend on the operation (server-side apply, replace,
+    refresh, delete and its await); the controller lists and watches them for
+    repair and the job's Ready condition. The provider also lists and watches
+    Events of the objects it awaits, to report their warnings.
     """
     return [
-        {"apiGroups": ["git.iflytek.com"], "resources": ["iflearnerjobs"],
-         "verbs": ["get", "list", "watch", "patch", "update"]},
-        {"apiGroups": ["git.iflytek.com"], "resources": ["iflearnerjobs/status"], "verbs": ["get", "patch", "update"]},
-        {"apiGroups": ["git.iflytek.com"], "resources": ["iflearnerjobs/finalizers"], "verbs": ["update"]},
+        {"apiGroups": ["git.iflytek.com"], "resources": ["iflearnerjobs"], "verbs": ["get", "list", "watch", "patch"]},
+        {"apiGroups": ["git.iflytek.com"], "resources": ["iflearnerjobs/status"], "verbs": ["patch"]},
         {"apiGroups": [""], "resources": ["pods", "services", "configmaps", "secrets"], "verbs": list(WORKLOAD_VERBS)},
         {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses"], "verbs": list(WORKLOAD_VERBS)},
         {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["gateways", "grpcroutes"],
          "verbs": list(WORKLOAD_VERBS)},
-        {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "list", "watch"]},
     ]
 
 

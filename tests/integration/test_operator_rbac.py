@@ -93,11 +93,10 @@ def check_least_privilege(admin: client.ApiClient, operator: client.ApiClient) -
         assert allowed(admin, verb, "ingresses", "default", "networking.k8s.io"), verb
         for resource in ("gateways", "grpcroutes"):
             assert allowed(admin, verb, resource, "default", "gateway.networking.k8s.io"), (verb, resource)
-    for verb in ("get", "list", "watch", "patch", "update"):
+    for verb in ("get", "list", "watch", "patch"):
         assert allowed(admin, verb, "iflearnerjobs", "default", "git.iflytek.com"), verb
     assert allowed(admin, "patch", "iflearnerjobs", "default", "git.iflytek.com", subresource="status")
-    assert allowed(admin, "update", "iflearnerjobs", "default", "git.iflytek.com", subresource="finalizers")
-    for verb in ("create", "patch", "list", "watch"):
+    for verb in ("create", "list", "watch"):
         assert allowed(admin, verb, "events", "default"), verb
     assert not allowed(admin, "list", "events", SETTINGS.dns_namespace)
     # The named objects elsewhere, and nothing next to them.

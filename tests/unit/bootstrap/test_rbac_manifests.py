@@ -15,11 +15,12 @@ def test_no_wildcards_anywhere():
             assert "*" not in rule.get(key, []), rule
 
 
-def test_status_and_finalizers_are_separate_and_narrow():
+def test_job_rules_are_the_controllers_own_calls():
+    """The controller patches (finalizer, status) and never creates, updates or deletes a job."""
     rules = {tuple(r["resources"]): r["verbs"] for r in cluster_role_rules()}
-    assert rules[("iflearnerjobs/status",)] == ["get", "patch", "update"]
-    assert rules[("iflearnerjobs/finalizers",)] == ["update"]
-    assert "delete" not in rules[("iflearnerjobs",)] and "create" not in rules[("iflearnerjobs",)]
+    assert rules[("iflearnerjobs/status",)] == ["patch"]
+    assert rules[("iflearnerjobs",)] == ["get", "list", "watch", "patch"]
+    assert ("iflearnerjobs/finalizers",) not in rules, "no ownerReferences are set"
 
 
 def test_shared_objects_are_restricted_by_name():
