@@ -15,6 +15,7 @@ real API server's authorizer after a real `pulumi up` of the bootstrap:
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import os
 import signal
@@ -40,6 +41,7 @@ OPERATOR_NS = SETTINGS.operator_namespace
 USER = f"system:serviceaccount:{OPERATOR_NS}:{OPERATOR}"
 GROUPS = ["system:serviceaccounts", f"system:serviceaccounts:{OPERATOR_NS}", "system:authenticated"]
 UNLISTED = "unlisted-team"
+ADDRESS = "10.96.200.1"
 ALL_VERBS = ("get", "list", "watch", "create", "update", "patch", "delete")
 # What every authenticated user may do (system:basic-user and friends): asking about itself.
 SELF_REVIEW_GROUPS = {"authorization.k8s.io", "authentication.k8s.io"}
@@ -240,11 +242,11 @@ def test_default_rbac_is_confined_to_the_job_namespaces_and_enough_for_the_contr
     state = cluster.up(progress=print)
     controller = None
     try:
-        # The default: no iflearner:jobNamespaces (jobs in `default`).
+        # The default: no iflearner:jobNamespaces (jobs in `default`); the gateway (Gateway API) installed.
         config_file = tmp_path / "Pulumi.rbac.yaml"
         config_file.write_text(yaml.safe_dump({"config": {
-            "iflearner:clusterRole": "all", "iflearner:operatorReplicas": 0,
-            "iflearner:installIngressNginx": False}}))
+            "iflearner:clusterRole": "all", "iflearner:operatorReplicas": 0, "iflearner:ingressAddress": ADDRESS,
+            "iflearner:gatewayClusterIP": ADDRESS, "iflearner:gatewayImage": "iflearner.local/traefik:test"}}))
         project = BootstrapProject("rbac", state.kubeconfig, tmp_path / "bootstrap", "rbac-test", config_file)
         started = time.monotonic()
         project.up()
@@ -270,7 +272,7 @@ def test_default_rbac_is_confined_to_the_job_namespaces_and_enough_for_the_contr
         controller = subprocess.Popen(
             [sys.executable, "-m", "iflearner", "run", "--kubeconfig", str(kubeconfig),
              "--state-dir", str(tmp_path / "jobs"), "--passphrase-file", str(passphrase),
-             "--metrics-address", "127.0.0.1:0", "--leader-elect", "--ingress-address", "10.96.200.1", *watch],
+             "--metrics-address", "127.0.0.1:0", "--leader-elect", "--ingress-address", ADDRESS, *watch],
             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         jobs = client.CustomObjectsApi(admin)
         manifest = yaml.safe_load((REPO_ROOT / "examples" / "party-a.yaml").read_text())
@@ -288,9 +290,25 @@ def test_default_rbac_is_confined_to_the_job_namespaces_and_enough_for_the_contr
         records = core.read_namespaced_config_map(SETTINGS.dns_configmap_name, SETTINGS.dns_namespace)
         assert records.data, "the job stack wrote its DNS records through the by-name grant"
 
-        # Destroying the stack needs no more than creating it did.
-        jobs.delete_namespaced_custom_object("git.iflytek.com", "v1", "default", "iflearnerjobs", name)
-        wait_job(jobs, name, lambda job: job is None, controller, log_path, timeout=180)
+        # A job on the gateway transport: its stack makes a Gateway and a GRPCRoute. (On the simulated
+        # node no gateway accepts a route, so the job stays not Ready: the stack's success is the point.)
+        routed = copy.deepcopy(manifest)
+        routed["metadata"]["name"] = "rbac-gateway"
+        routed["spec"].update(host="rbac-gateway.a.party.iflearner.com", transport="gateway")
+        jobs.create_namespaced_custom_object("git.iflytek.com", "v1", "default", "iflearnerjobs", routed)
+        wait_job(jobs, "rbac-gateway", lambda job: ((job or {}).get("status") or {}).get(
+            "lastOperation", {}).get("result") == "Succeeded", controller, log_path)
+        for plural in ("gateways", "grpcroutes"):
+            assert jobs.list_namespaced_custom_object("gateway.networking.k8s.io", "v1", "default", plural)["items"]
+
+        # Destroying the stacks needs no more than creating them did.
+        for job_name in (name, "rbac-gateway"):
+            jobs.delete_namespaced_custom_object("git.iflytek.com", "v1", "default", "iflearnerjobs", job_name)
+        for job_name in (name, "rbac-gateway"):
+            wait_job(jobs, job_name, lambda job: job is None, controller, log_path, timeout=180)
+        for plural in ("gateways", "grpcroutes"):
+            assert not jobs.list_namespaced_custom_object(
+                "gateway.networking.k8s.io", "v1", "default", plural)["items"]
         assert not core.read_namespaced_config_map(SETTINGS.dns_configmap_name, SETTINGS.dns_namespace).data
         assert "forbidden" not in log_path.read_text().lower(), log_path.read_text()[-3000:]
         os.killpg(controller.pid, signal.SIGTERM)
