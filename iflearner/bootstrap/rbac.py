@@ -44,7 +44,10 @@ LEASE_NAME = "iflearner-operator-leader"
 ALL_NAMESPACES = "*"
 DEFAULT_JOB_NAMESPACES: tuple[str, ...] = ("default",)
 CONFIG_KEY = "iflearner:jobNamespaces"
-WORKLOAD_VERBS = ["get", "list", "watch", "create", "update", "patch", "delete"]
+# The job stacks' provider uses server-side apply: creates and updates are
+# PATCH requests (the API server also checks `create` when an apply creates
+# the object), so `update` is never needed.
+WORKLOAD_VERBS = ["get", "list", "watch", "create", "patch", "delete"]
 RBAC_API = "rbac.authorization.k8s.io/v1"
 # A namespace name is a DNS label (RFC 1123): what the API server accepts.
 _NAMESPACE_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
@@ -125,11 +128,12 @@ def job_namespace_rules() -> list[dict[str, Any]]:
     owner references).
 
     The job stacks' objects (Pods, Services, ConfigMaps, Secrets, Ingresses,
-    Gateways, GRPCRoutes): their full lifecycle, because the Kubernetes
-    provider's calls depend on the operation (server-side apply, replace,
-    refresh, delete and its await); the controller lists and watches them for
-    repair and the job's Ready condition. The provider also lists and watches
-    Events of the objects it awaits, to report their warnings.
+    Gateways, GRPCRoutes): get (refresh), create and patch (server-side
+    apply), delete and list/watch (a replaced Pod's deletion is awaited); the
+    controller lists and watches them for repair and the job's Ready
+    condition. The provider also lists and watches Events of the objects it
+    awaits, to report their warnings. The RBAC test reads the API server's
+    audit log of a job's whole life to check this list against the calls.
     """
     return [
         {"apiGroups": ["git.iflytek.com"], "resources": ["iflearnerjobs"], "verbs": ["get", "list", "watch", "patch"]},

@@ -45,7 +45,7 @@ def test_the_default_config_grants_secrets_only_in_the_default_namespace_and_the
     objects = rbac(SETTINGS)
     assert not any(o["kind"] in ("ClusterRole", "ClusterRoleBinding") for o in objects)
     grants = _secret_grants(objects)
-    assert ("Role", "default", ("get", "list", "watch", "create", "update", "patch", "delete"), ()) in grants
+    assert ("Role", "default", ("get", "list", "watch", "create", "patch", "delete"), ()) in grants
     assert ("Role", "iflearner-system", ("get",), ("iflearner-ca",)) in grants
     assert len(grants) == 2, grants
     assert OperatorConfig().job_namespaces == ("default",)
