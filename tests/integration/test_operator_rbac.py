@@ -334,6 +334,14 @@ def test_default_rbac_is_confined_to_the_job_namespaces_and_enough_for_the_contr
         assert allowed(admin, "get", "secrets", UNLISTED) and allowed(admin, "create", "pods", "default")
         assert [a for a in deployment_args(admin) if a.startswith("--namespace")] == [
             "--namespace=default", f"--namespace={UNLISTED}"]
+        # A list that cannot be meant stops `up` with what to fix, before anything changes.
+        for bad, message in (([], "jobNamespaces is empty"), (["Team_A"], "'Team_A' is not a namespace name"),
+                             (["kube-system"], "lists kube-system")):
+            wide["config"]["iflearner:jobNamespaces"] = bad
+            stack_file.write_text(yaml.safe_dump(wide))
+            with pytest.raises(RuntimeError, match=message):
+                project.up()
+        assert allowed(admin, "get", "secrets", UNLISTED) and not allowed(admin, "get", "secrets", "kube-system")
     finally:
         if controller is not None:
             os.killpg(controller.pid, signal.SIGTERM)
