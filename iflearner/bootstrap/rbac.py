@@ -15,8 +15,9 @@ RoleBinding in each. Outside them it holds only what the code reads by name:
   volume and an environment variable (the kubelet reads them, not the
   ServiceAccount), so no grant names them.
 - DNS namespace (kube-system): ``get``/``patch`` on the one DNS records
-  ConfigMap by name (each job stack server-side-applies its own keys; the
-  provider reads the object before and after). While it awaits that patch,
+  ConfigMap by name (each job stack server-side-applies its own keys;
+  ``up --refresh``, which the controller runs after a failed update, reads
+  it). While it awaits that patch,
   the provider also tries to list/watch the namespace's Events (only to
   report warnings): refused on purpose, the patch succeeds without them, and
   kube-system's Events are none of the operator's business.
