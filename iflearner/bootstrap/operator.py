@@ -1,26 +1,7 @@
-"""The operator's in-cluster objects as plain manifests: ServiceAccount, RBAC
-derived from the calls the controller and its job stacks make, Deployment and
-metrics Service. Pure, so tests read the RBAC without a cluster.
-
-Why each rule exists:
-- iflearnerjobs get/list/watch: the controller's informer; patch/update: the
-  finalizer; iflearnerjobs/status: conditions and phase;
-  iflearnerjobs/finalizers update: clusters that enforce owner references.
-- pods, services, configmaps, secrets and ingresses in any namespace, full
-  lifecycle: job stacks create, update and delete them (jobs live in any
-  namespace); list/watch: the controller's owned-object caches for repair.
-  Gateways and GRPCRoutes the same (jobs on the gateway transport), whose
-  status the controller reads for the job's Ready condition.
-- events create/patch: Events for what a person must act on.
-- kube-system ConfigMap iflearner-dns-records, get/patch only (by name): each
-  job stack server-side-applies its own keys.
-- the CA Secret and trust ConfigMap, get only (by name): job stacks sign
-  certificates and copy the trust bundle.
-- leases in the operator namespace: leader election (create cannot be
-  restricted by name in RBAC; get/update are).
-No wildcard appears anywhere. With ``job_namespaces`` set, the workload rules
-are bound per namespace (RoleBindings of the ClusterRole) instead of
-cluster-wide, so the operator cannot read a Secret outside those namespaces.
+"""The operator's in-cluster objects as plain manifests: Deployment, metrics
+Service and state volume. Its ServiceAccount and RBAC are in
+:mod:`iflearner.bootstrap.rbac` (re-exported here). Pure, so tests read them
+without a cluster.
 """
 
 from __future__ import annotations
@@ -29,11 +10,19 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
+from iflearner.bootstrap.rbac import (  # noqa: F401 - re-exported: callers import the RBAC from here
+    DEFAULT_JOB_NAMESPACES,
+    LEASE_NAME,
+    NAME,
+    JobNamespacesError,
+    is_cluster_wide,
+    job_namespace_rules,
+    rbac,
+    validate_job_namespaces,
+)
 from iflearner.desired import ClusterSettings
 from iflearner.operator_record import PASSPHRASE_SECRET, SETTINGS_CONFIGMAP
 
-NAME = "iflearner-operator"
-LEASE_NAME = "iflearner-operator-leader"
 METRICS_PORT = 8080
 HEALTH_PORT = 8081
 STATE_MOUNT = "/var/lib/iflearner-operator/state"
@@ -45,7 +34,7 @@ WORK_DIR = "/tmp/iflearner"
 BACKEND_URL_KEY = "IFLEARNER_BACKEND_URL"
 # The embedded default: a file:// backend on the state PersistentVolumeClaim.
 DEFAULT_BACKEND_URL = f"file://{STATE_MOUNT}"
-WORKLOAD_VERBS = ["get", "list", "watch", "create", "update", "patch", "delete"]
+cluster_role_rules = job_namespace_rules  # the name older callers use
 
 
 class OperatorConfigError(ValueError):
@@ -72,10 +61,16 @@ class OperatorConfig:
     # exist and be writable by uid 65532 (hostPath volumes ignore fsGroup).
     state_host_path: str | None = None
     passphrase_secret: str = PASSPHRASE_SECRET
-    job_namespaces: tuple[str, ...] = ()  # empty: jobs in every namespace
+    # Where jobs may live, and so where the operator is granted anything
+    # beyond its named objects; ("*",) grants the job rules in every namespace.
+    job_namespaces: tuple[str, ...] = DEFAULT_JOB_NAMESPACES
 
-    def validate(self) -> None:
+    def validate(self, settings: ClusterSettings | None = None) -> None:
         """Refuse settings that cannot work, saying what to set instead."""
+        try:
+            validate_job_namespaces(self.job_namespaces, settings or ClusterSettings())
+        except JobNamespacesError as error:
+            raise OperatorConfigError(str(error)) from None
         if self.replicas < 0:
             raise OperatorConfigError(f"iflearner:operatorReplicas must be 0 or more, got {self.replicas}")
         if self.backend_url and urllib.parse.urlsplit(self.backend_url).password is not None:
@@ -98,68 +93,9 @@ def _meta(name: str, namespace: str | None = None) -> dict[str, Any]:
     return meta
 
 
-def cluster_role_rules() -> list[dict[str, Any]]:
-    return [
-        {"apiGroups": ["git.iflytek.com"], "resources": ["iflearnerjobs"],
-         "verbs": ["get", "list", "watch", "patch", "update"]},
-        {"apiGroups": ["git.iflytek.com"], "resources": ["iflearnerjobs/status"], "verbs": ["get", "patch", "update"]},
-        {"apiGroups": ["git.iflytek.com"], "resources": ["iflearnerjobs/finalizers"], "verbs": ["update"]},
-        {"apiGroups": [""], "resources": ["pods", "services", "configmaps", "secrets"], "verbs": WORKLOAD_VERBS},
-        {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses"], "verbs": WORKLOAD_VERBS},
-        {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["gateways", "grpcroutes"],
-         "verbs": WORKLOAD_VERBS},
-        {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
-    ]
-
-
-def _workload_bindings(subject: list[dict[str, str]], job_namespaces: tuple[str, ...]) -> list[dict[str, Any]]:
-    role_ref = {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": NAME}
-    if not job_namespaces:
-        return [{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": _meta(NAME),
-                 "roleRef": role_ref, "subjects": subject}]
-    return [{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-             "metadata": _meta(f"{NAME}-jobs", namespace), "roleRef": role_ref, "subjects": subject}
-            for namespace in job_namespaces]
-
-
-def rbac(settings: ClusterSettings, job_namespaces: tuple[str, ...] = (),
-         service_account_annotations: dict[str, str] | None = None) -> list[dict[str, Any]]:
-    ns = settings.operator_namespace
-    subject = [{"kind": "ServiceAccount", "name": NAME, "namespace": ns}]
-    account = _meta(NAME, ns)
-    if service_account_annotations:
-        account["annotations"] = dict(service_account_annotations)
-    return [
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": account},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": _meta(NAME),
-         "rules": cluster_role_rules()},
-        *_workload_bindings(subject, job_namespaces),
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": _meta(NAME, ns), "rules": [
-            {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [settings.ca_secret_name],
-             "verbs": ["get"]},
-            {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [settings.trust_configmap_name],
-             "verbs": ["get"]},
-            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
-            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": [LEASE_NAME],
-             "verbs": ["get", "update"]},
-        ]},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": _meta(NAME, ns),
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": NAME}, "subjects": subject},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-         "metadata": _meta(f"{NAME}-dns", settings.dns_namespace), "rules": [
-            {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [settings.dns_configmap_name],
-             "verbs": ["get", "patch"]},
-        ]},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-         "metadata": _meta(f"{NAME}-dns", settings.dns_namespace),
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": f"{NAME}-dns"},
-         "subjects": subject},
-    ]
-
-
 def deployment(settings: ClusterSettings, config: OperatorConfig) -> list[dict[str, Any]]:
     """Deployment, metrics Service and (for the file:// backend) the state volume claim."""
-    config.validate()
+    config.validate(settings)
     ns = settings.operator_namespace
     labels = {"app.kubernetes.io/name": NAME}
     file_backend = config.backend_url is None and config.backend_secret is None
@@ -169,7 +105,10 @@ def deployment(settings: ClusterSettings, config: OperatorConfig) -> list[dict[s
     args = ["run", f"--workers={config.workers}", *backend, "--leader-elect",
             f"--leader-election-namespace={ns}", f"--metrics-address=0.0.0.0:{METRICS_PORT}",
             f"--health-address=0.0.0.0:{HEALTH_PORT}", "--cluster-settings=/etc/iflearner/cluster-settings.yaml"]
-    args += [f"--namespace={namespace}" for namespace in config.job_namespaces]
+    # The controller watches exactly the namespaces it is granted: a
+    # cluster-wide list/watch would be refused under namespaced RBAC.
+    if not is_cluster_wide(config.job_namespaces):
+        args += [f"--namespace={namespace}" for namespace in dict.fromkeys(config.job_namespaces)]
     volumes: list[dict[str, Any]] = [
         {"name": "tmp", "emptyDir": {}},
         {"name": "settings", "configMap": {"name": SETTINGS_CONFIGMAP}},

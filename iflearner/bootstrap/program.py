@@ -21,6 +21,7 @@ from iflearner.bootstrap.corefile import RECORDS_DIR, ZoneTemplate, render_block
 from iflearner.bootstrap.generated_secret import GeneratedSecret
 from iflearner.bootstrap.jobs_guard import DeclaredResources
 from iflearner.bootstrap.operator import DEFAULT_BACKEND_URL, OperatorConfig, deployment, rbac
+from iflearner.bootstrap.rbac import parse_job_namespaces
 from iflearner.desired import ClusterSettings, Transport
 from iflearner.operator_record import BACKEND_KEY, SETTINGS_CONFIGMAP, SETTINGS_KEY, redact_url
 from iflearner.tlsresources import CertificateAuthority
@@ -64,9 +65,10 @@ def bootstrap() -> None:
         service_account_annotations=dict(config.get_object("operatorServiceAccountAnnotations") or {}),
         state_storage_class=config.get("stateStorageClass"),
         state_host_path=config.get("stateHostPath"),
-        job_namespaces=tuple(config.get_object("jobNamespaces") or ()),
+        # Raw text: a plain string or an empty list gets an error saying what to write.
+        job_namespaces=parse_job_namespaces(config.get("jobNamespaces")),
     )
-    operator.validate()  # before anything is declared: a clear error, nothing half-made
+    operator.validate(settings)  # before anything is declared: a clear error, nothing half-made
     passphrase = config.get_secret("statePassphrase") or GeneratedSecret("operator-state-passphrase").value
 
     declared = DeclaredResources()

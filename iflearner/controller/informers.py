@@ -300,11 +300,23 @@ class Informer:
 
     def _pause(self, failures: int, error: BaseException) -> None:
         delay = min(30.0, 0.5 * 2 ** min(failures, 6)) * (0.5 + random.random() / 2)
-        log.warning(
-            "list/watch failed; retrying", extra={"kind": self.resource.kind, "error": describe_error(error),
-                                                  "retry_seconds": round(delay, 2)},
-        )
+        extra = {"kind": self.resource.kind, "error": describe_error(error), "retry_seconds": round(delay, 2)}
+        if isinstance(error, ApiException) and error.status == 403:
+            # The usual cause: watching more than the RBAC grants (the
+            # bootstrap grants only iflearner:jobNamespaces).
+            extra["hint"] = forbidden_hint(self.resource, self.namespaces)
+        log.warning("list/watch failed; retrying", extra=extra)
         self._stopped.wait(delay)
+
+
+def forbidden_hint(resource: Resource, namespaces: Sequence[str | None]) -> str:
+    """What to fix when the API server refuses a list/watch."""
+    if None in namespaces:
+        return (f"listing {resource.plural} in every namespace needs cluster-wide RBAC: pass the job namespaces "
+                "with --namespace (those of iflearner:jobNamespaces), or bootstrap with jobNamespaces: [\"*\"]")
+    listed = ", ".join(str(n) for n in namespaces)
+    return (f"the operator's RBAC does not grant list/watch on {resource.plural} in {listed}: add the namespace "
+            "to iflearner:jobNamespaces and run the bootstrap's pulumi up")
 
 
 def describe_error(error: BaseException) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -83,6 +84,20 @@ def _transport(text: str) -> str:
     return text
 
 
+# A namespace name is a DNS label; anything else would make an informer fail
+# forever (never ready) instead of stopping with a message.
+_NAMESPACE_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def _namespace(text: str) -> str:
+    name = text.strip()
+    if not _NAMESPACE_RE.fullmatch(name):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a namespace name (at most 63 lowercase letters, digits and '-', starting and "
+            "ending with a letter or digit); omit --namespace to watch every namespace")
+    return name
+
+
 def _seconds(text: str) -> float:
     value = float(text.removesuffix("s"))
     if value <= 0:
@@ -98,10 +113,11 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                          help="kubeconfig file (env KUBECONFIG); default: in-cluster config, else ~/.kube/config")
     cluster.add_argument("--context", default=_env("IFLEARNER_CONTEXT"),
                          help="kubeconfig context (env IFLEARNER_CONTEXT)")
-    cluster.add_argument("--namespace", "-n", dest="namespaces", action="append",
+    cluster.add_argument("--namespace", "-n", dest="namespaces", action="append", type=_namespace,
                          default=None, metavar="NAMESPACE",
                          help="namespace to watch; repeat for several (env IFLEARNER_NAMESPACES, comma "
-                              "separated); default: all namespaces")
+                              "separated); default: all namespaces, which needs cluster-wide list/watch. "
+                              "The bootstrap passes its iflearner:jobNamespaces, where its RBAC grants access")
 
     loop = parser.add_argument_group("reconcile loop")
     loop.add_argument("--workers", type=_positive_int, default=int(_env("IFLEARNER_WORKERS", "4") or 4),
@@ -180,7 +196,12 @@ def options_from_args(args: argparse.Namespace) -> ControllerOptions:
     """``ControllerOptions`` from the namespace parsed with :func:`add_run_arguments`."""
     namespaces = list(args.namespaces or [])
     if not namespaces and os.environ.get("IFLEARNER_NAMESPACES"):
-        namespaces = os.environ["IFLEARNER_NAMESPACES"].split(",")
+        try:
+            namespaces = [_namespace(n) for n in os.environ["IFLEARNER_NAMESPACES"].split(",") if n.strip()]
+        except argparse.ArgumentTypeError as error:
+            from iflearner.settings import SettingsError
+
+            raise SettingsError(f"IFLEARNER_NAMESPACES: {error}") from None
     from iflearner.settings import load_cluster_settings
 
     settings = load_cluster_settings(Path(args.cluster_settings) if args.cluster_settings else None)

@@ -125,8 +125,25 @@ def _kubeconfig(pki: Pki, server: str, cert: Path | None = None, key: Path | Non
 class LocalCluster:
     """Start, inspect and stop one local control plane rooted at ``data_dir``."""
 
-    def __init__(self, data_dir: Path | None = None) -> None:
+    def __init__(self, data_dir: Path | None = None, audit_users: tuple[str, ...] = ()) -> None:
         self.data_dir = (data_dir or default_data_dir()).resolve()
+        # Users whose every request the API server records (Metadata level) in
+        # `audit_log`: tests read which calls an identity made and their verdicts.
+        self.audit_users = audit_users
+
+    @property
+    def audit_log(self) -> Path:
+        return self.data_dir / "logs" / "audit.log"
+
+    def _audit_args(self) -> list[str]:
+        if not self.audit_users:
+            return []
+        policy = self.data_dir / "audit-policy.yaml"
+        policy.write_text(json.dumps({"apiVersion": "audit.k8s.io/v1", "kind": "Policy",
+                                      "omitStages": ["RequestReceived"],
+                                      "rules": [{"level": "Metadata", "users": list(self.audit_users)},
+                                                {"level": "None"}]}))
+        return [f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log}", "--audit-log-maxbackup=1"]
 
     @property
     def kubeconfig(self) -> Path:
@@ -243,6 +260,7 @@ class LocalCluster:
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--authorization-mode=Node,RBAC", "--allow-privileged=true",
                 f"--cert-dir={self.data_dir / 'apiserver-certs'}",
+                *self._audit_args(),
             ])
             self._wait_for_apiserver(pki, server, remaining())
             progress("starting kube-controller-manager, kube-scheduler"

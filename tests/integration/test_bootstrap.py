@@ -181,7 +181,7 @@ def test_bootstrap_up_wires_dns_and_destroy_restores(bootstrap_cluster, tmp_path
     assert not any(v.name == "iflearner-dns-records" for v in deployment.spec.template.spec.volumes or [])
     for read in (lambda: core.read_namespace("iflearner-system"),
                  lambda: core.read_namespaced_config_map("iflearner-dns-records", "kube-system"),
-                 lambda: client.RbacAuthorizationV1Api(api).read_cluster_role("iflearner-operator"),
+                 lambda: client.RbacAuthorizationV1Api(api).read_namespaced_role("iflearner-operator-jobs", "default"),
                  lambda: client.ApiextensionsV1Api(api).read_custom_resource_definition(
                      "iflearnerjobs.git.iflytek.com")):
         with pytest.raises(ApiException) as gone:

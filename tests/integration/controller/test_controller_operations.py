@@ -129,7 +129,7 @@ def test_readyz_waits_for_synced_caches_and_bootstrap_rbac_is_enough(kubeconfig,
     from iflearner.bootstrap.operator import rbac
 
     settings = ClusterSettings()
-    objects = _renamed(rbac(settings), f"-{jobs_ns}")
+    objects = _renamed(rbac(settings, (jobs_ns,)), f"-{jobs_ns}")  # granted in the job namespace only
     account, grants = objects[0], objects[1:]
     assert account["kind"] == "ServiceAccount"
     utils.create_from_dict(api_client, account)
@@ -144,7 +144,7 @@ def test_readyz_waits_for_synced_caches_and_bootstrap_rbac_is_enough(kubeconfig,
     restricted = tmp_path / "operator.kubeconfig"
     restricted.write_text(yaml.safe_dump(admin))
 
-    process = ControllerProcess(restricted, state_dir, tmp_path / "restricted.log").start()
+    process = ControllerProcess(restricted, state_dir, tmp_path / "restricted.log", "--namespace", jobs_ns).start()
     try:
         wait_for("the health endpoint", lambda: process.get("/healthz")[0] == 200, 30, on_timeout=process.log)
         time.sleep(3)

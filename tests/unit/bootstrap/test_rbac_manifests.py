@@ -15,11 +15,12 @@ def test_no_wildcards_anywhere():
             assert "*" not in rule.get(key, []), rule
 
 
-def test_status_and_finalizers_are_separate_and_narrow():
+def test_job_rules_are_the_controllers_own_calls():
+    """The controller patches (finalizer, status) and never creates, updates or deletes a job."""
     rules = {tuple(r["resources"]): r["verbs"] for r in cluster_role_rules()}
-    assert rules[("iflearnerjobs/status",)] == ["get", "patch", "update"]
-    assert rules[("iflearnerjobs/finalizers",)] == ["update"]
-    assert "delete" not in rules[("iflearnerjobs",)] and "create" not in rules[("iflearnerjobs",)]
+    assert rules[("iflearnerjobs/status",)] == ["patch"]
+    assert rules[("iflearnerjobs",)] == ["get", "list", "watch", "patch"]
+    assert ("iflearnerjobs/finalizers",) not in rules, "no ownerReferences are set"
 
 
 def test_shared_objects_are_restricted_by_name():
@@ -50,7 +51,7 @@ def test_deployment_is_restricted_and_probed():
 def test_job_namespaces_bind_workload_rules_per_namespace_only():
     objects = rbac(ClusterSettings(), ("ml", "default"))
     assert not any(o["kind"] == "ClusterRoleBinding" for o in objects)
-    bindings = [o for o in objects if o["kind"] == "RoleBinding" and o["roleRef"]["kind"] == "ClusterRole"]
+    bindings = [o for o in objects if o["kind"] == "RoleBinding" and o["roleRef"]["name"] == "iflearner-operator-jobs"]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["default", "ml"]
     args = next(o for o in deployment(ClusterSettings(), OperatorConfig(job_namespaces=("ml",)))
                 if o["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -79,8 +80,8 @@ def test_backend_credentials_come_from_a_secret_never_from_args():
 
 
 def test_workload_identity_annotations_go_on_the_service_account():
-    account = next(o for o in rbac(ClusterSettings(), (), {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/x"})
-                   if o["kind"] == "ServiceAccount")
+    annotations = {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/x"}
+    account = next(o for o in rbac(ClusterSettings(), ("default",), annotations) if o["kind"] == "ServiceAccount")
     assert account["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/x"}
 
 
