@@ -143,8 +143,10 @@ class Controller:
     def _on_job(self, event: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
         obj = new or old or {}
         metadata = obj.get("metadata") or {}
-        if event in (ADDED, DELETED) or _job_changed(old, new):
-            self.queue.add(f"{metadata.get('namespace')}/{metadata.get('name')}")
+        key = f"{metadata.get('namespace')}/{metadata.get('name')}"
+        if (event in (ADDED, DELETED) or _job_changed(old, new)
+                or (new is not None and self.reconciler.status_written_elsewhere(key, new))):
+            self.queue.add(key)
 
     def _job_key_for(self, labels: Mapping[str, str]) -> str | None:
         namespace, value = labels.get(LABEL_JOB_NAMESPACE), labels.get(LABEL_JOB_NAME)

@@ -82,10 +82,21 @@ class Result:
     requeue_after: float | None = None
 
 
+# How many of a job's own resourceVersions are remembered: the cache is never
+# more than a few writes behind.
+MEMO_RESOURCE_VERSIONS = 8
+
+
 @dataclass
 class _Memo:
+    """The status this process last wrote for a job."""
+
     uid: str
     status: dict[str, Any]
+    # The job's resourceVersions this process has seen replaced by its own
+    # writes, and those its writes made: while the cache shows one of them, it
+    # lags behind (or shows) our last write. Any other is someone else's.
+    own_rvs: tuple[str, ...] = ()
 
 
 def warm_up_program_imports() -> None:
@@ -154,13 +165,25 @@ class Reconciler:
     # -- status bookkeeping ---------------------------------------------------------------------
 
     def _previous_status(self, key: str, obj: Mapping[str, Any]) -> dict[str, Any]:
-        """The status this process last wrote (the cache may lag behind it), else the cached one."""
-        uid = (obj.get("metadata") or {}).get("uid")
+        """The cluster's copy of the status, unless the cache still lags behind this process's
+        last write (then that write). A status edited by hand or by a former leader is thus the
+        previous status, and the pass's write repairs it."""
+        metadata = obj.get("metadata") or {}
         with self._memo_lock:
             memo = self._memo.get(key)
-        if memo is not None and memo.uid == uid:
+        if memo is not None and memo.uid == metadata.get("uid") and metadata.get("resourceVersion") in memo.own_rvs:
             return memo.status
         return dict(obj.get("status") or {})
+
+    def status_written_elsewhere(self, key: str, obj: Mapping[str, Any]) -> bool:
+        """True when ``obj`` carries a status this process did not write (a hand edit, a former
+        leader): worth a reconcile, which repairs it. Our own writes are not."""
+        metadata = obj.get("metadata") or {}
+        with self._memo_lock:
+            memo = self._memo.get(key)
+        if memo is None or memo.uid != metadata.get("uid"):
+            return False
+        return metadata.get("resourceVersion") not in memo.own_rvs and (obj.get("status") or {}) != memo.status
 
     def _write_status(self, key: str, obj: Mapping[str, Any], previous: Mapping[str, Any],
                       new: dict[str, Any]) -> bool:
@@ -173,14 +196,18 @@ class Reconciler:
             patch = _deep_union(merge_patch(cached, new), patch)
         metadata = obj.get("metadata") or {}
         try:
-            self.api.request("PATCH", job_path(metadata["namespace"], metadata["name"]) + "/status",
-                             body={"status": patch}, content_type=MERGE_PATCH)
+            written = self.api.request("PATCH", job_path(metadata["namespace"], metadata["name"]) + "/status",
+                                       body={"status": patch}, content_type=MERGE_PATCH)
         except ApiException as error:
             if error.status == 404:
                 return False  # the job is gone
             raise
+        uid = str(metadata.get("uid"))
+        rvs = (metadata.get("resourceVersion"), ((written or {}).get("metadata") or {}).get("resourceVersion"))
         with self._memo_lock:
-            self._memo[key] = _Memo(str(metadata.get("uid")), new)
+            earlier = self._memo.get(key)
+            known = earlier.own_rvs if earlier is not None and earlier.uid == uid else ()
+            self._memo[key] = _Memo(uid, new, (*known, *(rv for rv in rvs if rv))[-MEMO_RESOURCE_VERSIONS:])
         return True
 
     def forget(self, key: str) -> None:

@@ -130,6 +130,29 @@ def test_hand_edit_of_an_owned_object_is_reverted(controller, custom, networking
     wait_ready_running(custom, jobs_ns, name, controller)
 
 
+def test_a_status_edited_elsewhere_is_repaired_from_the_cluster(controller, custom, jobs_ns):
+    """A hand edit of the status (or a former leader's late write) is read back and rewritten from
+    what the controller observes, at once and without a Pulumi run."""
+    name = "status-repair"
+    create_job(custom, job_manifest(name, jobs_ns))
+    job = wait_ready_running(custom, jobs_ns, name, controller)
+    time.sleep(2)  # the follow-up reconciles of the job's own events
+    runs = controller.pulumi_runs()
+    ready = condition(job, "Ready")
+    forged = {"phase": "Failed", "message": "forged by hand",
+              "conditions": [{**ready, "status": "False", "reason": "Forged", "message": "forged by hand"}]}
+    custom.patch_namespaced_custom_object_status(GROUP, VERSION, jobs_ns, PLURAL, name, {"status": forged})
+    started = time.monotonic()
+    repaired = wait_for("the forged status to be repaired",
+                        lambda: (lambda j: j if j["status"]["phase"] == "Running"
+                                 and condition(j, "Ready")["status"] == "True" else None)(
+                            get_job(custom, jobs_ns, name)), 30, on_timeout=controller.log)
+    print(f"status repaired {time.monotonic() - started:.2f}s after the forged write")
+    assert repaired["status"]["message"] != "forged by hand"
+    assert condition(repaired, "Ready")["reason"] != "Forged"
+    assert controller.pulumi_runs() == runs, "repairing a status runs no Pulumi"
+
+
 def test_resync_of_unchanged_jobs_starts_no_pulumi(controller, custom, jobs_ns):
     for index in range(3):
         create_job(custom, job_manifest(f"steady-{index}", jobs_ns))
