@@ -1,0 +1,185 @@
+"""Where a job's Pulumi update spends its time and CPU (issue 14's profile), phase by phase.
+
+    .venv/bin/python bench/profile_update.py [--jobs 5] [--keep]
+
+Starts its own kwok cluster (as bench/run.py), then for each of ``--jobs`` jobs runs, through the
+controller's own StackRunner and job program: the first ``up`` (creates every object), an ``up`` after
+a spec change (the Pod is replaced), and an ``up`` with nothing to change. For each run it records:
+
+* CPU seconds per process kind, sampled from /proc every 10 ms: the Pulumi CLI (engine), the
+  Kubernetes provider, the certificate's Python dynamic provider, and this process (the inline
+  program's language host: registration runs here, on the engine's gRPC calls);
+* the engine's own OpenTelemetry spans (``--otel-traces file://``), summed by span name: CLI start,
+  plugin load and Configure, each resource step, checkpoint writes.
+
+Prints one table per kind of run (median over the jobs) and the top spans.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from kubernetes import config  # noqa: E402
+from run import _descendants, job_manifest, prepare_cluster  # noqa: E402
+
+from iflearner import stackrunner  # noqa: E402
+from iflearner.desired import ClusterSettings, desired_resources  # noqa: E402
+from iflearner.job import parse_job, stack_name  # noqa: E402
+from iflearner.localcluster import LocalCluster  # noqa: E402
+from iflearner.program import job_program  # noqa: E402
+
+KINDS = ("pulumi CLI (engine)", "kubernetes provider", "dynamic provider (certificate)",
+         "language host (this process)", "other")
+
+
+def process_kind(pid: int) -> str:
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "other"
+    text = b" ".join(argv).decode(errors="replace")
+    if pid == os.getpid():
+        return "language host (this process)"
+    if "pulumi-resource-kubernetes" in text:
+        return "kubernetes provider"
+    if "pulumi.dynamic" in text or "pulumi-resource-pulumi-python" in text:
+        return "dynamic provider (certificate)"
+    if Path(argv[0].decode(errors="replace")).name == "pulumi":
+        return "pulumi CLI (engine)"
+    return "other"
+
+
+class CpuSampler(threading.Thread):
+    """CPU seconds per process kind of this process's descendants (last value seen per pid)."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.stop_event = threading.Event()
+        self.last: dict[int, tuple[str, float]] = {}
+        self.ticks = os.sysconf("SC_CLK_TCK")
+        self.own_start = self._cpu(os.getpid())
+
+    def _cpu(self, pid: int) -> float:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
+        except OSError:
+            return -1.0
+        return (int(fields[11]) + int(fields[12])) / self.ticks
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            for pid in _descendants(os.getpid()):
+                if pid == os.getpid():
+                    continue
+                seconds = self._cpu(pid)
+                if seconds >= 0:
+                    kind = self.last[pid][0] if pid in self.last else process_kind(pid)
+                    self.last[pid] = (kind, seconds)
+            time.sleep(0.01)
+
+    def finish(self) -> dict[str, float]:
+        self.stop_event.set()
+        self.join()
+        totals: dict[str, float] = defaultdict(float)
+        for kind, seconds in self.last.values():
+            totals[kind] += seconds
+        totals["language host (this process)"] = self._cpu(os.getpid()) - self.own_start
+        return dict(totals)
+
+
+def spans(trace_dir: Path) -> dict[str, float]:
+    """Span name -> total seconds, from the OpenTelemetry JSON files the CLI wrote."""
+    totals: dict[str, float] = defaultdict(float)
+    for path in trace_dir.rglob("*"):
+        if not path.is_file():
+            continue
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            for resource_spans in record.get("resourceSpans", []) if isinstance(record, dict) else []:
+                for scope in resource_spans.get("scopeSpans", []):
+                    for span in scope.get("spans", []):
+                        start, end = int(span.get("startTimeUnixNano", 0)), int(span.get("endTimeUnixNano", 0))
+                        totals[span.get("name", "?")] += max(0, end - start) / 1e9
+    return dict(totals)
+
+
+def profile_run(runner: stackrunner.StackRunner, stack: str, program: Any, trace_dir: Path) -> dict[str, Any]:
+    trace_dir.mkdir(parents=True, exist_ok=True)
+    sampler = CpuSampler()
+    sampler.start()
+    started = time.monotonic()
+    auto_stack, _ = runner._cached_stack(stack, program)
+    changes = stackrunner._run_inline(auto_stack, program, ["up", f"--otel-traces=file://{trace_dir}/trace.json"])
+    wall = time.monotonic() - started
+    return {"wall": wall, "cpu": sampler.finish(), "spans": spans(trace_dir), "changes": changes}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=5)
+    parser.add_argument("--keep", action="store_true")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="iflearner-profile-"))
+    cluster = LocalCluster(work / "cluster")
+    state = cluster.up(progress=lambda m: print(f"cluster: {m}", file=sys.stderr))
+    results: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    try:
+        api = config.new_client_from_config(config_file=str(state.kubeconfig))
+        prepare_cluster(state.kubeconfig, api)
+        from kubernetes import client
+
+        client.CoreV1Api(api).create_namespace({"metadata": {"name": "profile"}})
+        settings = ClusterSettings()
+        runner = stackrunner.StackRunner(stackrunner.RunnerSettings.local(work / "state", "profile"))
+        kubeconfig_text = state.kubeconfig.read_text()
+        for index in range(args.jobs):
+            manifest = job_manifest(index, "profile", "prof")
+            for kind in ("create", "spec change", "no change"):
+                if kind == "spec change":
+                    manifest["spec"]["template"]["spec"]["containers"][0]["args"] = ["--changed"]
+                job = parse_job(manifest)
+                program = job_program(desired_resources(job, settings), settings, kubeconfig_text)
+                run = profile_run(runner, stack_name(job), program, work / "traces" / f"{index}-{kind}")
+                print(f"job {index} {kind}: {run['wall']:.2f}s wall, changes {run['changes']}", file=sys.stderr)
+                results[kind].append(run)
+    finally:
+        cluster.down()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    print(f"\nprofile of one job's update ({args.jobs} jobs, median per run; 2 CPUs, kwok)")
+    for kind, runs in results.items():
+        print(f"\n{kind}: wall {statistics.median(r['wall'] for r in runs):.2f} s")
+        cpu = {k: statistics.median(r["cpu"].get(k, 0.0) for r in runs) for k in KINDS}
+        for name, seconds in cpu.items():
+            print(f"  CPU {name:34s} {seconds:6.2f} s")
+        print(f"  CPU {'total':34s} {sum(cpu.values()):6.2f} s")
+        names = defaultdict(list)
+        for run in runs:
+            for name, seconds in run["spans"].items():
+                names[name].append(seconds)
+        top = sorted(((statistics.median(v), n) for n, v in names.items()), reverse=True)[:15]
+        for seconds, name in top:
+            print(f"  span {name[:60]:60s} {seconds:6.3f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
