@@ -31,6 +31,11 @@ _DNS_SUBDOMAIN_RE = re.compile(rf"{_DNS_LABEL}(\.{_DNS_LABEL})*")
 _DNS_LABEL_RE = re.compile(_DNS_LABEL)
 _STACK_NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
 _MAX_SUBDOMAIN = 253
+# Every host gets a CoreDNS zone stored under the ConfigMap key 'db.<host>'
+# (the auto plugin reads the zone's origin from the key, so it cannot be
+# shortened), and ConfigMap keys are at most 253 characters.
+ZONE_KEY_PREFIX = "db."
+MAX_HOST = _MAX_SUBDOMAIN - len(ZONE_KEY_PREFIX)
 _MAX_STACK_NAME = 100  # Pulumi refuses longer stack names.
 _HOST_EXAMPLE = "job1.server.iflearner.com"
 
@@ -111,9 +116,15 @@ def _check_host(field: str, value: object, problems: list[Problem]) -> str | Non
     if value is None or value == "":
         problems.append(Problem(field, f"is required: set the job's FQDN, e.g. '{_HOST_EXAMPLE}'"))
         return None
-    if is_host_name(value):
+    if is_host_name(value) and len(str(value)) <= MAX_HOST:
         return str(value)
-    hint = f"a lowercase DNS name with a dot, at most 253 characters, e.g. '{_HOST_EXAMPLE}'"
+    if is_host_name(value):
+        problems.append(Problem(field, (
+            f"must be at most {MAX_HOST} characters (its DNS zone is stored under the ConfigMap key "
+            f"'{ZONE_KEY_PREFIX}<host>', which Kubernetes limits to 253); got {len(str(value))} characters: "
+            "use a shorter host")))
+        return None
+    hint = f"a lowercase DNS name with a dot, at most {MAX_HOST} characters, e.g. '{_HOST_EXAMPLE}'"
     if isinstance(value, str) and value != value.lower() and is_host_name(value.lower()):
         hint = f"lowercase: use '{value.lower()}'"
     problems.append(Problem(field, f"must be {hint}; got {_describe(value)}"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import datetime
 import itertools
+import json
 
 import pytest
 from kubernetes.client.exceptions import ApiException
@@ -71,6 +72,8 @@ class World:
         self.destroy_error = None
         self.stack_exists = False
         self.status_writes = 0
+        self.dry_runs = []  # Pods the API server was asked to validate
+        self.pod_rejection = None  # (code, Status body) the dry-run answers with
 
     # -- API -----------------------------------------------------------------------------------
     def _job(self, path):
@@ -80,6 +83,14 @@ class World:
     def request(self, method, path, body=None, content_type=None, **_):
         if "/events" in path:
             self.events.append((body["reason"], body["type"]))
+            return body
+        if method == "POST" and path.endswith("/pods") and (_.get("query") or {}).get("dryRun") == "All":
+            self.dry_runs.append(body)
+            if self.pod_rejection is not None:
+                code, status_body = self.pod_rejection
+                error = ApiException(status=code)
+                error.body = json.dumps(status_body)
+                raise error
             return body
         if "/iflearnerjobs/" in path:
             job = self._job(path)
@@ -120,11 +131,12 @@ class World:
             return StackResult("up", stack, False, error=self.up_error, seconds=0.1)
         self.stack_exists = True
         job = parse_job(self.jobs.get("default", "iflearnerjob-server"))
-        for _, kind, ns, name in owned_object_refs(desired_resources(job, ClusterSettings())):
+        desired = desired_resources(job, ClusterSettings())
+        for _, kind, ns, name in owned_object_refs(desired):
             if (kind, ns, name) not in self.objects:
                 rv = str(next(self.versions))
                 obj = {"metadata": {"name": name, "namespace": ns, "uid": f"{kind}-uid-{rv}",
-                                    "resourceVersion": rv}}
+                                    "resourceVersion": rv, "labels": dict(desired.labels)}}
                 if kind == "Pod":
                     obj["status"] = {"phase": "Pending"}
                 self.objects[(kind, ns, name)] = obj
