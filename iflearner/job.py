@@ -199,6 +199,17 @@ def _check_containers(containers: object, problems: list[Problem]) -> None:
         for key in ("name", "image"):
             if not isinstance(container.get(key), str) or not container.get(key):
                 problems.append(Problem(f"{item}.{key}", f"is required: set the container's {key}"))
+        _check_object_list(f"{item}.volumeMounts", container.get("volumeMounts"), problems,
+                           "{name, mountPath} objects")
+
+
+def _check_object_list(field: str, value: object, problems: list[Problem], what: str) -> None:
+    """A list of objects or absent. Client Pods get the trust files added to ``volumes`` and
+    ``volumeMounts``: anything else there would be silently mangled instead of refused."""
+    if value is None:
+        return
+    if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):
+        problems.append(Problem(field, f"must be a list of {what}; got {_describe(value)}"))
 
 
 def _check_template(spec: Mapping[str, Any], problems: list[Problem]) -> Mapping[str, Any]:
@@ -217,6 +228,7 @@ def _check_template(spec: Mapping[str, Any], problems: list[Problem]) -> Mapping
         problems.append(Problem("spec.template.spec", "is required: add a pod spec with containers"))
         return copy.deepcopy(dict(template))
     _check_containers(pod_spec.get("containers"), problems)
+    _check_object_list("spec.template.spec.volumes", pod_spec.get("volumes"), problems, "{name, ...} volume objects")
     policy = pod_spec.get("restartPolicy")
     if policy is not None and policy not in RESTART_POLICIES:
         problems.append(Problem(

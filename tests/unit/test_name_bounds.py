@@ -99,3 +99,20 @@ def test_the_longest_job_name_gives_bounded_object_names_and_event_names() -> No
     event = event_name(name, 0x187a1b2c3d4e5f60)
     assert len(event) <= 253 and DNS_SUBDOMAIN.fullmatch(event)
     assert event_name("short", 255) == "short.ff"
+
+
+@pytest.mark.parametrize(("where", "value"), [("volumeMounts", "bad"), ("volumeMounts", ["bad"]),
+                                              ("volumes", "bad"), ("volumes", {"name": "v"})])
+def test_volume_lists_of_the_wrong_type_are_refused_not_mangled(where: str, value: object) -> None:
+    job = manifest("job.a.party.iflearner.com")
+    job["spec"]["role"] = "client"  # a client's Pod gets the trust files added to these lists
+    if where == "volumes":
+        job["spec"]["template"]["spec"]["volumes"] = value
+        field = "spec.template.spec.volumes"
+    else:
+        job["spec"]["template"]["spec"]["containers"][0]["volumeMounts"] = value
+        field = "spec.template.spec.containers[0].volumeMounts"
+    with pytest.raises(InvalidJobError) as caught:
+        parse_job(job)
+    assert [p.field for p in caught.value.problems] == [field]
+    assert "must be a list of" in caught.value.problems[0].message
