@@ -12,9 +12,11 @@ not hit at all) into a ``Stalled`` condition that names what to fix:
   :func:`name_conflicts` decides which ones the job does not own.
 - **The API server's own rules.** The Pod carries the user's template, which
   the CRD cannot check (it preserves unknown fields). A server-side dry-run
-  create of the Pod (:func:`dry_run_pod`) applies every validation and
-  admission rule the real create would; :func:`rejection_problems` turns the
-  refusal into problems that name the job's field.
+  of the Pod (:func:`dry_run_pod`) applies every rule the real request
+  would; :func:`rejection_problems` turns the refusal into problems that name
+  the job's field. The dry-run is a server-side *apply*, as the stack's own
+  request is: a plain create accepts things apply refuses (duplicate ports or
+  env names, unknown fields), which would fail every ``up``.
 
 Ownership is decided by the ``job-uid`` label the stack puts on every object
 (:data:`iflearner.desired.LABEL_JOB_UID`): a job's uid is unique and not
@@ -36,7 +38,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from iflearner.controller.kubeapi import KubeApi, collection_path
+from iflearner.controller.kubeapi import KubeApi, object_path
 from iflearner.desired import LABEL_JOB_NAME, LABEL_JOB_NAMESPACE, LABEL_JOB_UID, LABEL_MANAGED_BY
 from iflearner.job import Problem
 
@@ -45,6 +47,9 @@ ObjectRef = tuple[str, str, str, str]  # (apiVersion, kind, namespace, name)
 # The labels that marked a job's objects before the uid label existed.
 _LEGACY_LABELS = (LABEL_MANAGED_BY, LABEL_JOB_NAME, LABEL_JOB_NAMESPACE)
 MAX_CAUSES = 8
+APPLY_PATCH = "application/apply-patch+yaml"  # JSON is YAML
+PROBE_MANAGER = "iflearner-preflight"
+PROBE_SUFFIX = "preflight"
 
 
 @dataclass(frozen=True)
@@ -137,6 +142,11 @@ _POD_TO_JOB = (
 )
 # A body that does not decode: "... Go struct field Container.spec.containers.volumeMounts of type ..."
 _GO_FIELD_RE = re.compile(r"Go struct field [A-Za-z0-9_]+\.([A-Za-z0-9_.\[\]]+) of type")
+# Server-side apply refusing the object's shape (answered with HTTP 500):
+# 'failed to create typed patch object (ns/x; /v1, Kind=Pod): .spec.containers[name="c"].ports: expected list, ...'
+_APPLY_SHAPE_RE = re.compile(r"failed to create typed patch object \([^)]*\): \.([^:\s]+): ")
+# ... or its values: 'failed to convert new object (...) to proper version: ...: cannot convert float64 to int32'
+_APPLY_PREFIXES = ("failed to create typed patch object", "failed to convert new object")
 _UNKNOWN = "spec.template"
 
 
@@ -184,6 +194,9 @@ def rejection_problems(code: int, body: object) -> tuple[Problem, ...]:
         problems.append(Problem(_UNKNOWN, f"and {len(causes) - MAX_CAUSES} more problems: {message}"))
     if problems:
         return tuple(problems)
+    shape = _APPLY_SHAPE_RE.search(message)
+    if shape is not None:
+        return (Problem(job_field(shape.group(1)), f"{message[shape.end():]} {suffix}"),)
     found = _GO_FIELD_RE.search(message)
     if found is not None:
         return (Problem(job_field(found.group(1)), f"has the wrong type: {message} {suffix}"),)
@@ -195,28 +208,44 @@ def rejection_problems(code: int, body: object) -> tuple[Problem, ...]:
 def is_template_rejection(code: int, body: object) -> bool:
     """True when the refusal is about the Pod itself, not about the cluster or the operator's rights.
 
-    400 and 422 are the Pod's; 403 only when PodSecurity admission refused it
-    (a 403 from RBAC, a quota or a limit range is the cluster's state: retried).
+    400 and 422 are the Pod's; a 500 only when server-side apply could not
+    type the object (its shape or values are wrong); a 403 only when
+    PodSecurity admission refused it (a 403 from RBAC, a quota or a limit
+    range is the cluster's state: retried, like any other error).
     """
     if code in (400, 422):
         return True
-    return code == 403 and "violates PodSecurity" in str(_status_body(body).get("message") or "")
+    message = str(_status_body(body).get("message") or "")
+    if code == 500:
+        return message.startswith(_APPLY_PREFIXES)
+    return code == 403 and "violates PodSecurity" in message
 
 
-def dry_run_pod(api: KubeApi, pod: Mapping[str, Any]) -> tuple[Problem, ...]:
-    """Ask the API server to validate (and admit) the Pod without creating it.
+def probe_name(pod_name: str) -> str:
+    """A name for the dry-run when the job's Pod exists: applying to the existing Pod would be an
+    update, which a Pod's immutable spec refuses, while the stack replaces the Pod (a create)."""
+    return f"{pod_name}-{PROBE_SUFFIX}"
 
-    Empty when the Pod would be accepted. A 409 means the name is taken (by
-    the job's own Pod, once ownership was checked): the API server validates
-    and admits before it looks at storage, so the Pod itself passed. Other
-    errors (the API server unreachable, RBAC) raise, for the work queue's backoff.
+
+def dry_run_pod(api: KubeApi, pod: Mapping[str, Any], *, exists: bool = False) -> tuple[Problem, ...]:
+    """Ask the API server to validate and admit the Pod, as the stack's server-side apply would,
+    without creating it. Empty when the Pod would be accepted.
+
+    ``exists``: the job's own Pod has the name now; the dry-run then uses
+    :func:`probe_name` (names are the operator's, never the user's input).
+    Errors that are not about the Pod (the API server unreachable, RBAC)
+    raise, for the work queue's backoff.
     """
-    namespace = str((pod.get("metadata") or {}).get("namespace") or "default")
+    metadata = dict(pod.get("metadata") or {})
+    namespace = str(metadata.get("namespace") or "default")
+    if exists:
+        metadata["name"] = probe_name(str(metadata.get("name")))
+    body = {**pod, "metadata": metadata}
+    path = object_path("/api/v1", "pods", namespace, str(metadata.get("name")))
     try:
-        api.request("POST", collection_path("/api/v1", "pods", namespace), query={"dryRun": "All"}, body=pod)
+        api.request("PATCH", path, query={"dryRun": "All", "fieldManager": PROBE_MANAGER, "force": True},
+                    body=json.dumps(body), content_type=APPLY_PATCH)
     except ApiException as error:
-        if error.status == 409:
-            return ()
         if is_template_rejection(int(error.status or 0), error.body):
             return rejection_problems(int(error.status or 0), error.body)
         raise

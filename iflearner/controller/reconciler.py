@@ -374,13 +374,15 @@ class Reconciler:
         Reads the API server, not the informers: they see only the operator's
         labelled objects, and a stale cache must not let an ``up`` adopt a name.
         """
+        pod_exists = False
         if job.uid:  # always set for a job from the cluster
             observed = [(ref, self._read(ref)) for ref in refs]
             conflicts = preflight.name_conflicts(observed, job.uid, desired.labels,
                                                  preflight.applied_keys_of(previous))
             if conflicts:
                 return REASON_NAME_CONFLICT, tuple(c.problem() for c in conflicts)
-        problems = preflight.dry_run_pod(self.api, desired.pod)
+            pod_exists = any(ref[1] == "Pod" and obj is not None for ref, obj in observed)
+        problems = preflight.dry_run_pod(self.api, desired.pod, exists=pod_exists)
         if problems:
             return REASON_INVALID_POD_TEMPLATE, problems
         return None

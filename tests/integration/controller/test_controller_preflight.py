@@ -106,8 +106,7 @@ def test_a_pod_the_api_server_refuses_stalls_with_its_message_and_no_pulumi_run(
     create_job(custom, manifest)
     job = wait_stalled(custom, jobs_ns, name, "InvalidPodTemplate", controller)
     message = condition(job, "Stalled")["message"]
-    assert "spec.template.spec.containers.ports" in message, message
-    assert "cannot unmarshal string" in message, message
+    assert 'spec.template.spec.containers[name="Not_A_DNS_Label"].ports: expected list' in message, message
     time.sleep(6)  # more than a resync period: still no Pulumi run, one Event, no retries
     assert controller.pulumi_runs() == runs
     assert not stack_file(state_dir, jobs_ns, name).exists()
@@ -124,9 +123,27 @@ def test_a_pod_the_api_server_refuses_stalls_with_its_message_and_no_pulumi_run(
         job, "Stalled")["message"]
     assert controller.pulumi_runs() == runs
 
+    # Duplicate ports: a plain create accepts them, the stack's server-side apply does not.
     container["name"] = "server"
+    container["ports"] = [{"containerPort": 50001}, {"containerPort": 50001}]
     custom.patch_namespaced_custom_object(GROUP, VERSION, jobs_ns, PLURAL, name,
                                           {"spec": {"template": {"spec": {"containers": [container]}}}},
                                           _content_type=MERGE)
-    job = wait_ready_running(custom, jobs_ns, name, controller, generation=3)
+    job = wait_stalled(custom, jobs_ns, name, "InvalidPodTemplate", controller, generation=3)
+    assert 'spec.template.spec.containers[name="server"].ports: duplicate entries' in condition(
+        job, "Stalled")["message"]
+    assert controller.pulumi_runs() == runs
+
+    container["ports"] = [{"containerPort": 50001}]
+    custom.patch_namespaced_custom_object(GROUP, VERSION, jobs_ns, PLURAL, name,
+                                          {"spec": {"template": {"spec": {"containers": [container]}}}},
+                                          _content_type=MERGE)
+    job = wait_ready_running(custom, jobs_ns, name, controller, generation=4)
     assert job["status"]["lastOperation"]["failureCount"] == 0
+    # A later template change validates under a probe name (the job's own Pod holds the name) and applies.
+    container["args"] = ["python", "aggregate_server.py", "-n=2", "--epochs=3"]
+    custom.patch_namespaced_custom_object(GROUP, VERSION, jobs_ns, PLURAL, name,
+                                          {"spec": {"template": {"spec": {"containers": [container]}}}},
+                                          _content_type=MERGE)
+    job = wait_ready_running(custom, jobs_ns, name, controller, generation=5)
+    assert core.read_namespaced_pod(name, jobs_ns).spec.containers[0].args[-1] == "--epochs=3"

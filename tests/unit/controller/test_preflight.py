@@ -109,6 +109,26 @@ def test_a_pod_that_does_not_decode_names_the_go_field() -> None:
     assert "cannot unmarshal string" in problem.message
 
 
+@pytest.mark.parametrize(("message", "field", "detail"), [
+    ('failed to create typed patch object (ns/job; /v1, Kind=Pod): .spec.containers[name="c"].ports: '
+     'duplicate entries for key [containerPort=1,protocol="TCP"]',
+     'spec.template.spec.containers[name="c"].ports', "duplicate entries"),
+    ('failed to create typed patch object (ns/job; /v1, Kind=Pod): .spec.containers[name="c"].foo: '
+     "field not declared in schema", 'spec.template.spec.containers[name="c"].foo', "not declared"),
+    ("failed to convert new object (ns/job; /v1, Kind=Pod) to proper version: unable to convert unstructured "
+     "object to /v1, Kind=Pod: cannot convert float64 to int32", "spec.template", "float64"),
+])
+def test_server_side_apply_refusals_name_the_field(message: str, field: str, detail: str) -> None:
+    body = {"kind": "Status", "code": 500, "message": message}
+    assert is_template_rejection(500, json.dumps(body))
+    (problem,) = rejection_problems(500, body)
+    assert problem.field == field and detail in problem.message
+
+
+def test_other_server_errors_are_not_the_templates() -> None:
+    assert not is_template_rejection(500, {"message": "etcdserver: request timed out"})
+
+
 def test_an_unexplained_refusal_still_names_the_template() -> None:
     (problem,) = rejection_problems(400, "not json at all")
     assert problem.field == "spec.template" and "not json at all" in problem.message

@@ -84,8 +84,8 @@ class World:
         if "/events" in path:
             self.events.append((body["reason"], body["type"]))
             return body
-        if method == "POST" and path.endswith("/pods") and (_.get("query") or {}).get("dryRun") == "All":
-            self.dry_runs.append(body)
+        if method == "PATCH" and "/pods/" in path and (_.get("query") or {}).get("dryRun") == "All":
+            self.dry_runs.append(json.loads(body))
             if self.pod_rejection is not None:
                 code, status_body = self.pod_rejection
                 error = ApiException(status=code)
@@ -404,3 +404,13 @@ def test_a_job_that_never_ran_up_is_deleted_at_once_despite_a_conflict(world, re
     # No up ever ran, so the stack holds nothing (the real destroy of a stack that never existed
     # touches nothing: tests/integration/controller/test_controller_preflight.py).
     assert world.ups == [] and world.destroys == ["default.iflearnerjob-server"]
+
+
+def test_a_spec_change_is_validated_under_a_probe_name_while_the_jobs_pod_exists(world, reconciler):
+    reconciler.reconcile(KEY)
+    assert world.dry_runs[-1]["metadata"]["name"] == "iflearnerjob-server"
+    world.edit_spec(lambda j: j["spec"]["template"]["spec"]["containers"][0].update(image="img:2"))
+    reconciler.reconcile(KEY)
+    assert world.dry_runs[-1]["metadata"]["name"] == "iflearnerjob-server-preflight"
+    assert world.dry_runs[-1]["spec"]["containers"][0]["image"] == "img:2"
+    assert len(world.ups) == 2
