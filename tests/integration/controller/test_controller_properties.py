@@ -101,7 +101,8 @@ def build(namespace: str, index: int, changes: list[tuple[str, str, Any]]) -> tu
     for kind, _, value in changes:
         if kind == "name":
             name = long_name(f"p{index}-", value)
-    manifest = job_manifest(name, namespace)
+    # A short host whatever the name, so long names reach the controller (the host is mutated separately).
+    manifest = job_manifest(name, namespace, host=f"p{index}.server.iflearner.com")
     spec = manifest["spec"]
     pod_spec = spec["template"]["spec"]
     conflicts = []
@@ -140,6 +141,11 @@ def create_users_object(core: client.CoreV1Api, namespace: str, kind: str, job_n
         meta.name = base
         core.create_namespaced_pod(namespace, client.V1Pod(metadata=meta, spec=client.V1PodSpec(
             containers=[client.V1Container(name="mine", image="mine:1")])))
+
+
+def events_of(core: client.CoreV1Api, namespace: str, name: str) -> list[str]:
+    items = core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}").items
+    return [e.reason for e in items]
 
 
 def outcome_of(job: dict[str, Any] | None) -> str | None:
@@ -204,6 +210,8 @@ def test_generated_jobs_end_clearly_without_retry_loops(controller, custom, core
         message = condition(job, "Stalled")["message"]
         samples.setdefault(outcome, message[:300])
         assert FIELD.search(message), f"the refusal names no field: {message}"
+        # The person who must act is told, whatever the job's name's length.
+        assert wait_for(f"the {reason} Event of {name}", lambda: reason in events_of(core, jobs_ns, name), 10)
         assert controller.pulumi_runs() == runs, f"{name} started a Pulumi run although {outcome}"
         assert "lastOperation" not in job["status"]
 
