@@ -220,7 +220,10 @@ def _label_value(value: str, seed: str) -> str:
     """A legal label value for ``value`` (hash-suffixed when too long)."""
     if len(value) <= _MAX_LABEL and _LABEL_VALUE_RE.fullmatch(value):
         return value
-    return _truncate_with_hash(value, _MAX_LABEL, seed, strip="-._")
+    # Characters a label value cannot hold become '-', and it must start with a letter or digit;
+    # the hash of the original keeps distinct values distinct.
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]", "-", value).lstrip("-._")
+    return _truncate_with_hash(cleaned, _MAX_LABEL, seed, strip="-._")
 
 
 def job_labels(job: IflearnerJob) -> dict[str, str]:

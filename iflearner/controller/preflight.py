@@ -93,7 +93,7 @@ def owner_of(
     labels = _labels(obj)
     uid = labels.get(LABEL_JOB_UID)
     if uid is not None:
-        if uid == job_uid:
+        if uid == job_labels.get(LABEL_JOB_UID, job_uid):  # the label value, as the stack wrote it
             return None
         return f"it belongs to another IflearnerJob (uid {uid}), perhaps an earlier job of the same name"
     if all(labels.get(k) == job_labels.get(k) for k in _LEGACY_LABELS) and key in applied_keys:
