@@ -494,7 +494,10 @@ class Reconciler:
                        logger: logging.LoggerAdapter) -> Result:  # type: ignore[type-arg]
         metadata = obj["metadata"]
         generation = int(metadata.get("generation") or 0)
-        problems = tuple(f"{c.problem().field}: {c.problem().message}" for c in conflicts)
+        problems = tuple(
+            f"metadata.name: {c.object} is not this job's ({c.holder}) but holds a name the job's stack "
+            "recorded; destroying the stack would delete it: delete or rename that object (or remove the "
+            "job's finalizer to leave everything in place)" for c in conflicts)
         new = compute_status(previous, Observation(
             generation=generation, now=rfc3339(self.clock()), deleting=True, problems=problems,
             stall_reason=REASON_NAME_CONFLICT, failure_count=failure_count_of(previous), pod_phase=pod_phase))

@@ -44,7 +44,7 @@ def test_deleting_a_job_spares_an_object_that_took_one_of_its_names(start_contro
         return job if stalled.get("status") == "True" and stalled.get("reason") == "NameConflict" else None
 
     job = wait_for("the deletion to wait on the name conflict", held, 60, on_timeout=second.log)
-    assert f"Service {jobs_ns}/{name} already exists and is not this job's" in condition(job, "Stalled")["message"]
+    assert f"Service {jobs_ns}/{name} is not this job's" in condition(job, "Stalled")["message"]
     assert "iflearner.git.iflytek.com/stack" in job["metadata"]["finalizers"]
     time.sleep(3)
     service = core.read_namespaced_service(name, jobs_ns)
