@@ -31,13 +31,18 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from iflearner.job import IflearnerJob, Role, short_hash
+from iflearner.job import ZONE_KEY_PREFIX, IflearnerJob, Role, short_hash
 
 MANAGED_BY = "iflearner-operator"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_JOB_NAME = "iflearner.git.iflytek.com/job-name"
 LABEL_JOB_NAMESPACE = "iflearner.git.iflytek.com/job-namespace"
 LABEL_ROLE = "iflearner.git.iflytek.com/role"
+# The uid of the IflearnerJob whose stack created the object. It is what the
+# controller trusts to tell the job's own objects from someone else's that
+# merely have the same name (see iflearner.controller.preflight): names and
+# the other labels are predictable, a job's uid is not.
+LABEL_JOB_UID = "iflearner.git.iflytek.com/job-uid"
 
 GRPC_PORT, GRPC_TARGET_PORT = 80, 50001
 HTTP_PORT, HTTP_TARGET_PORT = 82, 50002
@@ -78,6 +83,9 @@ _LABEL_VALUE_RE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
 _MAX_LABEL = 63
 _MAX_FIELD_MANAGER = 128
 _MAX_CONFIGMAP_KEY = 253
+# X.509 (RFC 5280 ub-common-name) and the `cryptography` library refuse longer
+# common names; the host is always in the subjectAltName, which is what TLS checks.
+MAX_COMMON_NAME = 64
 
 
 @dataclass(frozen=True)
@@ -212,17 +220,32 @@ def _label_value(value: str, seed: str) -> str:
     """A legal label value for ``value`` (hash-suffixed when too long)."""
     if len(value) <= _MAX_LABEL and _LABEL_VALUE_RE.fullmatch(value):
         return value
-    return _truncate_with_hash(value, _MAX_LABEL, seed, strip="-._")
+    # Characters a label value cannot hold become '-', and it must start with a letter or digit;
+    # the hash of the original keeps distinct values distinct.
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]", "-", value).lstrip("-._")
+    return _truncate_with_hash(cleaned, _MAX_LABEL, seed, strip="-._")
 
 
 def job_labels(job: IflearnerJob) -> dict[str, str]:
-    """Labels every object of the job carries, so its objects can be found."""
-    return {
+    """Labels every object of the job carries, so its objects can be found.
+
+    The uid label is there only when the job has a uid (it came from the
+    cluster); a job read from a file (``preview``) has none.
+    """
+    labels = {
         LABEL_MANAGED_BY: MANAGED_BY,
         LABEL_JOB_NAME: _label_value(job.name, f"{job.namespace}/{job.name}"),
         LABEL_JOB_NAMESPACE: job.namespace,
         LABEL_ROLE: job.role.value,
     }
+    if job.uid:
+        labels[LABEL_JOB_UID] = _label_value(job.uid, job.uid)
+    return labels
+
+
+def common_name(host: str) -> str:
+    """The certificate's common name: the host when it fits in 64 characters, else a hashed prefix of it."""
+    return host if len(host) <= MAX_COMMON_NAME else _truncate_with_hash(host, MAX_COMMON_NAME, host)
 
 
 def _metadata(name: str, job: IflearnerJob, labels: Mapping[str, str]) -> dict[str, Any]:
@@ -248,8 +271,11 @@ def zone_file(fqdn: str, address: str) -> str:
 
 
 def zone_file_key(fqdn: str) -> str:
-    """ConfigMap key of a zone file: 'db.<fqdn>' (auto plugin: ``db\\.(.*) {1}``)."""
-    return f"db.{fqdn}"
+    """ConfigMap key of a zone file: 'db.<fqdn>' (auto plugin: ``db\\.(.*) {1}``).
+
+    At most 253 characters because job validation bounds hosts (``iflearner.job.MAX_HOST``).
+    """
+    return f"{ZONE_KEY_PREFIX}{fqdn}"
 
 
 def _dns_records(job: IflearnerJob, settings: ClusterSettings) -> tuple[DnsRecord, ...]:
@@ -390,7 +416,7 @@ def desired_resources(job: IflearnerJob, settings: ClusterSettings) -> DesiredRe
     return DesiredResources(
         names=names,
         labels=labels,
-        certificate=CertificateRequest(job.host, (job.host,), settings.certificate_validity_hours),
+        certificate=CertificateRequest(common_name(job.host), (job.host,), settings.certificate_validity_hours),
         tls_secret=tls_secret,
         trust_configmap=trust,
         dns_records=records,

@@ -31,6 +31,11 @@ _DNS_SUBDOMAIN_RE = re.compile(rf"{_DNS_LABEL}(\.{_DNS_LABEL})*")
 _DNS_LABEL_RE = re.compile(_DNS_LABEL)
 _STACK_NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
 _MAX_SUBDOMAIN = 253
+# Every host gets a CoreDNS zone stored under the ConfigMap key 'db.<host>'
+# (the auto plugin reads the zone's origin from the key, so it cannot be
+# shortened), and ConfigMap keys are at most 253 characters.
+ZONE_KEY_PREFIX = "db."
+MAX_HOST = _MAX_SUBDOMAIN - len(ZONE_KEY_PREFIX)
 _MAX_STACK_NAME = 100  # Pulumi refuses longer stack names.
 _HOST_EXAMPLE = "job1.server.iflearner.com"
 
@@ -111,9 +116,15 @@ def _check_host(field: str, value: object, problems: list[Problem]) -> str | Non
     if value is None or value == "":
         problems.append(Problem(field, f"is required: set the job's FQDN, e.g. '{_HOST_EXAMPLE}'"))
         return None
-    if is_host_name(value):
+    if is_host_name(value) and len(str(value)) <= MAX_HOST:
         return str(value)
-    hint = f"a lowercase DNS name with a dot, at most 253 characters, e.g. '{_HOST_EXAMPLE}'"
+    if is_host_name(value):
+        problems.append(Problem(field, (
+            f"must be at most {MAX_HOST} characters (its DNS zone is stored under the ConfigMap key "
+            f"'{ZONE_KEY_PREFIX}<host>', which Kubernetes limits to 253); got {len(str(value))} characters: "
+            "use a shorter host")))
+        return None
+    hint = f"a lowercase DNS name with a dot, at most {MAX_HOST} characters, e.g. '{_HOST_EXAMPLE}'"
     if isinstance(value, str) and value != value.lower() and is_host_name(value.lower()):
         hint = f"lowercase: use '{value.lower()}'"
     problems.append(Problem(field, f"must be {hint}; got {_describe(value)}"))
@@ -188,6 +199,17 @@ def _check_containers(containers: object, problems: list[Problem]) -> None:
         for key in ("name", "image"):
             if not isinstance(container.get(key), str) or not container.get(key):
                 problems.append(Problem(f"{item}.{key}", f"is required: set the container's {key}"))
+        _check_object_list(f"{item}.volumeMounts", container.get("volumeMounts"), problems,
+                           "{name, mountPath} objects")
+
+
+def _check_object_list(field: str, value: object, problems: list[Problem], what: str) -> None:
+    """A list of objects or absent. Client Pods get the trust files added to ``volumes`` and
+    ``volumeMounts``: anything else there would be silently mangled instead of refused."""
+    if value is None:
+        return
+    if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):
+        problems.append(Problem(field, f"must be a list of {what}; got {_describe(value)}"))
 
 
 def _check_template(spec: Mapping[str, Any], problems: list[Problem]) -> Mapping[str, Any]:
@@ -206,6 +228,7 @@ def _check_template(spec: Mapping[str, Any], problems: list[Problem]) -> Mapping
         problems.append(Problem("spec.template.spec", "is required: add a pod spec with containers"))
         return copy.deepcopy(dict(template))
     _check_containers(pod_spec.get("containers"), problems)
+    _check_object_list("spec.template.spec.volumes", pod_spec.get("volumes"), problems, "{name, ...} volume objects")
     policy = pod_spec.get("restartPolicy")
     if policy is not None and policy not in RESTART_POLICIES:
         problems.append(Problem(

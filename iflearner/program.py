@@ -4,7 +4,14 @@ field comes from :mod:`iflearner.desired`.
 
 Ownership: every object carries ``pulumi.com/patchForce``: the job owns its
 objects, so a field someone changed by hand (another server-side-apply
-manager) is taken back on the next ``up`` instead of failing with a conflict.
+manager) is taken back on the next ``up`` instead of failing with a conflict
+forever, and objects stay updatable when their field manager changes (a stack
+recreated after its state was lost). Force is safe only because the
+controller never lets an ``up`` start while one of the job's names is held
+by an object the job does not own (``iflearner.controller.preflight``: the
+``job-uid`` label every object here carries): the provider build in use
+creates by upsert and would otherwise adopt, and later destroy, a user's own
+object of the same name, with or without force.
 
 Await behaviour: the Service and the route (Ingress, or Gateway and
 GRPCRoute) carry ``pulumi.com/skipAwait``, the Pod an immediate
@@ -128,7 +135,7 @@ def job_program(
             # must go before the new one can be created under the same name.
             opts=pulumi.ResourceOptions(provider=provider, depends_on=depends, delete_before_replace=True),
         )
-        pulumi.export("endpoint", desired.certificate.common_name)
+        pulumi.export("endpoint", desired.certificate.dns_names[0])
         pulumi.export("namespace", desired.pod["metadata"]["namespace"])
         pulumi.export("pod", names.pod)
         pulumi.export("service", names.service)

@@ -23,10 +23,21 @@ NORMAL = "Normal"
 WARNING = "Warning"
 COMPONENT = "iflearner-operator"
 MAX_MESSAGE = 1024
+MAX_NAME = 253  # a DNS subdomain, like every object name
 
 
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def event_name(object_name: str, nanos: int) -> str:
+    """'<object>.<time in hex>', as client-go names Events, cut so it stays a legal name (253).
+
+    A job's name may itself be 253 characters long: without the cut the API
+    server refuses the Event and the person who must act never sees it.
+    """
+    suffix = f".{nanos:x}"
+    return object_name[: MAX_NAME - len(suffix)].rstrip(".-") + suffix
 
 
 class EventRecorder:
@@ -46,7 +57,7 @@ class EventRecorder:
         body = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"name": f"{name}.{time.time_ns():x}", "namespace": namespace},
+            "metadata": {"name": event_name(name, time.time_ns()), "namespace": namespace},
             "involvedObject": {
                 "apiVersion": job.get("apiVersion", "git.iflytek.com/v1"),
                 "kind": job.get("kind", "IflearnerJob"),

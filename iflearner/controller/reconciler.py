@@ -8,7 +8,14 @@ From the cached job it decides, in order:
 4. gating (see :mod:`iflearner.controller.gating`) -> ``up`` only when
    something changed, respecting the backoff of a failed ``up`` as recorded
    in status (so a restart does not reset it);
-5. status through the status subresource, only when it changed; Events only
+5. preflight (see :mod:`iflearner.controller.preflight`) right before an
+   ``up``: a name held by an object the job does not own -> ``Stalled``
+   ``NameConflict`` (checked again at each resync, no Pulumi run); a Pod the
+   API server's dry-run refuses -> ``Stalled`` ``InvalidPodTemplate`` (not
+   tried again until the spec changes). A job being deleted whose recorded
+   names are now held by someone else's objects keeps its finalizer instead
+   of letting ``destroy`` delete them by name;
+6. status through the status subresource, only when it changed; Events only
    for what a person must act on.
 """
 
@@ -24,7 +31,7 @@ from typing import Any, Protocol
 
 from kubernetes.client.exceptions import ApiException
 
-from iflearner.controller import gating
+from iflearner.controller import gating, preflight
 from iflearner.controller.events import NORMAL, WARNING, EventRecorder
 from iflearner.controller.informers import ALL_OWNED_RESOURCES, JOBS, Informer, Resource
 from iflearner.controller.kubeapi import MERGE_PATCH, KubeApi, object_path
@@ -32,6 +39,9 @@ from iflearner.controller.logs import job_logger
 from iflearner.controller.metrics import Metrics
 from iflearner.controller.status import (
     READY,
+    REASON_INVALID_POD_TEMPLATE,
+    REASON_INVALID_SPEC,
+    REASON_NAME_CONFLICT,
     RESULT_FAILED,
     RESULT_SUCCEEDED,
     ROUTE_PENDING,
@@ -58,7 +68,7 @@ from iflearner.desired import (
     desired_resources,
     owned_object_refs,
 )
-from iflearner.job import InvalidJobError, parse_job, stack_name, stack_name_of
+from iflearner.job import IflearnerJob, InvalidJobError, Problem, parse_job, stack_name, stack_name_of
 from iflearner.program import job_program
 from iflearner.stackrunner import StackResult
 
@@ -66,6 +76,8 @@ log = logging.getLogger(__name__)
 
 FINALIZER = "iflearner.git.iflytek.com/stack"
 EVENT_EVERY_N_FAILURES = 5
+# A deletion held back by a name conflict looks again this often (reads only).
+DESTROY_CONFLICT_RECHECK_SECONDS = 30.0
 _RESOURCES_BY_KIND: dict[str, Resource] = {r.kind: r for r in ALL_OWNED_RESOURCES}
 
 
@@ -121,6 +133,14 @@ def utc_now() -> datetime.datetime:
 
 def job_path(namespace: str, name: str) -> str:
     return object_path(JOBS.api_path, JOBS.plural, namespace, name)
+
+
+def _pod_refused_for(status: Mapping[str, Any], generation: int) -> bool:
+    """True when the API server refused the Pod of this very generation (status says so)."""
+    stalled = condition(status, STALLED)
+    return (stalled is not None and stalled.get("status") == "True"
+            and stalled.get("reason") == REASON_INVALID_POD_TEMPLATE
+            and stalled.get("observedGeneration") == generation)
 
 
 def _deep_union(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
@@ -311,7 +331,11 @@ class Reconciler:
         try:
             job = parse_job(obj)
         except InvalidJobError as error:
-            return self._stalled(key, obj, previous, error, now, logger)
+            return self._stalled(key, obj, previous, error.problems, now, logger)
+        if _pod_refused_for(previous, generation):
+            # The API server refused this generation's Pod: nothing changes that
+            # verdict but a new spec, so no dry-run and no Pulumi run until then.
+            return Result()
 
         desired = desired_resources(job, self.settings)
         fingerprint = gating.fingerprint(desired, self.settings)
@@ -333,6 +357,9 @@ class Reconciler:
         elif retry_at is not None and retry_at > now:
             requeue = (retry_at - now).total_seconds() + 0.05
             logger.debug("waiting for backoff before retrying up", extra={"retry_at": rfc3339(retry_at)})
+        elif (refusal := self._preflight(job, desired, refs, previous)) is not None:
+            reason, problems = refusal
+            return self._stalled(key, obj, previous, problems, now, logger, reason=reason)
         else:
             logger.info("running up", extra={"stack": stack, "reason": decision.reason, "refresh": decision.refresh})
             starting = compute_status(previous, Observation(
@@ -374,21 +401,42 @@ class Reconciler:
         self._ready_events(obj, previous, new)
         return Result(requeue_after=requeue)
 
-    def _stalled(self, key: str, obj: dict[str, Any], previous: dict[str, Any], error: InvalidJobError,
-                 now: datetime.datetime, logger: logging.LoggerAdapter) -> Result:  # type: ignore[type-arg]
+    def _preflight(self, job: IflearnerJob, desired: DesiredResources, refs: list[gating.ObjectRef],
+                   previous: Mapping[str, Any]) -> tuple[str, tuple[Problem, ...]] | None:
+        """(reason, problems) when the job must not run ``up``; None when it may.
+
+        Reads the API server, not the informers: they see only the operator's
+        labelled objects, and a stale cache must not let an ``up`` adopt a name.
+        """
+        pod_exists = False
+        if job.uid:  # always set for a job from the cluster
+            observed = [(ref, self._read(ref)) for ref in refs]
+            conflicts = preflight.name_conflicts(observed, job.uid, desired.labels,
+                                                 preflight.applied_keys_of(previous))
+            if conflicts:
+                return REASON_NAME_CONFLICT, tuple(c.problem() for c in conflicts)
+            pod_exists = any(ref[1] == "Pod" and obj is not None for ref, obj in observed)
+        problems = preflight.dry_run_pod(self.api, desired.pod, exists=pod_exists)
+        if problems:
+            return REASON_INVALID_POD_TEMPLATE, problems
+        return None
+
+    def _stalled(self, key: str, obj: dict[str, Any], previous: dict[str, Any], found: tuple[Problem, ...],
+                 now: datetime.datetime, logger: logging.LoggerAdapter,  # type: ignore[type-arg]
+                 reason: str = REASON_INVALID_SPEC) -> Result:
         metadata = obj["metadata"]
         generation = int(metadata.get("generation") or 0)
-        problems = tuple(f"{p.field}: {p.message}" for p in error.problems)
+        problems = tuple(f"{p.field}: {p.message}" for p in found)
         pod = base_name(metadata["namespace"], metadata["name"])
         new = compute_status(previous, Observation(
-            generation=generation, now=rfc3339(now), problems=problems,
+            generation=generation, now=rfc3339(now), problems=problems, stall_reason=reason,
             failure_count=failure_count_of(previous), pod_phase=self._pod_phase(metadata["namespace"], pod)))
         old_stalled = condition(previous, STALLED)
         already = (old_stalled is not None and old_stalled.get("status") == "True"
-                   and old_stalled.get("observedGeneration") == generation)
+                   and old_stalled.get("observedGeneration") == generation and old_stalled.get("reason") == reason)
         if not already:
-            logger.warning("invalid spec", extra={"problems": "; ".join(problems)[:1000]})
-            self.events.event(obj, WARNING, "InvalidSpec", "; ".join(problems))
+            logger.warning("stalled", extra={"reason": reason, "problems": "; ".join(problems)[:1000]})
+            self.events.event(obj, WARNING, reason, "; ".join(problems))
         self._write_status(key, obj, previous, new)
         return Result()
 
@@ -420,6 +468,10 @@ class Reconciler:
         if retry_at is not None and retry_at > now:
             return Result(requeue_after=(retry_at - now).total_seconds() + 0.05)
 
+        conflicts = self._destroy_conflicts(obj, previous)
+        if conflicts:
+            return self._destroy_waits(key, obj, previous, conflicts, pod_phase, logger)
+
         stack = stack_name_of(namespace, name)
         starting = compute_status(previous, Observation(
             generation=generation, now=rfc3339(now), in_progress="destroy", deleting=True,
@@ -449,6 +501,49 @@ class Reconciler:
             next_retry_time=gating.retry_time_text(retry_at), pod_phase=pod_phase))
         self._write_status(key, obj, starting, new)
         return Result(requeue_after=exponential_backoff(failures))
+
+    def _destroy_conflicts(self, obj: Mapping[str, Any],
+                           previous: Mapping[str, Any]) -> tuple[preflight.NameConflict, ...]:
+        """Objects the stack recorded that are now someone else's: a destroy would delete them by name.
+
+        Only names in ``status.applied`` can be in the stack's state; a job
+        that never ran ``up`` (e.g. stalled on a conflict) has nothing to guard.
+        """
+        applied = preflight.applied_keys_of(previous)
+        if not applied:
+            return ()
+        try:
+            job = parse_job(obj)
+        except InvalidJobError:
+            return ()  # its names cannot be derived; the stack's state decides
+        if not job.uid:
+            return ()
+        desired = desired_resources(job, self.settings)
+        refs = [r for r in owned_object_refs(desired) if gating.object_key(r[1], r[3]) in applied]
+        observed = [(ref, self._read(ref)) for ref in refs]
+        return preflight.name_conflicts(observed, job.uid, desired.labels, applied)
+
+    def _destroy_waits(self, key: str, obj: dict[str, Any], previous: dict[str, Any],
+                       conflicts: tuple[preflight.NameConflict, ...], pod_phase: str | None,
+                       logger: logging.LoggerAdapter) -> Result:  # type: ignore[type-arg]
+        metadata = obj["metadata"]
+        generation = int(metadata.get("generation") or 0)
+        problems = tuple(
+            f"metadata.name: {c.object} is not this job's ({c.holder}) but holds a name the job's stack "
+            "recorded; destroying the stack would delete it: delete or rename that object (or remove the "
+            "job's finalizer to leave everything in place)" for c in conflicts)
+        new = compute_status(previous, Observation(
+            generation=generation, now=rfc3339(self.clock()), deleting=True, problems=problems,
+            stall_reason=REASON_NAME_CONFLICT, failure_count=failure_count_of(previous), pod_phase=pod_phase))
+        old = condition(previous, STALLED)
+        if not (old is not None and old.get("status") == "True" and old.get("reason") == REASON_NAME_CONFLICT):
+            logger.warning("destroy waits for a name conflict", extra={"problems": "; ".join(problems)[:1000]})
+            self.events.event(obj, WARNING, REASON_NAME_CONFLICT,
+                              "the job's stack is not destroyed while it would delete objects that are not the "
+                              "job's: " + "; ".join(problems))
+        self._write_status(key, obj, previous, new)
+        # Only reads (no Pulumi) until the name is free again.
+        return Result(requeue_after=DESTROY_CONFLICT_RECHECK_SECONDS)
 
     def _remove_finalizer(self, obj: Mapping[str, Any]) -> None:
         for attempt in range(3):

@@ -43,6 +43,10 @@ RESULT_IN_PROGRESS = "InProgress"
 
 # Reasons (CamelCase, machine readable).
 REASON_INVALID_SPEC = "InvalidSpec"
+# One of the job's object names is held by an object the job does not own.
+REASON_NAME_CONFLICT = "NameConflict"
+# The API server's dry-run refused the Pod the job's template makes.
+REASON_INVALID_POD_TEMPLATE = "InvalidPodTemplate"
 REASON_SPEC_VALID = "SpecValid"
 REASON_STACK_UPDATING = "StackUpdating"
 REASON_STACK_UPDATE_FAILED = "StackUpdateFailed"
@@ -284,6 +288,8 @@ class Observation:
     generation: int
     now: str
     problems: tuple[str, ...] = ()  # "field: message" lines; empty when the spec is valid
+    # Why ``problems`` stall the job: InvalidSpec, InvalidPodTemplate or NameConflict.
+    stall_reason: str = REASON_INVALID_SPEC
     in_progress: str | None = None  # kind of the operation starting now ("up", "destroy")
     operation: Operation | None = None  # the operation this pass ran; None keeps the previous
     failure_count: int = 0
@@ -370,19 +376,34 @@ def _decide(
     host = obs.host or ""
     if obs.deleting:
         ready = _Condition("False", REASON_DELETING, "the job is being deleted")
+        if obs.problems:
+            # Destroying the stack now would delete by name an object that is not the job's.
+            detail = "; ".join(obs.problems)
+            text = f"the stack is not destroyed while a name it recorded is held by another object: {detail}"
+            return (ready, _Condition("True", obs.stall_reason, text), _Condition("True", obs.stall_reason, text),
+                    truncate(f"deletion waits: {obs.problems[0]}", MAX_MESSAGE))
         if last is not None and last.kind == "destroy" and last.failed and obs.in_progress is None:
             error = truncate(last.error or "unknown error", MAX_CONDITION_MESSAGE - 80)
             text = f"destroying the stack failed (attempt {obs.failure_count}): {error}{_retry_text(obs)}"
             return ready, _Condition("True", REASON_DESTROY_FAILED, text), not_stalled, text
         text = "destroying the job's stack"
         return ready, _Condition("True", REASON_DESTROYING, text), not_stalled, text
-    if obs.problems:
+    if obs.problems and obs.stall_reason == REASON_NAME_CONFLICT:
         detail = "; ".join(obs.problems)
-        stalled = _Condition("True", REASON_INVALID_SPEC, f"invalid spec: {detail}; fix the job and apply it again")
+        stalled = _Condition("True", REASON_NAME_CONFLICT,
+                             f"name conflict: {detail}; checked again at every resync and on every spec change")
+        more = f" (+{len(obs.problems) - 1} more)" if len(obs.problems) > 1 else ""
+        return (_Condition("False", REASON_NAME_CONFLICT, "a name the job needs is taken; see the Stalled condition"),
+                _Condition("False", REASON_NAME_CONFLICT, "waiting for the name to be free"), stalled,
+                f"name conflict: {obs.problems[0]}{more}")
+    if obs.problems:
+        reason = obs.stall_reason
+        detail = "; ".join(obs.problems)
+        stalled = _Condition("True", reason, f"invalid spec: {detail}; fix the job and apply it again")
         more = f" (+{len(obs.problems) - 1} more)" if len(obs.problems) > 1 else ""
         message = f"invalid spec: {obs.problems[0]}{more}"
-        return (_Condition("False", REASON_INVALID_SPEC, "the spec is invalid; see the Stalled condition"),
-                _Condition("False", REASON_INVALID_SPEC, "waiting for a corrected spec"), stalled, message)
+        return (_Condition("False", reason, "the spec is invalid; see the Stalled condition"),
+                _Condition("False", reason, "waiting for a corrected spec"), stalled, message)
     if obs.in_progress is not None:
         text = f"applying the job's stack ({obs.in_progress})"
         # Ready is replaced by the previous Ready condition in compute_status when there is one.

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import datetime
 import itertools
+import json
 
 import pytest
 from kubernetes.client.exceptions import ApiException
@@ -71,6 +72,8 @@ class World:
         self.destroy_error = None
         self.stack_exists = False
         self.status_writes = 0
+        self.dry_runs = []  # Pods the API server was asked to validate
+        self.pod_rejection = None  # (code, Status body) the dry-run answers with
 
     # -- API -----------------------------------------------------------------------------------
     def _job(self, path):
@@ -80,6 +83,14 @@ class World:
     def request(self, method, path, body=None, content_type=None, **_):
         if "/events" in path:
             self.events.append((body["reason"], body["type"]))
+            return body
+        if method == "PATCH" and "/pods/" in path and (_.get("query") or {}).get("dryRun") == "All":
+            self.dry_runs.append(json.loads(body))
+            if self.pod_rejection is not None:
+                code, status_body = self.pod_rejection
+                error = ApiException(status=code)
+                error.body = json.dumps(status_body)
+                raise error
             return body
         if "/iflearnerjobs/" in path:
             job = self._job(path)
@@ -120,11 +131,12 @@ class World:
             return StackResult("up", stack, False, error=self.up_error, seconds=0.1)
         self.stack_exists = True
         job = parse_job(self.jobs.get("default", "iflearnerjob-server"))
-        for _, kind, ns, name in owned_object_refs(desired_resources(job, ClusterSettings())):
+        desired = desired_resources(job, ClusterSettings())
+        for _, kind, ns, name in owned_object_refs(desired):
             if (kind, ns, name) not in self.objects:
                 rv = str(next(self.versions))
                 obj = {"metadata": {"name": name, "namespace": ns, "uid": f"{kind}-uid-{rv}",
-                                    "resourceVersion": rv}}
+                                    "resourceVersion": rv, "labels": dict(desired.labels)}}
                 if kind == "Pod":
                     obj["status"] = {"phase": "Pending"}
                 self.objects[(kind, ns, name)] = obj
@@ -325,3 +337,80 @@ def test_job_without_finalizer_being_deleted_is_left_alone(world, reconciler):
 
 def test_missing_job_is_a_no_op(world, reconciler):
     assert reconciler.reconcile("default/nope").requeue_after is None
+
+
+def put_foreign(world, kind, name):
+    """A user's own object that happens to have one of the job's names (not in the operator's caches)."""
+    world.objects[(kind, "default", name)] = {"metadata": {"name": name, "namespace": "default",
+                                                           "uid": "users-own", "resourceVersion": "5"}}
+
+
+def test_a_name_held_by_a_foreign_object_stalls_with_name_conflict_and_runs_no_up(world, reconciler):
+    put_foreign(world, "Service", "iflearnerjob-server")
+    assert reconciler.reconcile(KEY).requeue_after is None
+    reconciler.reconcile(KEY)
+    assert world.ups == [] and world.dry_runs == []
+    assert cond(world, "Stalled") == ("True", "NameConflict")
+    assert "Service default/iflearnerjob-server already exists" in condition(status(world), "Stalled")["message"]
+    assert cond(world, "Ready") == ("False", "NameConflict")
+    assert world.events == [("NameConflict", "Warning")], "one event, not one per reconcile"
+    # The user frees the name: the next reconcile (a resync) applies the job.
+    del world.objects[("Service", "default", "iflearnerjob-server")]
+    reconciler.reconcile(KEY)
+    assert world.ups == ["default.iflearnerjob-server"]
+    assert cond(world, "Stalled") == ("False", "SpecValid")
+
+
+def test_a_pod_the_api_server_refuses_stalls_until_the_spec_changes(world, reconciler):
+    world.pod_rejection = (422, {"kind": "Status", "code": 422, "message": "Pod is invalid", "details": {
+        "causes": [{"field": "spec.containers[0].image", "message": "Required value"}]}})
+    assert reconciler.reconcile(KEY).requeue_after is None
+    for _ in range(3):
+        assert reconciler.reconcile(KEY).requeue_after is None
+    assert world.ups == [], "no Pulumi run for a Pod the API server refuses"
+    assert len(world.dry_runs) == 1, "no retry loop: the same generation is not validated again"
+    assert cond(world, "Stalled") == ("True", "InvalidPodTemplate")
+    assert "spec.template.spec.containers[0].image: Required value" in condition(status(world), "Stalled")["message"]
+    assert world.events == [("InvalidPodTemplate", "Warning")]
+    world.pod_rejection = None
+    world.edit_spec(lambda j: j["spec"]["template"]["spec"]["containers"][0].update(image="img:2"))
+    reconciler.reconcile(KEY)
+    assert len(world.dry_runs) == 2 and world.ups == ["default.iflearnerjob-server"]
+    assert cond(world, "Stalled") == ("False", "SpecValid")
+
+
+def test_destroy_waits_while_a_recorded_name_is_held_by_someone_elses_object(world, reconciler):
+    reconciler.reconcile(KEY)
+    # The job's Service is deleted by hand and a user's own Service takes its name.
+    world.delete_object("Service", "iflearnerjob-server")
+    put_foreign(world, "Service", "iflearnerjob-server")
+    world.jobs.store[KEY]["metadata"]["deletionTimestamp"] = "2025-01-01T00:00:00Z"
+    result = reconciler.reconcile(KEY)
+    assert world.destroys == [], "destroy would delete the user's Service by name"
+    assert result.requeue_after is not None
+    assert world.job()["metadata"]["finalizers"] == [FINALIZER]
+    assert cond(world, "Stalled") == ("True", "NameConflict")
+    del world.objects[("Service", "default", "iflearnerjob-server")]
+    reconciler.reconcile(KEY)
+    assert world.destroys == ["default.iflearnerjob-server"] and world.job() is None
+
+
+def test_a_job_that_never_ran_up_is_deleted_at_once_despite_a_conflict(world, reconciler):
+    put_foreign(world, "Service", "iflearnerjob-server")
+    reconciler.reconcile(KEY)
+    world.jobs.store[KEY]["metadata"]["deletionTimestamp"] = "2025-01-01T00:00:00Z"
+    reconciler.reconcile(KEY)
+    assert world.job() is None
+    # No up ever ran, so the stack holds nothing (the real destroy of a stack that never existed
+    # touches nothing: tests/integration/controller/test_controller_preflight.py).
+    assert world.ups == [] and world.destroys == ["default.iflearnerjob-server"]
+
+
+def test_a_spec_change_is_validated_under_a_probe_name_while_the_jobs_pod_exists(world, reconciler):
+    reconciler.reconcile(KEY)
+    assert world.dry_runs[-1]["metadata"]["name"] == "iflearnerjob-server"
+    world.edit_spec(lambda j: j["spec"]["template"]["spec"]["containers"][0].update(image="img:2"))
+    reconciler.reconcile(KEY)
+    assert world.dry_runs[-1]["metadata"]["name"] == "iflearnerjob-server-preflight"
+    assert world.dry_runs[-1]["spec"]["containers"][0]["image"] == "img:2"
+    assert len(world.ups) == 2
