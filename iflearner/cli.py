@@ -7,6 +7,7 @@ the work happens in the modules it calls.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -76,6 +77,10 @@ def _preview(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_INVALID_INPUT
     print(f"preview: using {chosen.origin}", file=sys.stderr)
+    live_uid = _live_job_uid(kubeconfig, job.namespace, job.name)
+    if job.uid is None and live_uid is not None:
+        # The job as the operator sees it: its objects carry the live job's uid.
+        job = dataclasses.replace(job, uid=live_uid)
     settings = chosen.cluster
     runner = StackRunner(chosen.runner)
     desired = desired_resources(job, settings)
@@ -97,6 +102,27 @@ def _preview(args: argparse.Namespace) -> int:
         else:
             print(f"error: preview failed: {result.error}", file=sys.stderr)
     return EXIT_OK if result.succeeded else EXIT_FAILED
+
+
+def _live_job_uid(kubeconfig: str | None, namespace: str, name: str) -> str | None:
+    """The uid of the job of that name in the cluster, if it exists there (and can be read)."""
+    import yaml
+    from kubernetes import client, config
+
+    try:
+        if kubeconfig is None:
+            config.load_incluster_config()
+            api = client.ApiClient()
+        else:
+            api = config.new_client_from_config_dict(yaml.safe_load(kubeconfig))
+        try:
+            live = client.CustomObjectsApi(api).get_namespaced_custom_object(
+                "git.iflytek.com", "v1", namespace, "iflearnerjobs", name, _request_timeout=10)
+        finally:
+            api.close()
+    except Exception:  # noqa: BLE001 - no job there, or no access: preview the file as a new job
+        return None
+    return str((live.get("metadata") or {}).get("uid") or "") or None
 
 
 def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
