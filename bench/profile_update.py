@@ -73,6 +73,8 @@ class CpuSampler(threading.Thread):
         self.last: dict[int, tuple[str, float]] = {}
         self.ticks = os.sysconf("SC_CLK_TCK")
         self.own_start = self._cpu(os.getpid())
+        # The local control plane's processes are children too: only the run's count.
+        self.before = set(_descendants(os.getpid()))
 
     def _cpu(self, pid: int) -> float:
         try:
@@ -84,7 +86,7 @@ class CpuSampler(threading.Thread):
     def run(self) -> None:
         while not self.stop_event.is_set():
             for pid in _descendants(os.getpid()):
-                if pid == os.getpid():
+                if pid in self.before:
                     continue
                 seconds = self._cpu(pid)
                 if seconds >= 0:
