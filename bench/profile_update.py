@@ -84,6 +84,8 @@ class CpuSampler(threading.Thread):
         return (int(fields[11]) + int(fields[12])) / self.ticks
 
     def run(self) -> None:
+        self.own_cpu = 0.0
+        started = time.thread_time()
         while not self.stop_event.is_set():
             for pid in _descendants(os.getpid()):
                 if pid in self.before:
@@ -92,6 +94,7 @@ class CpuSampler(threading.Thread):
                 if seconds >= 0:
                     kind = self.last[pid][0] if pid in self.last else process_kind(pid)
                     self.last[pid] = (kind, seconds)
+            self.own_cpu = time.thread_time() - started
             time.sleep(0.01)
 
     def finish(self) -> dict[str, float]:
@@ -100,7 +103,8 @@ class CpuSampler(threading.Thread):
         totals: dict[str, float] = defaultdict(float)
         for kind, seconds in self.last.values():
             totals[kind] += seconds
-        totals["language host (this process)"] = self._cpu(os.getpid()) - self.own_start
+        # This process, less the sampler's own thread (walking /proc is not the update's work).
+        totals["language host (this process)"] = self._cpu(os.getpid()) - self.own_start - self.own_cpu
         return dict(totals)
 
 
