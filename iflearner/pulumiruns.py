@@ -105,6 +105,12 @@ def _live(infos: Sequence[ProcInfo]) -> list[ProcInfo]:
             and now.state not in ("Z", "X")]
 
 
+def live_of(pids: Sequence[int]) -> list[int]:
+    """Those of ``pids`` that are running processes now (not zombies)."""
+    table = _proc_table()
+    return [pid for pid in pids if pid in table and table[pid].state not in ("Z", "X")]
+
+
 def _signal_all(infos: Sequence[ProcInfo], sig: int) -> None:
     for info in _live(infos):
         try:
@@ -181,7 +187,7 @@ class RunRegistry:
         with self._lock:
             run = self._runs.get(process.pid)
         roots = tree(process.pid)
-        if process.poll() is None:
+        if process.poll() is None and grace > 0:  # no grace: straight to SIGKILL
             try:
                 process.send_signal(signal.SIGTERM)
             except OSError:
