@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import datetime
 import json
+import socket
+import threading
 import time
 import uuid
 from pathlib import Path
 
+import pytest
+import yaml
 from controller_harness import (
     GROUP,
     PLURAL,
@@ -77,10 +81,53 @@ def deny_lease_updates(api_client: client.ApiClient, lease_name: str) -> list[tu
     return [("policy", name), ("binding", name)]
 
 
+class SilentServer:
+    """A TCP server that accepts connections and never answers: a webhook the API server waits on."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.accepted: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted.append(connection)
+
+    def close(self) -> None:
+        self.sock.close()
+        for connection in self.accepted:
+            connection.close()
+
+
+def hang_lease_updates(api_client: client.ApiClient, lease_name: str, server: SilentServer,
+                       ca_bundle: str) -> None:
+    """Lease renewals hang for 30 s (a webhook that never answers), then fail: a partitioned API server."""
+    admission = client.AdmissionregistrationV1Api(api_client)
+    admission.create_validating_webhook_configuration(client.V1ValidatingWebhookConfiguration(
+        metadata=client.V1ObjectMeta(name=f"deny-{lease_name}"),
+        webhooks=[client.V1ValidatingWebhook(
+            name="hang.fencing.test.iflearner", admission_review_versions=["v1"], side_effects="None",
+            failure_policy="Fail", timeout_seconds=30,
+            client_config=client.AdmissionregistrationV1WebhookClientConfig(
+                url=f"https://127.0.0.1:{server.port}/", ca_bundle=ca_bundle),
+            rules=[client.V1RuleWithOperations(api_groups=["coordination.k8s.io"], api_versions=["v1"],
+                                               operations=["UPDATE"], resources=["leases"])],
+            match_conditions=[client.V1MatchCondition(
+                name="this-lease", expression=f"object.metadata.name == '{lease_name}'")])]))
+
+
 def allow_lease_updates(api_client: client.ApiClient, lease_name: str) -> None:
     admission = client.AdmissionregistrationV1Api(api_client)
     for delete in (admission.delete_validating_admission_policy_binding,
-                   admission.delete_validating_admission_policy):
+                   admission.delete_validating_admission_policy,
+                   admission.delete_validating_webhook_configuration):
         try:
             delete(f"deny-{lease_name}")
         except ApiException:
@@ -97,9 +144,13 @@ def renewals_refused(coordination: client.CoordinationV1Api, lease_name: str) ->
     return False
 
 
+@pytest.mark.parametrize("failure", ["refused", "hanging"])
 def test_a_leader_whose_renewals_fail_has_no_pulumi_run_left_when_the_lease_could_pass(
-        start_controller, custom, core, api_client, jobs_ns, state_dir):
+        failure, start_controller, custom, core, api_client, jobs_ns, state_dir, kubeconfig):
+    """``refused``: the API server answers 'no' at once. ``hanging``: it does not answer for 30 s (the
+    renewal call blocks, as with a partition); the fence must not wait for that call."""
     lease_name = f"fence-{jobs_ns}"
+    server = SilentServer()
     leader = start_controller(*FAST_LEASE, "--leader-election-name", lease_name)
     wait_for("the leader", lambda: leader.metric("iflearner_leader") == 1, 30, on_timeout=leader.log)
     name = "fenced"
@@ -113,11 +164,27 @@ def test_a_leader_whose_renewals_fail_has_no_pulumi_run_left_when_the_lease_coul
     try:
         wait_for("pulumi destroy to be running", lambda: pulumi_processes(leader.pid) and lock_files(state_dir),
                  60, interval=0.1, on_timeout=leader.log)
-        deny_lease_updates(api_client, lease_name)
-        wait_for("the API server to refuse renewals", lambda: renewals_refused(coordination, lease_name), 30,
-                 interval=0.1)
+        if failure == "refused":
+            deny_lease_updates(api_client, lease_name)
+            wait_for("the API server to refuse renewals", lambda: renewals_refused(coordination, lease_name), 30,
+                     interval=0.1)
+        else:
+            cluster = yaml.safe_load(kubeconfig.read_text())["clusters"][0]["cluster"]
+            hang_lease_updates(api_client, lease_name, server, cluster["certificate-authority-data"])
+            wait_for("a renewal to hang in the webhook", lambda: server.accepted, 30, interval=0.05,
+                     on_timeout=leader.log)
+        refused_at = datetime.datetime.now(datetime.UTC)
         running = pulumi_processes(leader.pid)
         assert running, "the destroy was still running when renewals began to fail"
+        gone_at: list[datetime.datetime] = []
+
+        def watch() -> None:  # for the report: when the last Pulumi process went
+            while pulumi_processes(leader.pid):
+                time.sleep(0.02)
+            gone_at.append(datetime.datetime.now(datetime.UTC))
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
 
         # The earliest moment another replica may take the lease: its last renewal + its duration.
         namespace = ClusterSettings().operator_namespace
@@ -134,11 +201,18 @@ def test_a_leader_whose_renewals_fail_has_no_pulumi_run_left_when_the_lease_coul
             time.sleep(min(0.05, max(0.0, (earliest - now).total_seconds())))
         left = pulumi_processes(leader.pid) if leader.alive() else []
         assert left == [], f"Pulumi processes alive when the lease could pass on: {left}\n{leader.log()}"
+        watcher.join(5)
+        renewed = earliest - datetime.timedelta(seconds=6)
+        refused_after = (refused_at - renewed).total_seconds()
+        gone_after = (gone_at[0] - renewed).total_seconds()
+        print(f"\nfencing timeline (s after the last renewal): renewals failing from {refused_after:.2f}, "
+              f"last Pulumi process gone {gone_after:.2f}, takeover possible 6.00; processes before: {running}")
         wait_for("the deposed leader to exit", lambda: not leader.alive(), 30, on_timeout=leader.log)
         assert leader.process.returncode == 1
         assert "fenced: every Pulumi run of this replica is stopped" in leader.log(400)
     finally:
         allow_lease_updates(api_client, lease_name)
+        server.close()
         try:
             core.patch_namespaced_pod(name, jobs_ns, {"metadata": {"finalizers": None}})
         except ApiException:
