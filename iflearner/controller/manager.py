@@ -57,7 +57,7 @@ from iflearner.pulumiruns import (
     DEFAULT_RUN_TIMEOUT_SECONDS,
     DEFAULT_TERM_GRACE_SECONDS,
     KILL_SETTLE_SECONDS,
-    RUNS,
+    RunRegistry,
 )
 
 log = logging.getLogger("iflearner.controller")
@@ -123,6 +123,9 @@ class Controller:
         self.metrics.set_jobs_by_phase_source(self._jobs_by_phase)
         self.identity = options.identity or default_identity()
         self.events = EventRecorder(self.api, instance=self.identity)
+        # The Pulumi runs this controller fences: its own registry, so that a second
+        # controller in the same process (tests) starts unfenced.
+        self.runs: RunRegistry = getattr(runner, "registry", None) or RunRegistry()
         self.runner = runner if runner is not None else self._make_runner()
         self.reconciler = Reconciler(self.api, self.jobs, self.owned, self.runner, options.settings,
                                      self.kubeconfig_text, self.events, self.metrics)
@@ -156,7 +159,7 @@ class Controller:
         # Locks are removed only when their run is proven dead (iflearner.stacklocks),
         # leader or not: a lock from another host may be a person's live run.
         timeout = getattr(self.options, "pulumi_run_timeout", None) or DEFAULT_RUN_TIMEOUT_SECONDS
-        return StackRunner(self.options.runner_settings(), run_timeout=timeout, registry=RUNS)
+        return StackRunner(self.options.runner_settings(), run_timeout=timeout, registry=self.runs)
 
     # -- event handlers (informer threads: keep them quick) ---------------------------------------
 
@@ -281,7 +284,7 @@ class Controller:
         self.metrics.leader.set(0)
         self.queue.shutdown()
         started = time.monotonic()
-        RUNS.fence(self.term_grace)
+        self.runs.fence(self.term_grace)
         log.error("fenced: every Pulumi run of this replica is stopped", extra={
             "identity": self.identity, "seconds": round(time.monotonic() - started, 3),
             "term_grace": self.term_grace})
@@ -326,7 +329,7 @@ class Controller:
         if self.exit_code == EXIT_OK and not self.queue.wait_idle(self.options.shutdown_grace):
             log.warning("in-flight reconciles did not finish in time; stopping their Pulumi processes")
         # Before the lease is released: no run may outlive this replica's leadership.
-        RUNS.fence(self.term_grace)
+        self.runs.fence(self.term_grace)
         self.queue.wait_idle(10)
         if self.elector is not None:
             self.elector.stop(release=self.exit_code == EXIT_OK)
