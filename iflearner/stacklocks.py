@@ -12,9 +12,14 @@ listing is all this module reads, so it works the same for every backend.
 The rule: a lock is removed only when its run is proven dead. Nothing on this
 host can prove a run on another host dead (a person's ``pulumi`` against the
 same bucket, a former leader still shutting down), so such a lock is waited
-on. On this host a PID alone proves nothing after a container restart (PIDs
-start again from 1), so the process now holding that PID must have started
-*after* the lock was written to count as a different process.
+on -- with one exception: a host that was the operator's leader earlier and
+is not now. A leader fences (kills) its runs before its Lease can pass on
+(:mod:`iflearner.controller.leaderelection`), so once this process holds the
+Lease, the runs of every former leader host are dead. Leaders record their
+hostnames on the Lease for that reason. On this host a PID alone proves
+nothing after a container restart (PIDs start again from 1), so the process
+now holding that PID must have started *after* the lock was written to count
+as a different process.
 
 :func:`judge_lock` and :func:`decide` are pure; :func:`process_facts` gathers
 what they need from /proc.
@@ -47,6 +52,7 @@ DEAD_OWN_RUN_STOPPED = "OwnRunStopped"
 DEAD_PROCESS_GONE = "ProcessGone"
 DEAD_PROCESS_EXITED = "ProcessExited"
 DEAD_PID_REUSED = "PidReused"
+DEAD_FENCED_FORMER_LEADER = "FencedFormerLeader"
 ALIVE_FOREIGN_HOST = "HeldByAnotherHost"
 ALIVE_PROCESS_RUNNING = "HolderRunning"
 ALIVE_UNKNOWN = "HolderUnknown"
@@ -123,9 +129,16 @@ def judge_lock(
     hostname: str,
     facts: ProcessFacts | None,
     stopped_runs: Collection[StoppedRun] = (),
+    fenced_hosts: Collection[str] = (),
 ) -> LockVerdict:
     """Is the run that wrote ``lock`` proven dead? ``facts`` describes
-    ``lock.pid`` on this host (None when the lock is from another host)."""
+    ``lock.pid`` on this host (None when the lock is from another host);
+    ``fenced_hosts`` are former leader hosts, given only while this process
+    holds the leader Lease."""
+    if lock.host != hostname and lock.host in fenced_hosts:
+        return LockVerdict(lock, True, DEAD_FENCED_FORMER_LEADER,
+                           f"{lock.host} was this operator's leader before this replica, and a leader's runs "
+                           "are stopped before its lease can pass on")
     if lock.host != hostname:
         return LockVerdict(lock, False, ALIVE_FOREIGN_HOST,
                            f"held by {lock.describe()} on another host; a run there cannot be proven dead "
@@ -157,6 +170,7 @@ def decide(
     hostname: str,
     facts: Mapping[int, ProcessFacts],
     stopped_runs: Collection[StoppedRun] = (),
+    fenced_hosts: Collection[str] = (),
 ) -> LockDecision:
     """Remove only when every lock is proven dead (``pulumi cancel`` removes them all)."""
     if not locks:
@@ -164,7 +178,8 @@ def decide(
                                        "waiting for the lock to go (remove it with `pulumi cancel` only if "
                                        "no run is alive)")
     verdicts = tuple(
-        judge_lock(lock, hostname, facts.get(lock.pid) if lock.host == hostname else None, stopped_runs)
+        judge_lock(lock, hostname, facts.get(lock.pid) if lock.host == hostname else None, stopped_runs,
+                   fenced_hosts)
         for lock in locks
     )
     if all(v.dead for v in verdicts):

@@ -45,7 +45,7 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,8 +187,12 @@ class StackRunner:
         run_timeout: float | None = pulumiruns.DEFAULT_RUN_TIMEOUT_SECONDS,
         registry: pulumiruns.RunRegistry = pulumiruns.RUNS,
         term_grace: float = pulumiruns.DEFAULT_TERM_GRACE_SECONDS,
+        fenced_hosts: Callable[[], Collection[str]] = lambda: (),
     ) -> None:
+        """``fenced_hosts``: hosts whose runs are known to be dead (former leaders,
+        while this process leads); their locks are removed."""
         self.settings = settings
+        self.fenced_hosts = fenced_hosts
         self.run_timeout = run_timeout
         self.term_grace = term_grace
         self.registry = registry
@@ -343,7 +347,8 @@ class StackRunner:
         locks = stacklocks.parse_locks(_ANSI.sub("", lock_error))
         hostname = socket.gethostname()
         facts = {lock.pid: stacklocks.process_facts(lock.pid) for lock in locks if lock.host == hostname}
-        return stacklocks.decide(stack_name, locks, hostname, facts, self.registry.stopped_runs())
+        return stacklocks.decide(stack_name, locks, hostname, facts, self.registry.stopped_runs(),
+                                 self.fenced_hosts())
 
     @staticmethod
     def _clear_pending_operations(stack: auto.Stack) -> bool:

@@ -30,12 +30,20 @@ is when the last *successful* renewal was *sent*. The arithmetic
 With the defaults (15 s / 10 s / 2 s): fence at 10.1 s, SIGKILL at 13.25 s,
 all dead by 14.25 s, takeover not before 15 s.
 
-The decisions (:func:`can_acquire`, :func:`next_spec`, :func:`fencing_plan`) are pure.
+Former leaders. Each leader adds its hostname to the Lease's
+``iflearner.git.iflytek.com/leader-hosts`` annotation. While this process
+holds the Lease, every other host in it is a former leader whose runs were
+fenced, so a stack lock such a host left (its Pod was replaced: a new Pod
+has a new hostname) is known to be dead (:mod:`iflearner.stacklocks`).
+
+The decisions (:func:`can_acquire`, :func:`next_spec`, :func:`fencing_plan`,
+:func:`with_leader_host`) are pure.
 """
 
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import os
 import random
@@ -112,6 +120,31 @@ def fencing_plan(config: LeaderElectionConfig, max_term_grace: float, kill_settl
     dead_by = fence_at + grace + kill_settle
     return FencingPlan(round(grace, 3), round(fence_at, 3), round(dead_by, 3), config.lease_duration,
                        round(config.lease_duration - dead_by, 3))
+
+
+LEADER_HOSTS_ANNOTATION = "iflearner.git.iflytek.com/leader-hosts"
+MAX_LEADER_HOSTS = 32
+
+
+def leader_hosts(annotations: Mapping[str, str] | None) -> list[str]:
+    """The hostnames recorded on the Lease (oldest first); a malformed value reads as none."""
+    try:
+        hosts = json.loads((annotations or {}).get(LEADER_HOSTS_ANNOTATION) or "[]")
+    except ValueError:
+        return []
+    return [h for h in hosts if isinstance(h, str)] if isinstance(hosts, list) else []
+
+
+def with_leader_host(annotations: Mapping[str, str] | None, host: str) -> dict[str, str] | None:
+    """The annotations with ``host`` recorded, or None when it already is (no write needed).
+
+    Only the most recent hosts are kept: a lock of a host that fell off the
+    list is waited on, which is safe.
+    """
+    hosts = leader_hosts(annotations)
+    if host in hosts:
+        return None
+    return {**(annotations or {}), LEADER_HOSTS_ANNOTATION: json.dumps([*hosts, host][-MAX_LEADER_HOSTS:])}
 
 
 def micro_time(moment: datetime.datetime) -> str:
@@ -195,6 +228,7 @@ class LeaderElector:
         self.api = api
         self.config = config.validated()
         self.identity = config.identity or default_identity()
+        self.hostname = socket.gethostname()
         self._on_started = on_started_leading
         self._on_stopped = on_stopped_leading
         self._on_fence = on_fence
@@ -213,6 +247,13 @@ class LeaderElector:
     def is_leader(self) -> bool:
         return self._leader.is_set()
 
+    def former_leader_hosts(self) -> list[str]:
+        """Hosts that led before this process, whose runs were fenced; none unless this process leads."""
+        lease = self._lease
+        if not self.is_leader or lease is None:
+            return []
+        return [h for h in leader_hosts((lease.get("metadata") or {}).get("annotations")) if h != self.hostname]
+
     def _path(self) -> str:
         return object_path(LEASES, "leases", self.config.namespace, self.config.name)
 
@@ -225,7 +266,8 @@ class LeaderElector:
             body = {
                 "apiVersion": "coordination.k8s.io/v1",
                 "kind": "Lease",
-                "metadata": {"name": self.config.name, "namespace": self.config.namespace},
+                "metadata": {"name": self.config.name, "namespace": self.config.namespace,
+                             "annotations": with_leader_host(None, self.hostname) or {}},
                 "spec": next_spec(None, self.identity, wall, self.config.lease_duration),
             }
             try:
@@ -244,6 +286,10 @@ class LeaderElector:
         if not can_acquire(self._observed, self.identity, now, self.config.lease_duration):
             return False
         lease["spec"] = next_spec(spec, self.identity, wall, self.config.lease_duration)
+        metadata = lease.setdefault("metadata", {})
+        annotations = with_leader_host(metadata.get("annotations"), self.hostname)
+        if annotations is not None:
+            metadata["annotations"] = annotations
         try:
             self._lease = self.api.request("PUT", self._path(), body=lease)
         except ApiException as error:

@@ -156,10 +156,15 @@ class Controller:
     def _make_runner(self) -> Any:
         from iflearner.stackrunner import StackRunner
 
-        # Locks are removed only when their run is proven dead (iflearner.stacklocks),
-        # leader or not: a lock from another host may be a person's live run.
+        # Locks are removed only when their run is proven dead (iflearner.stacklocks):
+        # a lock from another host may be a person's live run, unless that host is
+        # a former leader of ours (fenced before the lease passed to us).
         timeout = getattr(self.options, "pulumi_run_timeout", None) or DEFAULT_RUN_TIMEOUT_SECONDS
-        return StackRunner(self.options.runner_settings(), run_timeout=timeout, registry=self.runs)
+        return StackRunner(self.options.runner_settings(), run_timeout=timeout, registry=self.runs,
+                           fenced_hosts=self._former_leader_hosts)
+
+    def _former_leader_hosts(self) -> list[str]:
+        return self.elector.former_leader_hosts() if self.elector is not None else []
 
     # -- event handlers (informer threads: keep them quick) ---------------------------------------
 

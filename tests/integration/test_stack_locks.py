@@ -92,6 +92,20 @@ def test_a_lock_from_another_host_is_waited_on_and_its_holder_named(settings, re
     assert runner.up("foreign", exporting(2)).succeeded
 
 
+def test_a_lock_of_a_former_leader_pod_is_removed_by_the_current_leader(settings, registry):
+    """The old leader's Pod was replaced (a new Pod has a new hostname); its runs were fenced before the
+    Lease passed on, so the leader that recorded it as a former leader host removes its lock."""
+    old_pod = "iflearner-operator-5c7d9-old01"
+    assert StackRunner(settings, registry=registry).up("handover", exporting(1)).succeeded
+    lock = write_lock(settings, "handover", old_pod, 77, now(), user="root")
+    standby_view = StackRunner(settings, registry=registry).up("handover", exporting(2))
+    assert not standby_view.succeeded and lock.exists(), "without the Lease's record it is waited on"
+    leader = StackRunner(settings, registry=registry, fenced_hosts=lambda: [old_pod])
+    result = leader.up("handover", exporting(2))
+    assert result.succeeded, result.error
+    assert not lock.exists()
+
+
 def test_a_lock_of_a_live_process_on_this_host_is_waited_on(settings, registry, sleeper):
     runner = StackRunner(settings, registry=registry)
     assert runner.up("live", exporting(1)).succeeded

@@ -102,3 +102,13 @@ def test_process_facts_of_this_process_and_of_a_missing_pid():
     assert mine.exists and not mine.exited and mine.started is not None
     assert mine.started <= time.time() + 1
     assert not stacklocks.process_facts(2**22 + 12345).exists
+
+
+def test_a_lock_of_a_former_leader_host_is_dead_once_this_replica_leads():
+    old_pod = lock(host="iflearner-operator-7d9f-abcde")
+    verdict = judge_lock(old_pod, "iflearner-operator-7d9f-xyz12", None,
+                         fenced_hosts=["iflearner-operator-7d9f-abcde"])
+    assert (verdict.dead, verdict.reason) == (True, stacklocks.DEAD_FENCED_FORMER_LEADER)
+    # Any other host is still waited on.
+    assert not decide("s", [old_pod, lock(host="laptop")], "here", {},
+                      fenced_hosts=["iflearner-operator-7d9f-abcde"]).remove

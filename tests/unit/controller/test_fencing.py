@@ -147,3 +147,48 @@ def test_a_failing_run_raises_the_automation_api_error_with_its_output():
     with pytest.raises(CommandError, match="the stack is currently locked"):
         run_pulumi(["sh", "-c", "echo 'error: the stack is currently locked by 1 lock(s)' >&2; exit 255"], "/",
                    os.environ, operation="up", stack="s", timeout=10, registry=RunRegistry())
+
+
+def test_leader_hosts_are_recorded_once_and_bounded():
+    from iflearner.controller.leaderelection import (
+        LEADER_HOSTS_ANNOTATION,
+        MAX_LEADER_HOSTS,
+        leader_hosts,
+        with_leader_host,
+    )
+
+    first = with_leader_host(None, "pod-a")
+    assert leader_hosts(first) == ["pod-a"]
+    assert with_leader_host(first, "pod-a") is None, "no write when already recorded"
+    both = with_leader_host({**first, "other": "kept"}, "pod-b")
+    assert leader_hosts(both) == ["pod-a", "pod-b"] and both["other"] == "kept"
+    many = None
+    for index in range(MAX_LEADER_HOSTS + 5):
+        many = with_leader_host(many, f"pod-{index}")
+    assert len(leader_hosts(many)) == MAX_LEADER_HOSTS and leader_hosts(many)[-1] == f"pod-{MAX_LEADER_HOSTS + 4}"
+    assert leader_hosts({LEADER_HOSTS_ANNOTATION: "not json"}) == []
+
+
+def test_a_new_leader_knows_the_former_leader_hosts_and_a_standby_knows_none():
+    from test_leaderelection import FakeLeaseApi
+
+    api, events = FakeLeaseApi(), []
+    fast = dict(lease_duration=0.6, renew_deadline=0.4, retry_period=0.1)
+    a = LeaderElector(api, LeaderElectionConfig(identity="a", **fast), lambda: None, lambda: None)
+    b = LeaderElector(api, LeaderElectionConfig(identity="b", **fast), lambda: None, lambda: None)
+    a.hostname, b.hostname = "pod-a", "pod-b"
+    a.start()
+    deadline = time.monotonic() + 5
+    while not a.is_leader and time.monotonic() < deadline:
+        time.sleep(0.01)
+    b.start()
+    time.sleep(0.3)
+    assert a.former_leader_hosts() == [] and b.former_leader_hosts() == []
+    a._stop.set()  # the leader's Pod goes away without releasing
+    deadline = time.monotonic() + 5
+    while not b.is_leader and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert b.is_leader
+    assert b.former_leader_hosts() == ["pod-a"]
+    b.stop()
+    assert events == []
