@@ -45,6 +45,7 @@ import socket
 import tempfile
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Collection
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -338,9 +339,21 @@ class StackRunner:
             if not decision.remove:
                 raise StackLockedError(decision) from None
         log.warning("removing stale stack locks", extra={"stack": stack.name, "locks": decision.message[:1000]})
-        stack.cancel()  # the DIY backend's cancel deletes all of the stack's lock files
+        self._remove_locks(stack, decision)
         self._clear_pending_operations(stack)
         return operation()
+
+    @staticmethod
+    def _remove_locks(stack: auto.Stack, decision: stacklocks.LockDecision) -> None:
+        """Delete exactly the locks judged dead where the backend is a directory; elsewhere
+        ``pulumi cancel``, which deletes all of the stack's locks (a run starting at that very
+        moment could lose its lock: a narrow window the file:// default does not have)."""
+        paths = [urllib.parse.urlparse(v.lock.url) for v in decision.verdicts]
+        if paths and all(p.scheme == "file" for p in paths):
+            for parsed in paths:
+                Path(urllib.parse.unquote(parsed.path)).unlink(missing_ok=True)
+            return
+        stack.cancel()
 
     def _lock_decision(self, stack_name: str, lock_error: str) -> stacklocks.LockDecision:
         """Gather what the decision needs (the locks, /proc for this host's PIDs), then decide."""
