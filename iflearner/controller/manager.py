@@ -57,6 +57,7 @@ from iflearner.pulumiruns import (
     DEFAULT_RUN_TIMEOUT_SECONDS,
     DEFAULT_TERM_GRACE_SECONDS,
     KILL_SETTLE_SECONDS,
+    FencedError,
     RunRegistry,
 )
 
@@ -236,6 +237,9 @@ class Controller:
             started = time.monotonic()
             try:
                 result = self.reconciler.reconcile(str(key))
+            except FencedError as error:
+                # Not the leader any more: the key is for the next leader, nothing to retry here.
+                log.info("reconcile stopped by fencing", extra={"key": str(key), "error": str(error)})
             except Exception as error:  # noqa: BLE001 - retried with backoff, never fatal
                 delay = self.queue.add_rate_limited(key)
                 self.metrics.reconciles.labels("error").inc()
