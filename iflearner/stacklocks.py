@@ -18,8 +18,8 @@ is not now. A leader fences (kills) its runs before its Lease can pass on
 Lease, the runs of every former leader host are dead. Leaders record their
 hostnames on the Lease for that reason. On this host a PID alone proves
 nothing after a container restart (PIDs start again from 1), so the process
-now holding that PID must have started *after* the lock was written to count
-as a different process.
+now holding that PID must run another program than ``pulumi``, or have
+started *after* the lock was written, to count as a different process.
 
 :func:`judge_lock` and :func:`decide` are pure; :func:`process_facts` gathers
 what they need from /proc.
@@ -46,6 +46,10 @@ _LOCK_LINE = re.compile(
 # timestamp (itself rounded to seconds in the CLI's message) may be the
 # writer, so it is not counted as a different process.
 START_TIME_MARGIN_SECONDS = 2.0
+
+# Locks are written by the Pulumi CLI; its process name (comm) is "pulumi".
+# A PID held by any other program is not the writer's any more.
+LOCK_WRITER_COMMAND = "pulumi"
 
 # Reasons (CamelCase, as condition reasons are).
 DEAD_OWN_RUN_STOPPED = "OwnRunStopped"
@@ -153,6 +157,9 @@ def judge_lock(
         return LockVerdict(lock, True, DEAD_PROCESS_GONE, f"no process {lock.pid} on this host")
     if facts.exited:
         return LockVerdict(lock, True, DEAD_PROCESS_EXITED, f"process {lock.pid} has exited")
+    if facts.command and not facts.command.startswith(LOCK_WRITER_COMMAND):
+        return LockVerdict(lock, True, DEAD_PID_REUSED,
+                           f"pid {lock.pid} now belongs to {facts.command!r}, not to a pulumi CLI")
     if created is None or facts.started is None:
         return LockVerdict(lock, False, ALIVE_UNKNOWN,
                            f"process {lock.pid} exists and its start cannot be compared with the lock's time")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import shutil
 import socket
 import subprocess
 import threading
@@ -64,8 +65,12 @@ def exporting(value: int):
 
 
 @pytest.fixture
-def sleeper() -> Iterator[subprocess.Popen[bytes]]:
-    process = subprocess.Popen(["sleep", "300"])
+def sleeper(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A process named ``pulumi`` (as a lock's writer is), doing nothing."""
+    program = tmp_path / "bin" / "pulumi"
+    program.parent.mkdir()
+    shutil.copy(shutil.which("sleep") or "/bin/sleep", program)
+    process = subprocess.Popen([str(program), "300"])
     yield process
     process.kill()
     process.wait()

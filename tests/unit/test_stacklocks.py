@@ -66,8 +66,17 @@ def test_a_reused_pid_is_told_apart_by_the_process_start_time():
     writer = ProcessFacts(exists=True, started=T - 5, command="pulumi")
     assert judge_lock(lock(), "here", writer).reason == ALIVE_PROCESS_RUNNING
     # Within the clock-rounding margin nothing is proven: wait.
-    close = ProcessFacts(exists=True, started=T + stacklocks.START_TIME_MARGIN_SECONDS - 0.1)
+    close = ProcessFacts(exists=True, started=T + stacklocks.START_TIME_MARGIN_SECONDS - 0.1, command="pulumi")
     assert not judge_lock(lock(), "here", close).dead
+
+
+def test_a_pid_held_by_another_program_than_pulumi_is_not_the_writer():
+    """PIDs wrap quickly on a busy host (pid_max 32768): a new process may get the writer's PID within
+    the start-time margin; only a pulumi CLI can be the writer."""
+    other = ProcessFacts(exists=True, started=T + 0.5, command="python3")
+    verdict = judge_lock(lock(), "here", other)
+    assert (verdict.dead, verdict.reason) == (True, DEAD_PID_REUSED) and "python3" in verdict.detail
+    assert not judge_lock(lock(), "here", ProcessFacts(exists=True, started=T + 0.5, command="pulumi")).dead
 
 
 def test_without_times_a_live_pid_is_waited_on():
