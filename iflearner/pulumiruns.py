@@ -138,6 +138,21 @@ def kill_tree(root: int, reap: Callable[[], object] = lambda: None) -> None:
         reap()
         time.sleep(0.02)
     reap()
+    _reap_orphans(everything)
+
+
+def _reap_orphans(infos: Sequence[ProcInfo]) -> None:
+    """Collect killed plugins that were re-parented to this process.
+
+    In the operator's container this process is PID 1: the plugins of a
+    killed CLI become its children, and would stay zombies otherwise. Only
+    the PIDs killed here are waited for (never ``waitpid(-1)``, which would
+    steal the exit status of a ``subprocess.Popen``)."""
+    for info in infos:
+        try:
+            os.waitpid(info.pid, os.WNOHANG)
+        except ChildProcessError:
+            pass  # not ours: init (or a subreaper) collects it
 
 
 @dataclass
