@@ -165,7 +165,9 @@ class _Run:
 class RunRegistry:
     """The live Pulumi runs of this process, and the fence that stops them all."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_stop: Callable[[str], None] = lambda reason: None) -> None:
+        """``on_stop(reason)`` is called for every run stopped here ("timeout", "fenced", "shutdown")."""
+        self._on_stop = on_stop
         self._lock = threading.Lock()
         self._runs: dict[int, _Run] = {}
         self._stopped: dict[int, StoppedRun] = {}
@@ -197,7 +199,7 @@ class RunRegistry:
         with self._lock:
             self._runs.pop(process.pid, None)
 
-    def stop(self, process: subprocess.Popen[str], grace: float) -> None:
+    def stop(self, process: subprocess.Popen[str], grace: float, reason: str = "timeout") -> None:
         """SIGTERM the CLI; after ``grace`` seconds SIGKILL its whole tree. Returns once all are dead."""
         with self._lock:
             run = self._runs.get(process.pid)
@@ -219,24 +221,20 @@ class RunRegistry:
         with self._lock:
             if run is not None:
                 self._stopped[process.pid] = StoppedRun(process.pid, run.started)
+        self._on_stop(reason)
 
-    def fence(self, grace: float) -> None:
+    def fence(self, grace: float, reason: str = "fenced") -> None:
         """Stop every run (SIGTERM, SIGKILL after ``grace``) and refuse new ones. Returns once all are dead."""
         with self._lock:
             self._fenced = True
             runs = list(self._runs.values())
-        threads = [threading.Thread(target=self.stop, args=(run.process, grace), daemon=True) for run in runs]
+        threads = [threading.Thread(target=self.stop, args=(run.process, grace, reason), daemon=True)
+                   for run in runs]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
 
-    def stop_all(self, grace: float) -> None:
-        """Stop every run without fencing (a clean shutdown that ran out of time)."""
-        with self._lock:
-            runs = list(self._runs.values())
-        for run in runs:
-            self.stop(run.process, grace)
 
 
 # One registry per process: the leader elector fences the runs of every runner.
@@ -278,7 +276,7 @@ def run_pulumi(
             process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             timed_out = True
-            registry.stop(process, term_grace)
+            registry.stop(process, term_grace, "timeout")
     finally:
         if process.poll() is None:  # an exception (KeyboardInterrupt) while waiting
             registry.stop(process, term_grace)

@@ -126,7 +126,8 @@ class Controller:
         self.events = EventRecorder(self.api, instance=self.identity)
         # The Pulumi runs this controller fences: its own registry, so that a second
         # controller in the same process (tests) starts unfenced.
-        self.runs: RunRegistry = getattr(runner, "registry", None) or RunRegistry()
+        self.runs: RunRegistry = getattr(runner, "registry", None) or RunRegistry(
+            on_stop=lambda reason: self.metrics.pulumi_stopped.labels(reason).inc())
         self.runner = runner if runner is not None else self._make_runner()
         self.reconciler = Reconciler(self.api, self.jobs, self.owned, self.runner, options.settings,
                                      self.kubeconfig_text, self.events, self.metrics)
@@ -338,7 +339,7 @@ class Controller:
         if self.exit_code == EXIT_OK and not self.queue.wait_idle(self.options.shutdown_grace):
             log.warning("in-flight reconciles did not finish in time; stopping their Pulumi processes")
         # Before the lease is released: no run may outlive this replica's leadership.
-        self.runs.fence(self.term_grace)
+        self.runs.fence(self.term_grace, "shutdown" if self.exit_code == EXIT_OK else "fenced")
         self.queue.wait_idle(10)
         if self.elector is not None:
             self.elector.stop(release=self.exit_code == EXIT_OK)

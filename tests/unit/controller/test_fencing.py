@@ -109,7 +109,8 @@ def wait_for_tree(pid, size):
 
 
 def test_fencing_kills_a_process_tree_that_ignores_sigterm_and_refuses_new_runs():
-    registry = RunRegistry()
+    reasons: list[str] = []
+    registry = RunRegistry(on_stop=reasons.append)
     process = registry.start(IGNORES_TERM, "/", os.environ, "up test")
     pids = wait_for_tree(process.pid, 3)
     assert len(pids) == 3
@@ -117,12 +118,14 @@ def test_fencing_kills_a_process_tree_that_ignores_sigterm_and_refuses_new_runs(
     assert alive(pids) == [], "every process of the run is dead once fence() returns"
     assert process.returncode == -signal.SIGKILL
     assert [run.pid for run in registry.stopped_runs()] == [process.pid]
+    assert reasons == ["fenced"]
     with pytest.raises(FencedError):
         registry.start(["true"], "/", os.environ, "up after fencing")
 
 
 def test_a_run_that_exceeds_its_timeout_is_stopped_and_says_so():
-    registry = RunRegistry()
+    reasons: list[str] = []
+    registry = RunRegistry(on_stop=reasons.append)
     seen: list[int] = []
 
     def watch():
@@ -138,7 +141,7 @@ def test_a_run_that_exceeds_its_timeout_is_stopped_and_says_so():
     watcher.join()
     assert str(error.value).startswith("pulumi up for stack ns-job did not finish within 0.5 s; it was stopped")
     assert len(seen) == 3 and alive(seen) == []
-    assert registry.live_pids() == []
+    assert registry.live_pids() == [] and reasons == ["timeout"]
 
 
 def test_a_failing_run_raises_the_automation_api_error_with_its_output():
