@@ -3,7 +3,15 @@
 The runner knows about backends, passphrases and the offline toolchain; it
 knows nothing about jobs beyond a stack name and an inline program. Every
 operation returns a ``StackResult`` instead of raising, so callers (the CLI,
-the controller) report failures without parsing exceptions.
+the controller) report failures without parsing exceptions -- except after
+fencing (:class:`~iflearner.pulumiruns.FencedError`): a replica that lost the
+leader lease must not report anything any more.
+
+Runs have a deadline (``run_timeout``): a run that exceeds it is stopped
+(its whole process tree, see :mod:`iflearner.pulumiruns`) and reported as
+such. A stack lock is removed only when every holder is proven dead (see
+:mod:`iflearner.stacklocks`); otherwise the operation fails with the
+holders named, and the caller retries later.
 
 ``up`` and ``destroy`` are lean: the Automation API's ``Stack.up`` starts four
 CLI processes per update (``stack select`` before; ``stack output`` twice and
@@ -29,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -36,7 +45,8 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+import urllib.parse
+from collections.abc import Callable, Collection
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +58,10 @@ from pulumi.automation._server import LanguageServer
 from pulumi.runtime._grpc_settings import _GRPC_CHANNEL_OPTIONS
 from pulumi.runtime.proto import language_pb2_grpc
 
-from iflearner import toolchain
+from iflearner import pulumiruns, stacklocks, toolchain
+from iflearner.stacklocks import LOCKED_MESSAGE, StackLockedError
+
+log = logging.getLogger(__name__)
 
 PROJECT_NAME = "iflearner-jobs"
 PASSPHRASE_ENV = "PULUMI_CONFIG_PASSPHRASE"
@@ -82,6 +95,9 @@ class StackResult:
     steps: list[dict[str, str]] = field(default_factory=list)
     error: str | None = None
     seconds: float = 0.0
+    # Why it failed, when the runner knows a specific cause (CamelCase, for a
+    # condition reason): "StackLocked", "RunTimedOut", "NotLeader".
+    reason: str | None = None
 
     @property
     def changed(self) -> bool:
@@ -90,34 +106,9 @@ class StackResult:
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-# How the DIY backend names a lock's holder in the error of a locked stack.
-_LOCK_HOLDER = re.compile(r"created by (?P<user>[^@\s]+)@(?P<host>\S+) \(pid (?P<pid>\d+)\)")
-LOCKED_MESSAGE = "the stack is currently locked"
 
 
-@dataclass(frozen=True)
-class LockHolder:
-    host: str
-    pid: int
-
-
-def lock_holders(error_text: str) -> list[LockHolder]:
-    return [LockHolder(m["host"], int(m["pid"])) for m in _LOCK_HOLDER.finditer(error_text)]
-
-
-def lock_is_stale(holder: LockHolder, hostname: str, foreign_locks_are_stale: bool) -> bool:
-    """A lock is stale when its process is gone. On this host that is checked;
-    a lock from another host is stale only when the caller knows that no
-    other writer can be running (the leader of an elected controller)."""
-    if holder.host != hostname:
-        return foreign_locks_are_stale
-    try:
-        os.kill(holder.pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+_KNOWN_FAILURES = (StackLockedError, pulumiruns.RunTimeoutError)
 
 
 def summarize_error(error: BaseException) -> str:
@@ -150,9 +141,26 @@ def _summary_from_event_log(path: Path) -> dict[str, int]:
     return changes
 
 
-def _run_inline(stack: auto.Stack, program: Callable[[], None], args: list[str]) -> dict[str, int]:
+def _pulumi_argv(stack: auto.Stack, args: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment the Automation API would use for ``args``
+    (``PulumiCommand.run`` and ``Stack._run_pulumi_cmd_sync``), so that the
+    process can be started, timed and stopped here."""
+    workspace = stack.workspace
+    command = workspace.pulumi_command.command
+    argv = [command, "--non-interactive", *args, *workspace.serialize_args_for_op(stack.name),
+            "--stack", stack.name]
+    env = {**os.environ, "PULUMI_DEBUG_COMMANDS": "true", **workspace.env_vars, "PULUMI_AUTOMATION_API": "true"}
+    if workspace.pulumi_home is not None:
+        env["PULUMI_HOME"] = workspace.pulumi_home
+    if os.path.isabs(command):
+        env["PATH"] = os.pathsep.join([os.path.dirname(command), env.get("PATH", "")])
+    return argv, env
+
+
+def _run_inline(stack: auto.Stack, program: Callable[[], None], args: list[str], timeout: float | None,
+                registry: pulumiruns.RunRegistry, term_grace: float) -> dict[str, int]:
     """``pulumi <args>`` for an inline program served in-process, with no CLI
-    call before or after; returns the change summary."""
+    call before or after, stopped at ``timeout``; returns the change summary."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=_GRPC_CHANNEL_OPTIONS)
     language_pb2_grpc.add_LanguageRuntimeServicer_to_server(LanguageServer(program), server)
     port = server.add_insecure_port(address="127.0.0.1:0")
@@ -161,19 +169,34 @@ def _run_inline(stack: auto.Stack, program: Callable[[], None], args: list[str])
         event_log = Path(temp) / "events.json"
         command = [*args, "--yes", "--skip-preview", "--color=never", "--suppress-progress",
                    f"--client=127.0.0.1:{port}", "--exec-kind", "inline", "--event-log", str(event_log)]
+        argv, env = _pulumi_argv(stack, command)
         try:
-            stack._run_pulumi_cmd_sync(command)
+            pulumiruns.run_pulumi(argv, stack.workspace.work_dir, env, operation=args[0], stack=stack.name,
+                                  timeout=timeout, term_grace=term_grace, registry=registry)
         finally:
             server.stop(0)
+        stack.workspace.post_command_callback(stack.name)
         return _summary_from_event_log(event_log)
 
 
 class StackRunner:
     """Preview, up and destroy of inline-program stacks, one work directory each."""
 
-    def __init__(self, settings: RunnerSettings, foreign_locks_are_stale: bool = False) -> None:
+    def __init__(
+        self,
+        settings: RunnerSettings,
+        run_timeout: float | None = pulumiruns.DEFAULT_RUN_TIMEOUT_SECONDS,
+        registry: pulumiruns.RunRegistry = pulumiruns.RUNS,
+        term_grace: float = pulumiruns.DEFAULT_TERM_GRACE_SECONDS,
+        fenced_hosts: Callable[[], Collection[str]] = lambda: (),
+    ) -> None:
+        """``fenced_hosts``: hosts whose runs are known to be dead (former leaders,
+        while this process leads); their locks are removed."""
         self.settings = settings
-        self.foreign_locks_are_stale = foreign_locks_are_stale
+        self.fenced_hosts = fenced_hosts
+        self.run_timeout = run_timeout
+        self.term_grace = term_grace
+        self.registry = registry
         if settings.backend_url.startswith("file://"):
             Path(settings.backend_url.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
         env = toolchain.pulumi_env()
@@ -214,6 +237,12 @@ class StackRunner:
         started = time.monotonic()
         try:
             result = action()
+        except pulumiruns.FencedError:
+            # This replica is no longer the leader: nothing it would report may be written.
+            raise
+        except _KNOWN_FAILURES as error:
+            # Our own messages: complete, and already free of engine noise.
+            result = StackResult(operation, stack_name, False, error=str(error), reason=error.reason)
         except Exception as error:  # noqa: BLE001 - reported, never raised
             result = StackResult(operation, stack_name, False, error=summarize_error(error))
         result.seconds = round(time.monotonic() - started, 3)
@@ -251,14 +280,14 @@ class StackRunner:
         def action() -> StackResult:
             stack, cached = self._cached_stack(stack_name, program)
             try:
-                changes = self._with_recovery(stack, lambda: _run_inline(stack, program, args))
+                changes = self._with_recovery(stack, lambda: self._inline(stack, program, args))
             except auto.CommandError as error:
                 if not cached or "no stack named" not in str(error).lower():
                     raise
                 # Removed behind our back: create it again and retry once.
                 self.forget_stack(stack_name)
                 stack, _ = self._cached_stack(stack_name, program)
-                changes = self._with_recovery(stack, lambda: _run_inline(stack, program, args))
+                changes = self._with_recovery(stack, lambda: self._inline(stack, program, args))
             return StackResult("up", stack_name, True, changes=changes)
 
         result = self._run("up", stack_name, action)
@@ -284,7 +313,7 @@ class StackRunner:
                                           opts=self._workspace_options(stack_name))
             except auto.StackNotFoundError:
                 return StackResult("destroy", stack_name, True, changes={})
-            changes = self._with_recovery(stack, lambda: _run_inline(stack, program, ["destroy", "--remove"]))
+            changes = self._with_recovery(stack, lambda: self._inline(stack, program, ["destroy", "--remove"]))
             return StackResult("destroy", stack_name, True, changes=changes)
 
         result = self._run("destroy", stack_name, action)
@@ -292,25 +321,47 @@ class StackRunner:
             shutil.rmtree(self._work_dir(stack_name), ignore_errors=True)
         return result
 
+    def _inline(self, stack: auto.Stack, program: Callable[[], None], args: list[str]) -> dict[str, int]:
+        return _run_inline(stack, program, args, self.run_timeout, self.registry, self.term_grace)
+
     def _with_recovery(self, stack: auto.Stack, operation: Callable[[], Any]) -> Any:
-        """Run a locking operation; a run killed mid-way leaves its lock and
-        pending operations, which are cleared if (and only if) that run is
-        dead, and the operation is retried once."""
+        """Run a locking operation. A run killed mid-way leaves its lock and
+        pending operations; they are cleared, and the operation retried once,
+        only when every lock's run is proven dead. A lock of a run that may be
+        alive raises :class:`StackLockedError` naming its holder: the caller
+        retries later, and the lock stays."""
         try:
             return operation()
         except auto.CommandError as error:
-            if LOCKED_MESSAGE not in str(error) or not self._recover(stack, str(error)):
+            if LOCKED_MESSAGE not in str(error):
                 raise
+            decision = self._lock_decision(stack.name, str(error))
+            if not decision.remove:
+                raise StackLockedError(decision) from None
+        log.warning("removing stale stack locks", extra={"stack": stack.name, "locks": decision.message[:1000]})
+        self._remove_locks(stack, decision)
+        self._clear_pending_operations(stack)
         return operation()
 
-    def _recover(self, stack: auto.Stack, lock_error: str) -> bool:
-        holders = lock_holders(lock_error)
+    @staticmethod
+    def _remove_locks(stack: auto.Stack, decision: stacklocks.LockDecision) -> None:
+        """Delete exactly the locks judged dead where the backend is a directory; elsewhere
+        ``pulumi cancel``, which deletes all of the stack's locks (a run starting at that very
+        moment could lose its lock: a narrow window the file:// default does not have)."""
+        paths = [urllib.parse.urlparse(v.lock.url) for v in decision.verdicts]
+        if paths and all(p.scheme == "file" for p in paths):
+            for parsed in paths:
+                Path(urllib.parse.unquote(parsed.path)).unlink(missing_ok=True)
+            return
+        stack.cancel()
+
+    def _lock_decision(self, stack_name: str, lock_error: str) -> stacklocks.LockDecision:
+        """Gather what the decision needs (the locks, /proc for this host's PIDs), then decide."""
+        locks = stacklocks.parse_locks(_ANSI.sub("", lock_error))
         hostname = socket.gethostname()
-        if not holders or not all(lock_is_stale(h, hostname, self.foreign_locks_are_stale) for h in holders):
-            return False
-        stack.cancel()  # the DIY backend's cancel deletes the stack's lock files
-        self._clear_pending_operations(stack)
-        return True
+        facts = {lock.pid: stacklocks.process_facts(lock.pid) for lock in locks if lock.host == hostname}
+        return stacklocks.decide(stack_name, locks, hostname, facts, self.registry.stopped_runs(),
+                                 self.fenced_hosts())
 
     @staticmethod
     def _clear_pending_operations(stack: auto.Stack) -> bool:

@@ -5,17 +5,45 @@ A Lease held by someone else can be taken once it has not changed for
 ``lease_duration`` as measured on *this* process's monotonic clock since it
 was last observed to change (client-go's approach: no trust in other
 machines' clocks). The leader renews every ``retry_period``; when renewing
-has failed for ``renew_deadline`` it has lost the lease and must stop
-(``renew_deadline < lease_duration`` guarantees it stops before anyone else
-may take over). On a clean shutdown the leader releases the Lease so a
-standby takes over at its next retry instead of after ``lease_duration``.
+has failed for ``renew_deadline`` it has lost the lease and must stop. On a
+clean shutdown the leader releases the Lease so a standby takes over at its
+next retry instead of after ``lease_duration``.
 
-The decisions (:func:`can_acquire`, :func:`next_spec`) are pure.
+Fencing. Stopping is not enough: the Pulumi runs the leader started must be
+dead before another replica may start its own on the same stacks. A
+watchdog thread (not the renew loop, whose API call may hang for the
+request timeout) fences at ``renewed + renew_deadline``, where ``renewed``
+is when the last *successful* renewal was *sent*. The arithmetic
+(:func:`fencing_plan`), all on each process's own monotonic clock:
+
+- the API server stored that renewal after it was sent, and a standby saw it
+  no earlier, so a standby may take over at ``renewed + lease_duration`` at
+  the earliest;
+- the old leader's runs are dead by ``renewed + renew_deadline + tick +
+  term_grace + kill_settle`` (SIGTERM, SIGKILL after ``term_grace``, the
+  kernel's teardown);
+- ``term_grace`` is chosen so that this is at least ``clock_margin`` (5 % of
+  the lease duration, for clocks that run at slightly different rates)
+  before the earliest takeover; a configuration that leaves no room for it
+  is refused.
+
+With the defaults (15 s / 10 s / 2 s): fence at 10.1 s, SIGKILL at 13.25 s,
+all dead by 14.25 s, takeover not before 15 s.
+
+Former leaders. Each leader adds its hostname to the Lease's
+``iflearner.git.iflytek.com/leader-hosts`` annotation. While this process
+holds the Lease, every other host in it is a former leader whose runs were
+fenced, so a stack lock such a host left (its Pod was replaced: a new Pod
+has a new hostname) is known to be dead (:mod:`iflearner.stacklocks`).
+
+The decisions (:func:`can_acquire`, :func:`next_spec`, :func:`fencing_plan`,
+:func:`with_leader_host`) are pure.
 """
 
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import os
 import random
@@ -55,6 +83,68 @@ class LeaderElectionConfig:
                 f"{self.lease_duration} / {self.renew_deadline} / {self.retry_period}"
             )
         return self
+
+
+# How often the watchdog looks at the renew deadline.
+FENCE_TICK_SECONDS = 0.1
+# Clocks of two replicas may run at slightly different rates over a lease.
+CLOCK_MARGIN_FRACTION = 0.05
+
+
+@dataclass(frozen=True)
+class FencingPlan:
+    """When the old leader's runs are stopped and dead, relative to its last successful renewal."""
+
+    term_grace: float  # SIGTERM, then SIGKILL this much later
+    fence_at: float  # the watchdog fences (renew deadline + tick)
+    dead_by: float  # every run is dead
+    takeover_at: float  # the earliest moment another replica may hold the lease
+    margin: float  # takeover_at - dead_by
+
+
+def fencing_plan(config: LeaderElectionConfig, max_term_grace: float, kill_settle: float,
+                 tick: float = FENCE_TICK_SECONDS) -> FencingPlan:
+    """The SIGTERM grace that lets runs stop cleanly yet die before the lease can pass on.
+
+    Raises ValueError when ``lease_duration - renew_deadline`` leaves no room to stop runs.
+    """
+    fence_at = config.renew_deadline + tick
+    margin = CLOCK_MARGIN_FRACTION * config.lease_duration
+    room = config.lease_duration - margin - kill_settle - fence_at
+    if room < 0:
+        raise ValueError(
+            f"leader election leaves no time to stop Pulumi runs before the lease can pass to another "
+            f"replica: lease duration ({config.lease_duration:g} s) must exceed renew deadline "
+            f"({config.renew_deadline:g} s) by at least {tick + kill_settle + margin:.2f} s")
+    grace = min(max_term_grace, room)
+    dead_by = fence_at + grace + kill_settle
+    return FencingPlan(round(grace, 3), round(fence_at, 3), round(dead_by, 3), config.lease_duration,
+                       round(config.lease_duration - dead_by, 3))
+
+
+LEADER_HOSTS_ANNOTATION = "iflearner.git.iflytek.com/leader-hosts"
+MAX_LEADER_HOSTS = 32
+
+
+def leader_hosts(annotations: Mapping[str, str] | None) -> list[str]:
+    """The hostnames recorded on the Lease (oldest first); a malformed value reads as none."""
+    try:
+        hosts = json.loads((annotations or {}).get(LEADER_HOSTS_ANNOTATION) or "[]")
+    except ValueError:
+        return []
+    return [h for h in hosts if isinstance(h, str)] if isinstance(hosts, list) else []
+
+
+def with_leader_host(annotations: Mapping[str, str] | None, host: str) -> dict[str, str] | None:
+    """The annotations with ``host`` recorded, or None when it already is (no write needed).
+
+    Only the most recent hosts are kept: a lock of a host that fell off the
+    list is waited on, which is safe.
+    """
+    hosts = leader_hosts(annotations)
+    if host in hosts:
+        return None
+    return {**(annotations or {}), LEADER_HOSTS_ANNOTATION: json.dumps([*hosts, host][-MAX_LEADER_HOSTS:])}
 
 
 def micro_time(moment: datetime.datetime) -> str:
@@ -130,12 +220,21 @@ class LeaderElector:
         on_started_leading: Callable[[], None],
         on_stopped_leading: Callable[[], None],
         clock: Callable[[], float] = time.monotonic,
+        on_fence: Callable[[], None] = lambda: None,
     ) -> None:
+        """``on_fence`` is called (and must return only once this process's
+        work is stopped) as soon as leadership is lost, before
+        ``on_stopped_leading``."""
         self.api = api
         self.config = config.validated()
         self.identity = config.identity or default_identity()
+        self.hostname = socket.gethostname()
         self._on_started = on_started_leading
         self._on_stopped = on_stopped_leading
+        self._on_fence = on_fence
+        self._renewed: float | None = None  # when the last successful acquire/renew was sent
+        self._lost = threading.Event()
+        self._lose_lock = threading.Lock()
         self._clock = clock
         self._observed: Observed | None = None
         self._lease: dict[str, Any] | None = None
@@ -147,6 +246,13 @@ class LeaderElector:
     @property
     def is_leader(self) -> bool:
         return self._leader.is_set()
+
+    def former_leader_hosts(self) -> list[str]:
+        """Hosts that led before this process, whose runs were fenced; none unless this process leads."""
+        lease = self._lease
+        if not self.is_leader or lease is None:
+            return []
+        return [h for h in leader_hosts((lease.get("metadata") or {}).get("annotations")) if h != self.hostname]
 
     def _path(self) -> str:
         return object_path(LEASES, "leases", self.config.namespace, self.config.name)
@@ -160,7 +266,8 @@ class LeaderElector:
             body = {
                 "apiVersion": "coordination.k8s.io/v1",
                 "kind": "Lease",
-                "metadata": {"name": self.config.name, "namespace": self.config.namespace},
+                "metadata": {"name": self.config.name, "namespace": self.config.namespace,
+                             "annotations": with_leader_host(None, self.hostname) or {}},
                 "spec": next_spec(None, self.identity, wall, self.config.lease_duration),
             }
             try:
@@ -179,6 +286,10 @@ class LeaderElector:
         if not can_acquire(self._observed, self.identity, now, self.config.lease_duration):
             return False
         lease["spec"] = next_spec(spec, self.identity, wall, self.config.lease_duration)
+        metadata = lease.setdefault("metadata", {})
+        annotations = with_leader_host(metadata.get("annotations"), self.hostname)
+        if annotations is not None:
+            metadata["annotations"] = annotations
         try:
             self._lease = self.api.request("PUT", self._path(), body=lease)
         except ApiException as error:
@@ -190,11 +301,16 @@ class LeaderElector:
         return True
 
     def _attempt(self) -> bool:
+        sent = self._clock()
         try:
-            return self.try_acquire_or_renew()
+            if not self.try_acquire_or_renew():
+                return False
         except Exception as error:  # noqa: BLE001 - the API being away is a failed attempt
             log.warning("lease attempt failed", extra={"error": str(error)[:300], "lease": self.config.name})
             return False
+        # Measured from before the request: the server stored it later, and others saw it later still.
+        self._renewed = sent
+        return True
 
     def _jitter(self) -> float:
         return self.config.retry_period * (1 + 0.2 * random.random())
@@ -211,18 +327,38 @@ class LeaderElector:
             return
         self._leader.set()
         log.info("became the leader", extra={"identity": self.identity})
+        threading.Thread(target=self._watchdog, name="leader-fence", daemon=True).start()
         threading.Thread(target=self._on_started, name="leader-started", daemon=True).start()
-        last_renew = self._clock()
-        while not self._stop.wait(self.config.retry_period):
+        while not self._stop.wait(self.config.retry_period) and not self._lost.is_set():
             if self._attempt():
-                last_renew = self._clock()
                 continue
-            taken = self.holder is not None and self.holder != self.identity
-            if taken or self._clock() - last_renew >= self.config.renew_deadline:
-                self._leader.clear()
-                log.error("lost the leader lease", extra={"identity": self.identity})
-                self._on_stopped()
+            if self.holder is not None and self.holder != self.identity:
+                self._lose("another candidate holds the lease")
                 return
+
+    def _deadline_passed(self) -> bool:
+        renewed = self._renewed
+        return renewed is not None and self._clock() >= renewed + self.config.renew_deadline
+
+    def _watchdog(self) -> None:
+        """Fence at the renew deadline even while the renew loop waits on a hanging API call."""
+        while not self._stop.wait(FENCE_TICK_SECONDS) and not self._lost.is_set():
+            if self._deadline_passed():
+                self._lose(f"no successful renewal for {self.config.renew_deadline:g} s")
+                return
+
+    def _lose(self, why: str) -> None:
+        """Leadership is over: fence (stop this process's work), then tell the owner. Once only."""
+        with self._lose_lock:
+            if self._lost.is_set():
+                return
+            self._lost.set()
+            self._leader.clear()
+        log.error("lost the leader lease", extra={"identity": self.identity, "why": why})
+        try:
+            self._on_fence()
+        finally:
+            self._on_stopped()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self.run, name="leader-election", daemon=True)

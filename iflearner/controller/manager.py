@@ -6,22 +6,22 @@ so that a failover starts with warm caches), wait for the caches to sync
 the workers and the periodic resync.
 
 SIGHUP: resync every job now. SIGTERM/SIGINT: stop handing out keys, let in-flight reconciles finish
-(``shutdown_grace``), stop any Pulumi process still running (it cancels and
-releases its stack lock), release the Lease, exit 0. Losing the Lease: stop
-reconciling at once and exit 1, so that the Deployment restarts the process
-as a fresh candidate.
+(``shutdown_grace``), stop any Pulumi run still going (SIGTERM: it cancels and
+releases its stack lock; SIGKILL after the fencing grace), and only then
+release the Lease, exit 0. Losing the Lease: fence at once (every Pulumi run
+of this process is dead before the lease can pass to another replica; see
+:func:`iflearner.controller.leaderelection.fencing_plan`), stop reconciling
+and exit 1, so that the Deployment restarts the process as a fresh candidate.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 import time
 from collections import Counter
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from kubernetes import client, config
@@ -39,7 +39,13 @@ from iflearner.controller.informers import (
     served_owned_resources,
 )
 from iflearner.controller.kubeapi import KubeApi
-from iflearner.controller.leaderelection import LeaderElectionConfig, LeaderElector, default_identity
+from iflearner.controller.leaderelection import (
+    FencingPlan,
+    LeaderElectionConfig,
+    LeaderElector,
+    default_identity,
+    fencing_plan,
+)
 from iflearner.controller.logs import configure as configure_logging
 from iflearner.controller.metrics import Metrics
 from iflearner.controller.options import ControllerOptions
@@ -47,6 +53,13 @@ from iflearner.controller.reconciler import Reconciler, warm_up_program_imports
 from iflearner.controller.workqueue import WorkQueue
 from iflearner.desired import LABEL_JOB_NAME, LABEL_JOB_NAMESPACE, job_labels
 from iflearner.job import IflearnerJob, Role
+from iflearner.pulumiruns import (
+    DEFAULT_RUN_TIMEOUT_SECONDS,
+    DEFAULT_TERM_GRACE_SECONDS,
+    KILL_SETTLE_SECONDS,
+    FencedError,
+    RunRegistry,
+)
 
 log = logging.getLogger("iflearner.controller")
 
@@ -111,6 +124,10 @@ class Controller:
         self.metrics.set_jobs_by_phase_source(self._jobs_by_phase)
         self.identity = options.identity or default_identity()
         self.events = EventRecorder(self.api, instance=self.identity)
+        # The Pulumi runs this controller fences: its own registry, so that a second
+        # controller in the same process (tests) starts unfenced.
+        self.runs: RunRegistry = getattr(runner, "registry", None) or RunRegistry(
+            on_stop=lambda reason: self.metrics.pulumi_stopped.labels(reason).inc())
         self.runner = runner if runner is not None else self._make_runner()
         self.reconciler = Reconciler(self.api, self.jobs, self.owned, self.runner, options.settings,
                                      self.kubeconfig_text, self.events, self.metrics)
@@ -119,13 +136,20 @@ class Controller:
         self._workers: list[threading.Thread] = []
         self._started_workers = threading.Event()
         self.elector: LeaderElector | None = None
+        # Without election nobody takes over from this process: runs get the full grace.
+        self.fencing: FencingPlan | None = None
+        self.term_grace = DEFAULT_TERM_GRACE_SECONDS
         if options.leader_elect:
+            election = LeaderElectionConfig(options.lease_namespace, options.lease_name, self.identity,
+                                            options.lease_duration, options.renew_deadline,
+                                            options.retry_period).validated()
+            self.fencing = fencing_plan(election, DEFAULT_TERM_GRACE_SECONDS, KILL_SETTLE_SECONDS)
+            self.term_grace = self.fencing.term_grace
             self.elector = LeaderElector(
-                self.api,
-                LeaderElectionConfig(options.lease_namespace, options.lease_name, self.identity,
-                                     options.lease_duration, options.renew_deadline, options.retry_period),
+                self.api, election,
                 on_started_leading=self._on_started_leading,
                 on_stopped_leading=self._on_lost_lease,
+                on_fence=self._fence,
             )
         self.servers = [HealthServer(options.metrics_address, self.metrics, self._healthy, self._ready)]
         if options.health_address and options.health_address != options.metrics_address:
@@ -134,9 +158,15 @@ class Controller:
     def _make_runner(self) -> Any:
         from iflearner.stackrunner import StackRunner
 
-        # With leader election only the leader runs stacks, so a lock left by
-        # another host is from a dead (former) leader and may be cleared.
-        return StackRunner(self.options.runner_settings(), foreign_locks_are_stale=self.options.leader_elect)
+        # Locks are removed only when their run is proven dead (iflearner.stacklocks):
+        # a lock from another host may be a person's live run, unless that host is
+        # a former leader of ours (fenced before the lease passed to us).
+        timeout = getattr(self.options, "pulumi_run_timeout", None) or DEFAULT_RUN_TIMEOUT_SECONDS
+        return StackRunner(self.options.runner_settings(), run_timeout=timeout, registry=self.runs,
+                           fenced_hosts=self._former_leader_hosts)
+
+    def _former_leader_hosts(self) -> list[str]:
+        return self.elector.former_leader_hosts() if self.elector is not None else []
 
     # -- event handlers (informer threads: keep them quick) ---------------------------------------
 
@@ -210,6 +240,9 @@ class Controller:
             started = time.monotonic()
             try:
                 result = self.reconciler.reconcile(str(key))
+            except FencedError as error:
+                # Not the leader any more: the key is for the next leader, nothing to retry here.
+                log.info("reconcile stopped by fencing", extra={"key": str(key), "error": str(error)})
             except Exception as error:  # noqa: BLE001 - retried with backoff, never fatal
                 delay = self.queue.add_rate_limited(key)
                 self.metrics.reconciles.labels("error").inc()
@@ -258,12 +291,19 @@ class Controller:
         self.metrics.leader.set(1)
         self.start_workers()
 
-    def _on_lost_lease(self) -> None:
+    def _fence(self) -> None:
+        """Leadership is lost: no Pulumi run of this process may outlive the lease (see fencing_plan)."""
         self.metrics.leader.set(0)
+        self.queue.shutdown()
+        started = time.monotonic()
+        self.runs.fence(self.term_grace)
+        log.error("fenced: every Pulumi run of this replica is stopped", extra={
+            "identity": self.identity, "seconds": round(time.monotonic() - started, 3),
+            "term_grace": self.term_grace})
+
+    def _on_lost_lease(self) -> None:
         log.error("lost the leader lease: stopping reconciles and exiting", extra={"identity": self.identity})
         self.exit_code = EXIT_FAILED
-        self.queue.shutdown()
-        terminate_children()
         self.stop_event.set()
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -300,8 +340,9 @@ class Controller:
         self.queue.shutdown()
         if self.exit_code == EXIT_OK and not self.queue.wait_idle(self.options.shutdown_grace):
             log.warning("in-flight reconciles did not finish in time; stopping their Pulumi processes")
-            terminate_children()
-            self.queue.wait_idle(10)
+        # Before the lease is released: no run may outlive this replica's leadership.
+        self.runs.fence(self.term_grace, "shutdown" if self.exit_code == EXIT_OK else "fenced")
+        self.queue.wait_idle(10)
         if self.elector is not None:
             self.elector.stop(release=self.exit_code == EXIT_OK)
         for informer in self._informers():
@@ -316,45 +357,6 @@ def _is_api_error(error: BaseException) -> bool:
     from kubernetes.client.exceptions import ApiException
 
     return isinstance(error, ApiException)
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[-1].split()
-        if len(fields) > 1 and int(fields[1]) == pid:
-            found.append(int(entry.name))
-    return found
-
-
-def terminate_children(grace: float = 10.0) -> None:
-    """SIGTERM this process's children (Pulumi CLIs): they cancel and release their locks."""
-    try:
-        children = _children(os.getpid())
-    except OSError:
-        return
-    for pid in children:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except OSError:
-            pass
-    deadline = time.monotonic() + grace
-    while children and time.monotonic() < deadline:
-        children = [pid for pid in children if Path(f"/proc/{pid}").exists() and not _zombie(pid)]
-        time.sleep(0.1)
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split() or ["?"])[0] == "Z"
-    except OSError:
-        return True
 
 
 def run_controller(options: ControllerOptions, runner: Any | None = None) -> int:

@@ -59,6 +59,9 @@ class Metrics:
         self.pulumi_duration = Histogram(
             "iflearner_pulumi_run_duration_seconds", "Duration of Pulumi operations",
             ["operation"], buckets=PULUMI_BUCKETS, registry=registry)
+        self.pulumi_stopped = Counter(
+            "iflearner_pulumi_runs_stopped", "Pulumi runs this process stopped: over the run timeout, fenced "
+            "on losing the leader lease, or at shutdown", ["reason"], registry=registry)
         self.leader = Gauge(
             "iflearner_leader", "1 while this process holds the leader lease", registry=registry)
         self.gated = Counter(
@@ -68,6 +71,8 @@ class Metrics:
         registry.register(self._jobs)
         for result in ("success", "requeue", "error"):
             self.reconciles.labels(result)
+        for reason in ("timeout", "fenced", "shutdown"):
+            self.pulumi_stopped.labels(reason)
         for operation in ("up", "destroy"):
             for result in ("succeeded", "failed"):
                 self.pulumi_runs.labels(operation, result)
