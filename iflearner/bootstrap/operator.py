@@ -163,6 +163,9 @@ def deployment(settings: ClusterSettings, config: OperatorConfig) -> list[dict[s
             "selector": {"matchLabels": labels},
             "template": {"metadata": {"labels": labels}, "spec": {
                 "serviceAccountName": NAME,
+                # SIGTERM: in-flight reconciles get --shutdown-grace (25 s), then running
+                # Pulumi runs are stopped (SIGTERM, a grace, SIGKILL): more than the default 30 s.
+                "terminationGracePeriodSeconds": 40,
                 "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "fsGroup": 65532,
                                     "seccompProfile": {"type": "RuntimeDefault"}},
                 "containers": [container],

@@ -54,7 +54,6 @@ from iflearner.controller.workqueue import WorkQueue
 from iflearner.desired import LABEL_JOB_NAME, LABEL_JOB_NAMESPACE, job_labels
 from iflearner.job import IflearnerJob, Role
 from iflearner.pulumiruns import (
-    DEFAULT_RUN_TIMEOUT_SECONDS,
     DEFAULT_TERM_GRACE_SECONDS,
     KILL_SETTLE_SECONDS,
     FencedError,
@@ -161,9 +160,8 @@ class Controller:
         # Locks are removed only when their run is proven dead (iflearner.stacklocks):
         # a lock from another host may be a person's live run, unless that host is
         # a former leader of ours (fenced before the lease passed to us).
-        timeout = getattr(self.options, "pulumi_run_timeout", None) or DEFAULT_RUN_TIMEOUT_SECONDS
-        return StackRunner(self.options.runner_settings(), run_timeout=timeout, registry=self.runs,
-                           fenced_hosts=self._former_leader_hosts)
+        return StackRunner(self.options.runner_settings(), run_timeout=self.options.pulumi_run_timeout,
+                           registry=self.runs, fenced_hosts=self._former_leader_hosts)
 
     def _former_leader_hosts(self) -> list[str]:
         return self.elector.former_leader_hosts() if self.elector is not None else []

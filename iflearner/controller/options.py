@@ -53,6 +53,7 @@ class ControllerOptions:
     retry_period: float = 2.0
     identity: str | None = None
     shutdown_grace: float = 25.0
+    pulumi_run_timeout: float = 600.0  # a pulumi up/destroy running longer is stopped
     log_level: str = "info"
     settings: ClusterSettings = field(default_factory=ClusterSettings)
 
@@ -127,6 +128,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                       help="seconds between full resyncs of every job (env IFLEARNER_RESYNC; default 600)")
     loop.add_argument("--shutdown-grace", type=_seconds, default=25.0,
                       help="seconds to let in-flight reconciles finish on SIGTERM (default 25)")
+    loop.add_argument("--pulumi-run-timeout", type=_seconds, default=600.0,
+                      help="seconds a pulumi up/destroy may take before it is stopped (default 600)")
 
     state = parser.add_argument_group("Pulumi state")
     state.add_argument("--state-dir", type=Path, default=Path(_env("IFLEARNER_STATE_DIR") or default_state_dir()),
@@ -228,6 +231,7 @@ def options_from_args(args: argparse.Namespace) -> ControllerOptions:
         retry_period=args.retry_period,
         identity=args.identity,
         shutdown_grace=args.shutdown_grace,
+        pulumi_run_timeout=args.pulumi_run_timeout,
         log_level=args.log_level,
         settings=settings,
     )

@@ -382,7 +382,7 @@ class Reconciler:
             else:
                 failures += 1
                 operation = Operation("up", RESULT_FAILED, finished, result.changes, error=result.error,
-                                      seconds=result.seconds, fingerprint=fingerprint)
+                                      seconds=result.seconds, fingerprint=fingerprint, reason=result.reason)
                 retry_at = gating.retry_time(operation, failures, fingerprint)
                 requeue = exponential_backoff(failures)
                 logger.warning("up failed", extra={"stack": stack, "failures": failures,
@@ -488,7 +488,7 @@ class Reconciler:
             return Result()
         failures += 1
         operation = Operation("destroy", RESULT_FAILED, finished, result.changes, error=result.error,
-                              seconds=result.seconds, fingerprint="destroy")
+                              seconds=result.seconds, fingerprint="destroy", reason=result.reason)
         retry_at = gating.retry_time(operation, failures, "destroy")
         logger.warning("destroy failed", extra={"stack": stack, "failures": failures,
                                                 "error": (result.error or "")[:500]})

@@ -108,6 +108,9 @@ class Operation:
     error: str | None = None
     seconds: float | None = None
     fingerprint: str | None = None
+    # Why a failed run failed, when it is more than "the update failed":
+    # StackLocked (a live run holds the stack), RunTimedOut (stopped at the timeout).
+    reason: str | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -131,6 +134,8 @@ class Operation:
             status["error"] = truncate(self.error, MAX_ERROR)
         if self.fingerprint:
             status["fingerprint"] = self.fingerprint
+        if self.reason and self.failed:
+            status["reason"] = self.reason
         if next_retry_time and self.failed:
             status["nextRetryTime"] = next_retry_time
         return status
@@ -150,6 +155,7 @@ class Operation:
             error=raw.get("error") if isinstance(raw.get("error"), str) else None,
             seconds=float(seconds) if isinstance(seconds, int | float) else None,
             fingerprint=raw.get("fingerprint") if isinstance(raw.get("fingerprint"), str) else None,
+            reason=raw.get("reason") if isinstance(raw.get("reason"), str) else None,
         )
 
 
@@ -385,7 +391,7 @@ def _decide(
         if last is not None and last.kind == "destroy" and last.failed and obs.in_progress is None:
             error = truncate(last.error or "unknown error", MAX_CONDITION_MESSAGE - 80)
             text = f"destroying the stack failed (attempt {obs.failure_count}): {error}{_retry_text(obs)}"
-            return ready, _Condition("True", REASON_DESTROY_FAILED, text), not_stalled, text
+            return ready, _Condition("True", last.reason or REASON_DESTROY_FAILED, text), not_stalled, text
         text = "destroying the job's stack"
         return ready, _Condition("True", REASON_DESTROYING, text), not_stalled, text
     if obs.problems and obs.stall_reason == REASON_NAME_CONFLICT:
@@ -411,7 +417,7 @@ def _decide(
         return ready, _Condition("True", REASON_STACK_UPDATING, text), not_stalled, text
     if last is not None and last.kind == "up" and last.failed:
         error = truncate(last.error or "unknown error", MAX_CONDITION_MESSAGE - 80)
-        ready = _Condition("False", REASON_STACK_UPDATE_FAILED, f"the stack update failed: {error}")
+        ready = _Condition("False", last.reason or REASON_STACK_UPDATE_FAILED, f"the stack update failed: {error}")
         retry = _Condition(
             "True", REASON_BACKOFF, f"attempt {obs.failure_count} failed{_retry_text(obs)}"
         )

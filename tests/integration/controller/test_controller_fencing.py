@@ -250,8 +250,11 @@ def test_a_lock_of_a_run_on_another_host_is_waited_on_and_named_in_the_job_statu
         return job if "alice@alice-laptop (pid 4242)" in error else None
 
     job = wait_for("the job to report the foreign lock", refused, 90, on_timeout=controller.log)
-    message = condition(job, "Ready").get("message", "")
+    ready = condition(job, "Ready")
+    message = ready.get("message", "")
     assert "locked by a run that may still be alive: alice@alice-laptop (pid 4242)" in message, message
+    assert ready.get("reason") == "StackLocked", ready
+    assert job["status"]["lastOperation"]["reason"] == "StackLocked", job["status"]["lastOperation"]
     # Retries keep waiting; the lock stays.
     wait_for("a second attempt", lambda: (get_job(custom, jobs_ns, name) or {}).get("status", {})
              .get("lastOperation", {}).get("failureCount", 0) >= 2, 60, on_timeout=controller.log)

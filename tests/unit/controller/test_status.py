@@ -249,3 +249,15 @@ def test_failed_pod_condition_says_why_its_container_ended():
     assert pod_failure_text({"status": {"phase": "Failed", "reason": "Evicted", "message": "low memory"}}) \
         == "Evicted: low memory"
     assert pod_failure_text({"status": {"phase": "Running"}}) is None
+
+
+def test_a_failed_run_with_a_reason_shows_it_in_ready():
+    locked = Operation("up", "Failed", T1, error="stack s is locked by a run that may still be alive",
+                       reason="StackLocked")
+    status = compute_status(None, Observation(generation=1, now=T1, operation=locked, failure_count=1))
+    assert cond(status, "Ready") == ("False", "StackLocked")
+    assert status["lastOperation"]["reason"] == "StackLocked"
+    assert Operation.from_status(status["lastOperation"]).reason == "StackLocked"
+    plain = Operation("up", "Failed", T1, error="boom")
+    assert cond(compute_status(None, Observation(generation=1, now=T1, operation=plain, failure_count=1)),
+                "Ready") == ("False", "StackUpdateFailed")
