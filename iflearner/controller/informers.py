@@ -25,6 +25,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from iflearner.controller.kubeapi import KubeApi, collection_path
+from iflearner.controller.renewal import SUMMARY_KEY, summarize_tls_secret
 from iflearner.desired import LABEL_MANAGED_BY, MANAGED_BY
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,11 @@ def strip_object(obj: dict[str, Any]) -> dict[str, Any]:
         annotations = metadata.get("annotations")
         if isinstance(annotations, dict):
             annotations.pop("kubectl.kubernetes.io/last-applied-configuration", None)
+    if obj.get("kind") == "Secret" and obj.get("type") == "kubernetes.io/tls":
+        # Renewal needs the served certificate's dates: keep those, not the key.
+        summary = summarize_tls_secret(obj.get("data"))
+        if summary is not None:
+            obj[SUMMARY_KEY] = summary
     if obj.get("kind") in ("Secret", "ConfigMap"):
         obj.pop("data", None)
         obj.pop("stringData", None)

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from kubernetes.client.exceptions import ApiException
 
-from iflearner.controller import gating
+from iflearner.controller import gating, renewal
 from iflearner.controller.events import NORMAL, WARNING, EventRecorder
 from iflearner.controller.informers import ALL_OWNED_RESOURCES, JOBS, Informer, Resource
 from iflearner.controller.kubeapi import MERGE_PATCH, KubeApi, object_path
@@ -186,6 +186,8 @@ class Reconciler:
     def forget(self, key: str) -> None:
         with self._memo_lock:
             self._memo.pop(key, None)
+        namespace, _, name = key.partition("/")
+        self.metrics.set_certificate_expiry(namespace, name, None)
 
     # -- cluster reads --------------------------------------------------------------------------
 
@@ -293,6 +295,11 @@ class Reconciler:
         last = Operation.from_status(previous.get("lastOperation"))
         failures = failure_count_of(previous)
         decision = gating.decide(fingerprint, previous.get("applied"), gating.observe(refs, self._cached), last)
+        # Renewal: a certificate past its renewal time needs a run although nothing changed.
+        tls_ref = ("v1", "Secret", job.namespace, desired.names.tls_secret)
+        fraction = self.settings.certificate_renewal_fraction
+        served = renewal.served_certificate(self._cached(tls_ref))
+        decision = renewal.gate(decision, served, now, fraction)
         outputs = outputs_for(job.host, job.namespace, desired.names, desired.trust_configmap is not None,
                               desired.transport.value)
         base = dict(generation=generation, pod_name=desired.names.pod, host=job.host, outputs=outputs)
@@ -311,6 +318,7 @@ class Reconciler:
             starting = compute_status(previous, Observation(
                 now=rfc3339(now), in_progress="up", failure_count=failures,
                 pod_phase=self._pod_phase(namespace, desired.names.pod), **base))
+            renewal.with_certificate(starting, served, fraction)
             self._write_status(key, obj, previous, starting)
             previous = starting
             # A stale lock or pending operations of a run that died are
@@ -343,6 +351,12 @@ class Reconciler:
             pod_phase=self._pod_phase(namespace, desired.names.pod), applied=applied,
             pod_failure=self._pod_failure(namespace, desired.names.pod),
             route=self._route_status(desired), **base))
+        # After an up the cache holds the Secret it wrote (_versions_after_up waited for it).
+        served = renewal.served_certificate(self._cached(tls_ref))
+        renewal.with_certificate(new, served, fraction)
+        self.metrics.set_certificate_expiry(job.namespace, job.name,
+                                            served.not_after.timestamp() if served is not None else None)
+        requeue = renewal.requeue_after(requeue, served, self.clock(), fraction)
         self._write_status(key, obj, previous, new)
         self._ready_events(obj, previous, new)
         return Result(requeue_after=requeue)
