@@ -67,13 +67,18 @@ def _canonical(value: Any) -> Any:
     return value
 
 
-def fingerprint(desired: DesiredResources, settings: ClusterSettings) -> str:
-    """A stable hash of everything the stack declares and the settings it uses."""
+def fingerprint(
+    desired: DesiredResources, settings: ClusterSettings, inputs: Mapping[str, str | None] | None = None
+) -> str:
+    """A stable hash of everything the stack declares, the settings it uses, and ``inputs``:
+    digests of what it reads from the cluster (the CA, the trust bundle; see
+    :mod:`iflearner.controller.clusterinputs`)."""
     document = {
         "revision": PROGRAM_REVISION,
         "version": __version__,
         "desired": _canonical(desired),
         "settings": _canonical(settings),
+        "inputs": dict(sorted((inputs or {}).items())),
     }
     text = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
@@ -135,7 +140,7 @@ def decide(
     if not applied or not isinstance(applied.get("fingerprint"), str):
         return Decision(True, "the stack has not been applied yet")
     if applied["fingerprint"] != fingerprint_value:
-        return Decision(True, "the spec or the operator's settings changed")
+        return Decision(True, "the spec, the operator's settings, the CA or the trust bundle changed")
     recorded = applied.get("objects") if isinstance(applied.get("objects"), Mapping) else {}
     for key in sorted(observed):
         current = observed[key]

@@ -125,6 +125,7 @@ class Informer:
         *,
         namespaces: Sequence[str] | None = None,
         label_selector: str | None = None,
+        field_selector: str | None = None,
         handler: EventHandler | None = None,
         transform: Transform = strip_object,
         watch_timeout: int = 300,
@@ -133,6 +134,7 @@ class Informer:
         self.resource = resource
         self.namespaces: list[str | None] = list(namespaces) if namespaces else [None]
         self.label_selector = label_selector
+        self.field_selector = field_selector
         self._handlers: list[EventHandler] = [handler] if handler else []
         self._transform = transform
         self._watch_timeout = watch_timeout
@@ -210,7 +212,7 @@ class Informer:
         resource_version = ""
         while True:
             page = self.api.get(self._path(namespace), limit=PAGE_SIZE, labelSelector=self.label_selector,
-                                **({"continue": token} if token else {}))
+                                fieldSelector=self.field_selector, **({"continue": token} if token else {}))
             for item in page.get("items") or []:
                 item.setdefault("kind", self.resource.kind)
                 item.setdefault("apiVersion", self.resource.api_version)
@@ -267,6 +269,7 @@ class Informer:
             "allowWatchBookmarks": True,
             "timeoutSeconds": int(self._watch_timeout * (1 + random.random())),
             "labelSelector": self.label_selector,
+            "fieldSelector": self.field_selector,
         }
         for event in self.api.watch(self._path(namespace), query, timeout=self._watch_timeout * 2 + 30):
             if self._stopped.is_set():

@@ -137,6 +137,7 @@ class Reconciler:
         metrics: Metrics,
         clock: Callable[[], datetime.datetime] = utc_now,
         cache_wait: float = 5.0,
+        stack_inputs: Callable[[DesiredResources], Mapping[str, str | None]] | None = None,
     ) -> None:
         self.api = api
         self.jobs = jobs
@@ -148,6 +149,8 @@ class Reconciler:
         self.metrics = metrics
         self.clock = clock
         self.cache_wait = cache_wait
+        # Digests of what stacks read from the operator namespace (CA, trust bundle), for the fingerprint.
+        self.stack_inputs = stack_inputs
         self._memo: dict[str, _Memo] = {}
         self._memo_lock = threading.Lock()
 
@@ -289,7 +292,8 @@ class Reconciler:
             return self._stalled(key, obj, previous, error, now, logger)
 
         desired = desired_resources(job, self.settings)
-        fingerprint = gating.fingerprint(desired, self.settings)
+        fingerprint = gating.fingerprint(desired, self.settings,
+                                         self.stack_inputs(desired) if self.stack_inputs is not None else None)
         refs = owned_object_refs(desired)
         stack = stack_name(job)
         last = Operation.from_status(previous.get("lastOperation"))
