@@ -4,8 +4,10 @@ A Pulumi run costs seconds; most reconciles (resyncs, Pod status updates)
 change nothing. ``up`` runs only when:
 
 (a) the fingerprint of the desired resources (every manifest the stack
-    declares plus the cluster settings and the program revision) differs
-    from the one recorded after the last successful ``up``;
+    declares plus the cluster settings, the program revision, and digests of
+    what the stack reads from the operator namespace: the CA certificate and
+    the trust bundle) differs from the one recorded after the last
+    successful ``up``;
 (b) an owned object is missing from the informer cache;
 (c) an owned object changed behind the operator's back: its
     resourceVersion differs from the one recorded after the last ``up``
@@ -15,7 +17,8 @@ change nothing. ``up`` runs only when:
     status written by an ingress controller does not count);
 (d) the last ``up`` did not succeed (failed, or was interrupted).
 
-After a successful ``up`` the reconciler records
+The reconciler adds one more reason, a certificate due for renewal (see
+:mod:`iflearner.controller.renewal`). After a successful ``up`` the reconciler records
 ``{"fingerprint": ..., "objects": {"Kind/name": rv-or-uid}}`` in
 ``status.applied``. Everything here is pure.
 """

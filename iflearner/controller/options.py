@@ -172,7 +172,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     jobs.add_argument("--cluster-settings", type=Path, default=_env("IFLEARNER_CLUSTER_SETTINGS"),
                       help="YAML file of cluster settings (camelCase or snake_case keys: operatorNamespace, "
                            "caSecretName, trustConfigmapName, ingressClassName, ingressAddress, dnsNamespace, "
-                           "dnsConfigmapName, certificateValidityHours); flags below override it")
+                           "dnsConfigmapName, certificateValidityHours, certificateValiditySeconds, "
+                           "certificateRenewalFraction); flags below override it")
     overrides = (
         ("--operator-namespace", "operator_namespace", str, "namespace of the CA Secret and trust ConfigMap"),
         ("--ca-secret", "ca_secret_name", str, "TLS Secret of the cluster CA"),
