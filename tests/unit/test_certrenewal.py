@@ -84,3 +84,24 @@ def test_provider_diff_replaces_a_due_certificate_only():
     assert diff.changes and diff.replaces == ["cert_pem"]
     # A later renewal point (fraction) is not an input change by itself.
     assert not provider.diff("h", fresh, {**news, "renewal_fraction": 0.9}).changes
+
+
+def test_renewal_settings_from_flags_and_the_settings_file():
+    import argparse
+
+    from iflearner.controller.options import add_run_arguments, options_from_args
+    from iflearner.desired import ClusterSettings
+    from iflearner.settings import parse_cluster_settings
+
+    parser = argparse.ArgumentParser()
+    add_run_arguments(parser)
+    settings = options_from_args(parser.parse_args(
+        ["--certificate-validity-seconds", "60", "--certificate-renewal-fraction", "0.5"])).settings
+    assert (settings.certificate_validity_seconds, settings.certificate_renewal_fraction) == (60, 0.5)
+    assert ClusterSettings().certificate_renewal_fraction == pytest.approx(2 / 3)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--certificate-renewal-fraction", "1"])
+    parsed = parse_cluster_settings("certificateValiditySeconds: 90\ncertificateRenewalFraction: 0.75\n", "test")
+    assert (parsed.certificate_validity_seconds, parsed.certificate_renewal_fraction) == (90, 0.75)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        parse_cluster_settings("certificateRenewalFraction: 1.5\n", "test")
