@@ -24,6 +24,7 @@ from typing import Any
 
 from iflearner.controller.informers import CONFIGMAPS, SECRETS, EventHandler, Informer, strip_object
 from iflearner.controller.kubeapi import KubeApi
+from iflearner.controller.mountedtrust import CAS_KEY, cached_cas, trust_cas
 from iflearner.desired import ClusterSettings, DesiredResources
 
 DIGEST_KEY = "iflearnerDigest"
@@ -61,6 +62,7 @@ def ca_transform(obj: dict[str, Any]) -> dict[str, Any]:
 def trust_transform(obj: dict[str, Any]) -> dict[str, Any]:
     """Informer transform for the trust ConfigMap: the bundle's digest."""
     obj[DIGEST_KEY] = trust_digest(obj.get("data"))
+    obj[CAS_KEY] = trust_cas(obj.get("data"))  # which CAs client Pods will trust (status.trust)
     return strip_object(obj)
 
 
@@ -117,6 +119,10 @@ class ClusterInputs:
                 self._on_change(reason)
 
         return handle
+
+    def trust_cas(self) -> dict[str, list[dict[str, str]]] | None:
+        """The CAs of the cluster trust bundle, from the cache."""
+        return cached_cas(self.trust.get(self.settings.operator_namespace, self.settings.trust_configmap_name))
 
     def for_stack(self, desired: DesiredResources) -> dict[str, str | None]:
         """The inputs of one job's fingerprint, from the caches."""

@@ -117,7 +117,8 @@ class Controller:
         self.runner = runner if runner is not None else self._make_runner()
         self.reconciler = Reconciler(self.api, self.jobs, self.owned, self.runner, options.settings,
                                      self.kubeconfig_text, self.events, self.metrics,
-                                     stack_inputs=self.cluster_inputs.for_stack)
+                                     stack_inputs=self.cluster_inputs.for_stack,
+                                     trust_cas=self.cluster_inputs.trust_cas)
         self.stop_event = threading.Event()
         self.exit_code = EXIT_OK
         self._workers: list[threading.Thread] = []

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from kubernetes.client.exceptions import ApiException
 
-from iflearner.controller import gating, renewal
+from iflearner.controller import gating, mountedtrust, renewal
 from iflearner.controller.events import NORMAL, WARNING, EventRecorder
 from iflearner.controller.informers import ALL_OWNED_RESOURCES, JOBS, Informer, Resource
 from iflearner.controller.kubeapi import MERGE_PATCH, KubeApi, object_path
@@ -138,6 +138,7 @@ class Reconciler:
         clock: Callable[[], datetime.datetime] = utc_now,
         cache_wait: float = 5.0,
         stack_inputs: Callable[[DesiredResources], Mapping[str, str | None]] | None = None,
+        trust_cas: Callable[[], Mapping[str, Any] | None] | None = None,
     ) -> None:
         self.api = api
         self.jobs = jobs
@@ -151,6 +152,8 @@ class Reconciler:
         self.cache_wait = cache_wait
         # Digests of what stacks read from the operator namespace (CA, trust bundle), for the fingerprint.
         self.stack_inputs = stack_inputs
+        # The CAs of the cluster trust bundle, for status.trust (clients).
+        self.trust_cas = trust_cas
         self._memo: dict[str, _Memo] = {}
         self._memo_lock = threading.Lock()
 
@@ -223,6 +226,12 @@ class Reconciler:
         if pod is None:
             return None
         return (pod.get("status") or {}).get("phase") or "Pending"
+
+    def _pod_uid(self, namespace: str, pod_name: str) -> str | None:
+        informer = self.owned.get("Pod")
+        pod = informer.get(namespace, pod_name) if informer is not None else None
+        uid = ((pod or {}).get("metadata") or {}).get("uid")
+        return str(uid) if uid and not (pod or {}).get("metadata", {}).get("deletionTimestamp") else None
 
     def _pod_failure(self, namespace: str, pod_name: str) -> str | None:
         informer = self.owned.get("Pod")
@@ -304,6 +313,12 @@ class Reconciler:
         fraction = self.settings.certificate_renewal_fraction
         served = renewal.served_certificate(self._cached(tls_ref))
         decision = renewal.gate(decision, served, now, fraction)
+        # Which CAs the client's Pod trusts: what it mounted, not what its ConfigMap holds now.
+        reads_trust = desired.trust_configmap is not None and self.trust_cas is not None
+        previous_trust = previous.get("trust") if reads_trust else None
+        bundle = self.trust_cas() if reads_trust and self.trust_cas is not None else None
+        pod_uid_before = self._pod_uid(namespace, desired.names.pod)
+        applied_trust: Mapping[str, Any] | None = None
         outputs = outputs_for(job.host, job.namespace, desired.names, desired.trust_configmap is not None,
                               desired.transport.value)
         base = dict(generation=generation, pod_name=desired.names.pod, host=job.host, outputs=outputs)
@@ -323,6 +338,7 @@ class Reconciler:
                 now=rfc3339(now), in_progress="up", failure_count=failures,
                 pod_phase=self._pod_phase(namespace, desired.names.pod), **base))
             renewal.with_certificate(starting, served, fraction)
+            mountedtrust.with_trust(starting, previous_trust)
             self._write_status(key, obj, previous, starting)
             previous = starting
             # A stale lock or pending operations of a run that died are
@@ -333,6 +349,7 @@ class Reconciler:
             if result.succeeded:
                 failures = 0
                 applied = gating.applied_record(fingerprint, self._versions_after_up(refs))
+                applied_trust = bundle
                 operation = Operation("up", RESULT_SUCCEEDED, finished, result.changes,
                                       seconds=result.seconds, fingerprint=fingerprint)
                 logger.info("up succeeded", extra={"stack": stack, "seconds": result.seconds,
@@ -361,6 +378,9 @@ class Reconciler:
         self.metrics.set_certificate_expiry(job.namespace, job.name,
                                             served.not_after.timestamp() if served is not None else None)
         requeue = renewal.requeue_after(requeue, served, self.clock(), fraction)
+        if reads_trust:
+            mountedtrust.with_trust(new, mountedtrust.next_trust_status(
+                previous_trust, applied_trust, pod_uid_before, self._pod_uid(namespace, desired.names.pod)))
         self._write_status(key, obj, previous, new)
         self._ready_events(obj, previous, new)
         return Result(requeue_after=requeue)

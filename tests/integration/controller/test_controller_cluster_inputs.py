@@ -1,6 +1,7 @@
 """What job stacks read from the operator namespace reaches the jobs with no spec change:
 a new trust bundle (a peer CA added, as a bootstrap `pulumi up` with new peerCaCertificates does)
-lands in every client job's trust ConfigMap, and a new cluster CA re-issues every job's certificate.
+lands in every client job's trust ConfigMap, each job's status.trust says its running Pod still
+mounts the old bundle until the Pod is replaced, and a new cluster CA re-issues every job's certificate.
 The resync period is the default 600 s: only the watch on those objects brings the jobs back."""
 
 from __future__ import annotations
@@ -16,6 +17,11 @@ from iflearner.tlsresources import issue_ca
 
 SETTINGS = ClusterSettings()
 JOBS = 20
+PEER_SUBJECT = "a peer federation's CA"
+
+
+def _subjects(cas: list[dict[str, str]]) -> list[str]:
+    return [ca["subject"] for ca in cas]
 
 
 def _trust_bundles(core, namespace: str, names: list[str]) -> dict[str, dict[str, str]]:
@@ -36,7 +42,7 @@ def test_a_new_trust_bundle_reaches_every_client_job(start_controller, custom, c
     trust = core.read_namespaced_config_map(SETTINGS.trust_configmap_name, SETTINGS.operator_namespace)
     original = dict(trust.data)
     assert all(b[PARTY_TRUST_KEY] == original["party.crt"] for b in _trust_bundles(core, jobs_ns, names).values())
-    peer_ca = issue_ca("a peer federation's CA", 24)["cert_pem"]
+    peer_ca = issue_ca(PEER_SUBJECT, 24)["cert_pem"]
     runs_before = controller.pulumi_runs()
     try:
         changed_at = time.monotonic()
@@ -62,6 +68,23 @@ def test_a_new_trust_bundle_reaches_every_client_job(start_controller, custom, c
             job = get_job(custom, jobs_ns, name)
             assert job["metadata"]["generation"] == generations[name], "no spec change"
             assert is_ready_running(job), job["status"]
+            # The ConfigMap holds the peer CA; the running Pod (subPath mounts) still has the old files.
+            trust_status = job["status"]["trust"]
+            assert PEER_SUBJECT in _subjects(trust_status["applied"]["party"]), trust_status
+            assert PEER_SUBJECT not in _subjects(trust_status["mounted"]["party"]), trust_status
+            assert trust_status["mounted"]["podUid"] == core.read_namespaced_pod(name, jobs_ns).metadata.uid
+
+        # A replaced Pod mounts the new bundle, and its job's status says so.
+        old_uid = core.read_namespaced_pod(names[0], jobs_ns).metadata.uid
+        core.delete_namespaced_pod(names[0], jobs_ns, grace_period_seconds=0)
+
+        def remounted() -> dict | None:
+            mounted = (get_job(custom, jobs_ns, names[0])["status"].get("trust") or {}).get("mounted") or {}
+            return mounted if mounted.get("podUid") not in (None, old_uid) else None
+
+        mounted = wait_for("the recreated Pod's bundle in status.trust", remounted, 120, on_timeout=controller.log)
+        assert PEER_SUBJECT in _subjects(mounted["party"]), mounted
+        assert mounted["podUid"] == core.read_namespaced_pod(names[0], jobs_ns).metadata.uid
     finally:
         core.patch_namespaced_config_map(SETTINGS.trust_configmap_name, SETTINGS.operator_namespace,
                                          {"data": original})
