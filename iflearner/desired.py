@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from iflearner.certrenewal import DEFAULT_RENEWAL_FRACTION, check_fraction
 from iflearner.job import ZONE_KEY_PREFIX, IflearnerJob, Role, short_hash
 
 MANAGED_BY = "iflearner-operator"
@@ -100,6 +101,10 @@ class ClusterSettings:
     dns_namespace: str = "kube-system"
     dns_configmap_name: str = "iflearner-dns-records"
     certificate_validity_hours: int = 24 * 365
+    # Overrides the hours when set: lifetimes of seconds, for tests of renewal.
+    certificate_validity_seconds: int | None = None
+    # Job certificates are renewed when this fraction of their lifetime has passed.
+    certificate_renewal_fraction: float = DEFAULT_RENEWAL_FRACTION
     # Settings written before the gateway existed have no transport: they keep
     # their Ingresses. The bootstrap writes "gateway" for new clusters.
     transport: str = Transport.INGRESS.value
@@ -114,6 +119,7 @@ class ClusterSettings:
         except ValueError:
             choices = " or ".join(repr(t.value) for t in Transport)
             raise ValueError(f"transport must be {choices}, got {self.transport!r}") from None
+        check_fraction(self.certificate_renewal_fraction)
 
 
 @dataclass(frozen=True)
@@ -139,6 +145,8 @@ class CertificateRequest:
     common_name: str
     dns_names: tuple[str, ...]
     validity_hours: int
+    validity_seconds: int | None = None  # overrides validity_hours when set
+    renewal_fraction: float = DEFAULT_RENEWAL_FRACTION
 
 
 @dataclass(frozen=True)
@@ -416,7 +424,8 @@ def desired_resources(job: IflearnerJob, settings: ClusterSettings) -> DesiredRe
     return DesiredResources(
         names=names,
         labels=labels,
-        certificate=CertificateRequest(common_name(job.host), (job.host,), settings.certificate_validity_hours),
+        certificate=CertificateRequest(common_name(job.host), (job.host,), settings.certificate_validity_hours,
+                                       settings.certificate_validity_seconds, settings.certificate_renewal_fraction),
         tls_secret=tls_secret,
         trust_configmap=trust,
         dns_records=records,

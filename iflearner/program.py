@@ -80,6 +80,8 @@ def job_program(
             common_name=desired.certificate.common_name,
             dns_names=list(desired.certificate.dns_names),
             validity_hours=desired.certificate.validity_hours,
+            validity_seconds=desired.certificate.validity_seconds,
+            renewal_fraction=desired.certificate.renewal_fraction,
         )
         tls = desired.tls_secret
         tls_secret = k8s.core.v1.Secret(

@@ -22,6 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider
 
+from iflearner.certrenewal import DEFAULT_RENEWAL_FRACTION, backdate, certificate_times, renewal_due
+
 _SECRET_OUTPUTS = ["private_key_pem"]
 
 
@@ -33,16 +35,16 @@ def _new_key_pem() -> tuple[ec.EllipticCurvePrivateKey, str]:
     return key, pem
 
 
-def _validity(hours: int) -> tuple[datetime.datetime, datetime.datetime]:
+def _validity(validity: datetime.timedelta) -> tuple[datetime.datetime, datetime.datetime]:
     now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
-    return now - datetime.timedelta(minutes=5), now + datetime.timedelta(hours=hours)
+    return now - backdate(validity), now + validity
 
 
 def issue_ca(common_name: str, validity_hours: int) -> dict[str, str]:
     """A self-signed CA certificate and its key, as PEM."""
     key, key_pem = _new_key_pem()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    not_before, not_after = _validity(validity_hours)
+    not_before, not_after = _validity(datetime.timedelta(hours=validity_hours))
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -62,13 +64,20 @@ def issue_ca(common_name: str, validity_hours: int) -> dict[str, str]:
 
 
 def issue_leaf(
-    ca_cert_pem: str, ca_key_pem: str, common_name: str, dns_names: Sequence[str], validity_hours: int
+    ca_cert_pem: str, ca_key_pem: str, common_name: str, dns_names: Sequence[str], validity_hours: int,
+    validity_seconds: int | None = None,
 ) -> dict[str, str]:
-    """A server certificate for ``dns_names`` signed by the CA, and its key."""
+    """A server certificate for ``dns_names`` signed by the CA, and its key.
+
+    ``validity_seconds``, when given, overrides ``validity_hours`` (short
+    lifetimes, for tests of renewal).
+    """
     ca_cert = x509.load_pem_x509_certificate(ca_cert_pem.encode())
     ca_key = serialization.load_pem_private_key(ca_key_pem.encode(), password=None)
     key, key_pem = _new_key_pem()
-    not_before, not_after = _validity(validity_hours)
+    validity = (datetime.timedelta(seconds=validity_seconds) if validity_seconds
+                else datetime.timedelta(hours=validity_hours))
+    not_before, not_after = _validity(validity)
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
@@ -109,19 +118,32 @@ class _CaProvider(ResourceProvider):
 
 
 class _LeafProvider(ResourceProvider):
-    _inputs = ("ca_cert_pem", "ca_key_pem", "common_name", "dns_names", "validity_hours")
+    # renewal_fraction is not among them: changing it moves the renewal time,
+    # not the certificate.
+    _inputs = ("ca_cert_pem", "ca_key_pem", "common_name", "dns_names", "validity_hours", "validity_seconds")
 
     def create(self, props: dict[str, Any]) -> CreateResult:
+        seconds = props.get("validity_seconds")
         issued = issue_leaf(
             props["ca_cert_pem"], props["ca_key_pem"], props["common_name"],
-            list(props["dns_names"]), int(props["validity_hours"]),
+            list(props["dns_names"]), int(props["validity_hours"]), int(seconds) if seconds else None,
         )
         outs = {k: v for k, v in props.items() if k != "ca_key_pem"}
         return CreateResult(id_=props["common_name"], outs={**outs, **issued})
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         # The CA key is not kept in outputs; a new CA shows in its certificate.
-        return _replace_on_any_change(olds, news, [k for k in self._inputs if k != "ca_key_pem"])
+        result = _replace_on_any_change(olds, news, [k for k in self._inputs if k != "ca_key_pem"])
+        if result.changes:
+            return result
+        # Renewal: the certificate in state has reached its renewal point (the
+        # same rule the controller used to start this run), so it is replaced
+        # although no input changed.
+        times = certificate_times(str(olds.get("cert_pem") or ""))
+        fraction = float(news.get("renewal_fraction") or DEFAULT_RENEWAL_FRACTION)
+        if times is not None and renewal_due(times, datetime.datetime.now(datetime.UTC), fraction):
+            return DiffResult(changes=True, replaces=["cert_pem"], delete_before_replace=False)
+        return result
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         return ReadResult(id_=id_, outs=props)
@@ -155,13 +177,17 @@ class SignedCertificate(Resource):
     def __init__(
         self, name: str, *, ca_cert_pem: pulumi.Input[str], ca_key_pem: pulumi.Input[str],
         common_name: pulumi.Input[str], dns_names: pulumi.Input[Sequence[str]],
-        validity_hours: pulumi.Input[int], opts: pulumi.ResourceOptions | None = None,
+        validity_hours: pulumi.Input[int], validity_seconds: pulumi.Input[int] | None = None,
+        renewal_fraction: pulumi.Input[float] = DEFAULT_RENEWAL_FRACTION,
+        opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(additional_secret_outputs=_SECRET_OUTPUTS))
-        super().__init__(
-            _LeafProvider(), name,
-            {"ca_cert_pem": ca_cert_pem, "ca_key_pem": pulumi.Output.secret(ca_key_pem),
-             "common_name": common_name, "dns_names": dns_names, "validity_hours": validity_hours,
-             "cert_pem": None, "private_key_pem": None},
-            opts,
-        )
+        props: dict[str, Any] = {
+            "ca_cert_pem": ca_cert_pem, "ca_key_pem": pulumi.Output.secret(ca_key_pem),
+            "common_name": common_name, "dns_names": dns_names, "validity_hours": validity_hours,
+            "renewal_fraction": renewal_fraction, "cert_pem": None, "private_key_pem": None,
+        }
+        if validity_seconds:
+            # Only when set: stacks written before it existed keep their certificate.
+            props["validity_seconds"] = validity_seconds
+        super().__init__(_LeafProvider(), name, props, opts)

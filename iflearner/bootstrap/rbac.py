@@ -149,9 +149,12 @@ def job_namespace_rules() -> list[dict[str, Any]]:
 
 def operator_namespace_rules(settings: ClusterSettings) -> list[dict[str, Any]]:
     return [
-        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [settings.ca_secret_name], "verbs": ["get"]},
+        # list/watch by name (fieldSelector metadata.name): the controller
+        # re-applies every job when the CA or the trust bundle changes.
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [settings.ca_secret_name],
+         "verbs": ["get", "list", "watch"]},
         {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [settings.trust_configmap_name],
-         "verbs": ["get"]},
+         "verbs": ["get", "list", "watch"]},
         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": [LEASE_NAME],
          "verbs": ["get", "update"]},

@@ -4,8 +4,10 @@ A Pulumi run costs seconds; most reconciles (resyncs, Pod status updates)
 change nothing. ``up`` runs only when:
 
 (a) the fingerprint of the desired resources (every manifest the stack
-    declares plus the cluster settings and the program revision) differs
-    from the one recorded after the last successful ``up``;
+    declares plus the cluster settings, the program revision, and digests of
+    what the stack reads from the operator namespace: the CA certificate and
+    the trust bundle) differs from the one recorded after the last
+    successful ``up``;
 (b) an owned object is missing from the informer cache;
 (c) an owned object changed behind the operator's back: its
     resourceVersion differs from the one recorded after the last ``up``
@@ -15,7 +17,8 @@ change nothing. ``up`` runs only when:
     status written by an ingress controller does not count);
 (d) the last ``up`` did not succeed (failed, or was interrupted).
 
-After a successful ``up`` the reconciler records
+The reconciler adds one more reason, a certificate due for renewal (see
+:mod:`iflearner.controller.renewal`). After a successful ``up`` the reconciler records
 ``{"fingerprint": ..., "objects": {"Kind/name": rv-or-uid}}`` in
 ``status.applied``. Everything here is pure.
 """
@@ -67,13 +70,18 @@ def _canonical(value: Any) -> Any:
     return value
 
 
-def fingerprint(desired: DesiredResources, settings: ClusterSettings) -> str:
-    """A stable hash of everything the stack declares and the settings it uses."""
+def fingerprint(
+    desired: DesiredResources, settings: ClusterSettings, inputs: Mapping[str, str | None] | None = None
+) -> str:
+    """A stable hash of everything the stack declares, the settings it uses, and ``inputs``:
+    digests of what it reads from the cluster (the CA, the trust bundle; see
+    :mod:`iflearner.controller.clusterinputs`)."""
     document = {
         "revision": PROGRAM_REVISION,
         "version": __version__,
         "desired": _canonical(desired),
         "settings": _canonical(settings),
+        "inputs": dict(sorted((inputs or {}).items())),
     }
     text = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
@@ -135,7 +143,7 @@ def decide(
     if not applied or not isinstance(applied.get("fingerprint"), str):
         return Decision(True, "the stack has not been applied yet")
     if applied["fingerprint"] != fingerprint_value:
-        return Decision(True, "the spec or the operator's settings changed")
+        return Decision(True, "the spec, the operator's settings, the CA or the trust bundle changed")
     recorded = applied.get("objects") if isinstance(applied.get("objects"), Mapping) else {}
     for key in sorted(observed):
         current = observed[key]

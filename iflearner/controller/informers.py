@@ -25,6 +25,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from iflearner.controller.kubeapi import KubeApi, collection_path
+from iflearner.controller.renewal import SUMMARY_KEY, summarize_tls_secret
 from iflearner.desired import LABEL_MANAGED_BY, MANAGED_BY
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,11 @@ def strip_object(obj: dict[str, Any]) -> dict[str, Any]:
         annotations = metadata.get("annotations")
         if isinstance(annotations, dict):
             annotations.pop("kubectl.kubernetes.io/last-applied-configuration", None)
+    if obj.get("kind") == "Secret" and obj.get("type") == "kubernetes.io/tls":
+        # Renewal needs the served certificate's dates: keep those, not the key.
+        summary = summarize_tls_secret(obj.get("data"))
+        if summary is not None:
+            obj[SUMMARY_KEY] = summary
     if obj.get("kind") in ("Secret", "ConfigMap"):
         obj.pop("data", None)
         obj.pop("stringData", None)
@@ -119,6 +125,7 @@ class Informer:
         *,
         namespaces: Sequence[str] | None = None,
         label_selector: str | None = None,
+        field_selector: str | None = None,
         handler: EventHandler | None = None,
         transform: Transform = strip_object,
         watch_timeout: int = 300,
@@ -127,6 +134,7 @@ class Informer:
         self.resource = resource
         self.namespaces: list[str | None] = list(namespaces) if namespaces else [None]
         self.label_selector = label_selector
+        self.field_selector = field_selector
         self._handlers: list[EventHandler] = [handler] if handler else []
         self._transform = transform
         self._watch_timeout = watch_timeout
@@ -204,7 +212,7 @@ class Informer:
         resource_version = ""
         while True:
             page = self.api.get(self._path(namespace), limit=PAGE_SIZE, labelSelector=self.label_selector,
-                                **({"continue": token} if token else {}))
+                                fieldSelector=self.field_selector, **({"continue": token} if token else {}))
             for item in page.get("items") or []:
                 item.setdefault("kind", self.resource.kind)
                 item.setdefault("apiVersion", self.resource.api_version)
@@ -261,6 +269,7 @@ class Informer:
             "allowWatchBookmarks": True,
             "timeoutSeconds": int(self._watch_timeout * (1 + random.random())),
             "labelSelector": self.label_selector,
+            "fieldSelector": self.field_selector,
         }
         for event in self.api.watch(self._path(namespace), query, timeout=self._watch_timeout * 2 + 30):
             if self._stopped.is_set():

@@ -26,6 +26,7 @@ from typing import Any
 
 from kubernetes import client, config
 
+from iflearner.controller.clusterinputs import ClusterInputs
 from iflearner.controller.events import EventRecorder
 from iflearner.controller.health import HealthServer
 from iflearner.controller.informers import (
@@ -121,6 +122,8 @@ class Controller:
             for r in owned_resources
         }
         self.metrics.set_jobs_by_phase_source(self._jobs_by_phase)
+        # The CA and the trust bundle the stacks read: a change re-queues every job.
+        self.cluster_inputs = ClusterInputs(self.api, options.settings, self.resync)
         self.identity = options.identity or default_identity()
         self.events = EventRecorder(self.api, instance=self.identity)
         # The Pulumi runs this controller fences: its own registry, so that a second
@@ -129,7 +132,9 @@ class Controller:
             on_stop=lambda reason: self.metrics.pulumi_stopped.labels(reason).inc())
         self.runner = runner if runner is not None else self._make_runner()
         self.reconciler = Reconciler(self.api, self.jobs, self.owned, self.runner, options.settings,
-                                     self.kubeconfig_text, self.events, self.metrics)
+                                     self.kubeconfig_text, self.events, self.metrics,
+                                     stack_inputs=self.cluster_inputs.for_stack,
+                                     trust_cas=self.cluster_inputs.trust_cas)
         self.stop_event = threading.Event()
         self.exit_code = EXIT_OK
         self._workers: list[threading.Thread] = []
@@ -204,7 +209,7 @@ class Controller:
     # -- probes and metrics -----------------------------------------------------------------------
 
     def _informers(self) -> list[Informer]:
-        return [self.jobs, *self.owned.values()]
+        return [self.jobs, *self.owned.values(), *self.cluster_inputs.informers]
 
     def synced(self) -> bool:
         return all(i.has_synced() for i in self._informers())

@@ -67,6 +67,9 @@ class Metrics:
         self.gated = Counter(
             "iflearner_gated_reconciles", "Reconciles that skipped Pulumi because nothing changed",
             registry=registry)
+        self.certificate_expiry = Gauge(
+            "iflearner_certificate_expiry_timestamp_seconds",
+            "notAfter of the certificate each job serves (Unix time)", ["namespace", "name"], registry=registry)
         self._jobs = _JobsByPhase()
         registry.register(self._jobs)
         for result in ("success", "requeue", "error"):
@@ -86,6 +89,16 @@ class Metrics:
     def record_pulumi(self, operation: str, succeeded: bool, seconds: float) -> None:
         self.pulumi_runs.labels(operation, "succeeded" if succeeded else "failed").inc()
         self.pulumi_duration.labels(operation).observe(seconds)
+
+    def set_certificate_expiry(self, namespace: str, name: str, not_after: float | None) -> None:
+        """Record a job's certificate expiry; None removes the job's series (job gone, or no certificate)."""
+        if not_after is not None:
+            self.certificate_expiry.labels(namespace, name).set(not_after)
+            return
+        try:
+            self.certificate_expiry.remove(namespace, name)
+        except KeyError:
+            pass
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

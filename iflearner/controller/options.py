@@ -99,6 +99,13 @@ def _namespace(text: str) -> str:
     return name
 
 
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError("must be a number between 0 and 1 (exclusive), e.g. 0.667")
+    return value
+
+
 def _seconds(text: str) -> float:
     value = float(text.removesuffix("s"))
     if value <= 0:
@@ -168,7 +175,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     jobs.add_argument("--cluster-settings", type=Path, default=_env("IFLEARNER_CLUSTER_SETTINGS"),
                       help="YAML file of cluster settings (camelCase or snake_case keys: operatorNamespace, "
                            "caSecretName, trustConfigmapName, ingressClassName, ingressAddress, dnsNamespace, "
-                           "dnsConfigmapName, certificateValidityHours); flags below override it")
+                           "dnsConfigmapName, certificateValidityHours, certificateValiditySeconds, "
+                           "certificateRenewalFraction); flags below override it")
     overrides = (
         ("--operator-namespace", "operator_namespace", str, "namespace of the CA Secret and trust ConfigMap"),
         ("--ca-secret", "ca_secret_name", str, "TLS Secret of the cluster CA"),
@@ -178,6 +186,10 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         ("--dns-namespace", "dns_namespace", str, "namespace of the DNS records ConfigMap"),
         ("--dns-configmap", "dns_configmap_name", str, "ConfigMap the cluster DNS serves job zones from"),
         ("--certificate-validity-hours", "certificate_validity_hours", _positive_int, "validity of job certificates"),
+        ("--certificate-validity-seconds", "certificate_validity_seconds", _positive_int,
+         "validity of job certificates in seconds, overriding the hours (short lifetimes for tests)"),
+        ("--certificate-renewal-fraction", "certificate_renewal_fraction", _fraction,
+         "renew a job certificate when this fraction of its lifetime has passed"),
         ("--transport", "transport", _transport, "how jobs are reached: gateway (Gateway API) or ingress"),
         ("--gateway-class", "gateway_class_name", str, "GatewayClass of the jobs' Gateways"),
         ("--gateway-listener-port", "gateway_listener_port", _positive_int,
@@ -191,7 +203,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 _SETTING_FIELDS = (
     "operator_namespace", "ca_secret_name", "trust_configmap_name", "ingress_class_name", "ingress_address",
     "dns_namespace", "dns_configmap_name", "certificate_validity_hours", "transport", "gateway_class_name",
-    "gateway_listener_port",
+    "gateway_listener_port", "certificate_validity_seconds", "certificate_renewal_fraction",
 )
 
 

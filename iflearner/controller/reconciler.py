@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from kubernetes.client.exceptions import ApiException
 
-from iflearner.controller import gating, preflight
+from iflearner.controller import gating, mountedtrust, preflight, renewal
 from iflearner.controller.events import NORMAL, WARNING, EventRecorder
 from iflearner.controller.informers import ALL_OWNED_RESOURCES, JOBS, Informer, Resource
 from iflearner.controller.kubeapi import MERGE_PATCH, KubeApi, object_path
@@ -168,6 +168,8 @@ class Reconciler:
         metrics: Metrics,
         clock: Callable[[], datetime.datetime] = utc_now,
         cache_wait: float = 5.0,
+        stack_inputs: Callable[[DesiredResources], Mapping[str, str | None]] | None = None,
+        trust_cas: Callable[[], Mapping[str, Any] | None] | None = None,
     ) -> None:
         self.api = api
         self.jobs = jobs
@@ -179,6 +181,10 @@ class Reconciler:
         self.metrics = metrics
         self.clock = clock
         self.cache_wait = cache_wait
+        # Digests of what stacks read from the operator namespace (CA, trust bundle), for the fingerprint.
+        self.stack_inputs = stack_inputs
+        # The CAs of the cluster trust bundle, for status.trust (clients).
+        self.trust_cas = trust_cas
         self._memo: dict[str, _Memo] = {}
         self._memo_lock = threading.Lock()
 
@@ -233,6 +239,8 @@ class Reconciler:
     def forget(self, key: str) -> None:
         with self._memo_lock:
             self._memo.pop(key, None)
+        namespace, _, name = key.partition("/")
+        self.metrics.set_certificate_expiry(namespace, name, None)
 
     # -- cluster reads --------------------------------------------------------------------------
 
@@ -265,6 +273,12 @@ class Reconciler:
         if pod is None:
             return None
         return (pod.get("status") or {}).get("phase") or "Pending"
+
+    def _pod_uid(self, namespace: str, pod_name: str) -> str | None:
+        informer = self.owned.get("Pod")
+        pod = informer.get(namespace, pod_name) if informer is not None else None
+        uid = ((pod or {}).get("metadata") or {}).get("uid")
+        return str(uid) if uid and not (pod or {}).get("metadata", {}).get("deletionTimestamp") else None
 
     def _pod_failure(self, namespace: str, pod_name: str) -> str | None:
         informer = self.owned.get("Pod")
@@ -338,12 +352,24 @@ class Reconciler:
             return Result()
 
         desired = desired_resources(job, self.settings)
-        fingerprint = gating.fingerprint(desired, self.settings)
+        fingerprint = gating.fingerprint(desired, self.settings,
+                                         self.stack_inputs(desired) if self.stack_inputs is not None else None)
         refs = owned_object_refs(desired)
         stack = stack_name(job)
         last = Operation.from_status(previous.get("lastOperation"))
         failures = failure_count_of(previous)
         decision = gating.decide(fingerprint, previous.get("applied"), gating.observe(refs, self._cached), last)
+        # Renewal: a certificate past its renewal time needs a run although nothing changed.
+        tls_ref = ("v1", "Secret", job.namespace, desired.names.tls_secret)
+        fraction = self.settings.certificate_renewal_fraction
+        served = renewal.served_certificate(self._cached(tls_ref))
+        decision = renewal.gate(decision, served, now, fraction)
+        # Which CAs the client's Pod trusts: what it mounted, not what its ConfigMap holds now.
+        reads_trust = desired.trust_configmap is not None and self.trust_cas is not None
+        previous_trust = previous.get("trust") if reads_trust else None
+        bundle = self.trust_cas() if reads_trust and self.trust_cas is not None else None
+        pod_uid_before = self._pod_uid(namespace, desired.names.pod)
+        applied_trust: Mapping[str, Any] | None = None
         outputs = outputs_for(job.host, job.namespace, desired.names, desired.trust_configmap is not None,
                               desired.transport.value)
         base = dict(generation=generation, pod_name=desired.names.pod, host=job.host, outputs=outputs)
@@ -365,6 +391,8 @@ class Reconciler:
             starting = compute_status(previous, Observation(
                 now=rfc3339(now), in_progress="up", failure_count=failures,
                 pod_phase=self._pod_phase(namespace, desired.names.pod), **base))
+            renewal.with_certificate(starting, served, fraction)
+            mountedtrust.with_trust(starting, previous_trust)
             self._write_status(key, obj, previous, starting)
             previous = starting
             # A stale lock or pending operations of a run that died are
@@ -375,6 +403,7 @@ class Reconciler:
             if result.succeeded:
                 failures = 0
                 applied = gating.applied_record(fingerprint, self._versions_after_up(refs))
+                applied_trust = bundle
                 operation = Operation("up", RESULT_SUCCEEDED, finished, result.changes,
                                       seconds=result.seconds, fingerprint=fingerprint)
                 logger.info("up succeeded", extra={"stack": stack, "seconds": result.seconds,
@@ -397,6 +426,15 @@ class Reconciler:
             pod_phase=self._pod_phase(namespace, desired.names.pod), applied=applied,
             pod_failure=self._pod_failure(namespace, desired.names.pod),
             route=self._route_status(desired), **base))
+        # After an up the cache holds the Secret it wrote (_versions_after_up waited for it).
+        served = renewal.served_certificate(self._cached(tls_ref))
+        renewal.with_certificate(new, served, fraction)
+        self.metrics.set_certificate_expiry(job.namespace, job.name,
+                                            served.not_after.timestamp() if served is not None else None)
+        requeue = renewal.requeue_after(requeue, served, self.clock(), fraction)
+        if reads_trust:
+            mountedtrust.with_trust(new, mountedtrust.next_trust_status(
+                previous_trust, applied_trust, pod_uid_before, self._pod_uid(namespace, desired.names.pod)))
         self._write_status(key, obj, previous, new)
         self._ready_events(obj, previous, new)
         return Result(requeue_after=requeue)

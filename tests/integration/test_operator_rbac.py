@@ -137,7 +137,7 @@ def check_least_privilege(admin: client.ApiClient, operator: client.ApiClient) -
         if namespace == "default":
             assert secrets == [(tuple(sorted(JOB_VERBS)), ())], secrets
         elif namespace == OPERATOR_NS:
-            assert secrets == [(("get",), (SETTINGS.ca_secret_name,))], secrets
+            assert secrets == [(("get", "list", "watch"), (SETTINGS.ca_secret_name,))], secrets
         elif namespace == SETTINGS.dns_namespace:
             assert secrets == [] and covering(rules, "configmaps") == [
                 (("get", "patch"), (SETTINGS.dns_configmap_name,))], rules

@@ -46,7 +46,7 @@ def test_the_default_config_grants_secrets_only_in_the_default_namespace_and_the
     assert not any(o["kind"] in ("ClusterRole", "ClusterRoleBinding") for o in objects)
     grants = _secret_grants(objects)
     assert ("Role", "default", ("get", "list", "watch", "create", "patch", "delete"), ()) in grants
-    assert ("Role", "iflearner-system", ("get",), ("iflearner-ca",)) in grants
+    assert ("Role", "iflearner-system", ("get", "list", "watch"), ("iflearner-ca",)) in grants
     assert len(grants) == 2, grants
     assert OperatorConfig().job_namespaces == ("default",)
     assert "--namespace=default" in _args(OperatorConfig()), "the controller must watch only what it is granted"

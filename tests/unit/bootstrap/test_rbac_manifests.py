@@ -29,7 +29,7 @@ def test_shared_objects_are_restricted_by_name():
     names = {n for r in named for n in r["resourceNames"]}
     assert {settings.ca_secret_name, settings.trust_configmap_name, settings.dns_configmap_name} <= names
     ca_rule = next(r for r in named if settings.ca_secret_name in r["resourceNames"])
-    assert ca_rule["verbs"] == ["get"]
+    assert ca_rule["verbs"] == ["get", "list", "watch"]  # watched by name, never listed by namespace
 
 
 def test_deployment_is_restricted_and_probed():
