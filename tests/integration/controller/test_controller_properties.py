@@ -88,11 +88,12 @@ mutations = st.one_of(
 
 
 def long_name(prefix: str, length: int) -> str:
-    """A name of about ``length`` characters (DNS subdomain labels of 60)."""
+    """A name of about ``length`` characters (DNS subdomain labels of 60), never shorter than
+    ``prefix``: cut shorter, two examples' names could be equal ("p61-"[:2] is example 6's "p6")."""
     body = prefix
     while len(body) < length:
         body += ("." if len(body) % 61 == 60 else "") + "n"
-    return body[:length].rstrip(".-") or prefix
+    return body[:max(length, len(prefix))].rstrip(".-")
 
 
 def build(namespace: str, index: int, changes: list[tuple[str, str, Any]]) -> tuple[dict[str, Any], list[str]]:
@@ -100,7 +101,7 @@ def build(namespace: str, index: int, changes: list[tuple[str, str, Any]]) -> tu
     name = f"p{index}"
     for kind, _, value in changes:
         if kind == "name":
-            name = long_name(f"p{index}-", value)
+            name = long_name(f"p{index}x", value)  # "x": unlike every "p<index>", and never stripped
     # A short host whatever the name, so long names reach the controller (the host is mutated separately).
     manifest = job_manifest(name, namespace, host=f"p{index}.server.iflearner.com")
     spec = manifest["spec"]
