@@ -94,21 +94,18 @@ class Result:
     requeue_after: float | None = None
 
 
-# How many of a job's own resourceVersions are remembered: the cache is never
-# more than a few writes behind.
-MEMO_RESOURCE_VERSIONS = 8
-
-
 @dataclass
 class _Memo:
     """The status this process last wrote for a job."""
 
     uid: str
     status: dict[str, Any]
-    # The job's resourceVersions this process has seen replaced by its own
-    # writes, and those its writes made: while the cache shows one of them, it
-    # lags behind (or shows) our last write. Any other is someone else's.
-    own_rvs: tuple[str, ...] = ()
+    # The resourceVersion our last status write made, and whether the cache has
+    # shown it yet. The cache only moves forward: until it has shown our write,
+    # whatever it holds is older (lagging); after, another version holding
+    # another status is someone else's write.
+    written_rv: str | None = None
+    seen: bool = False
 
 
 def warm_up_program_imports() -> None:
@@ -190,26 +187,36 @@ class Reconciler:
 
     # -- status bookkeeping ---------------------------------------------------------------------
 
+    def _memo_for(self, key: str, obj: Mapping[str, Any]) -> _Memo | None:
+        """This process's last status write for the job ``obj`` (None when there is none for its
+        uid), noting whether the cache has shown it by now."""
+        metadata = obj.get("metadata") or {}
+        with self._memo_lock:
+            memo = self._memo.get(key)
+            if memo is None or memo.uid != metadata.get("uid"):
+                return None
+            if memo.written_rv is not None and metadata.get("resourceVersion") == memo.written_rv:
+                memo.seen = True
+            return memo
+
     def _previous_status(self, key: str, obj: Mapping[str, Any]) -> dict[str, Any]:
         """The cluster's copy of the status, unless the cache still lags behind this process's
         last write (then that write). A status edited by hand or by a former leader is thus the
         previous status, and the pass's write repairs it."""
-        metadata = obj.get("metadata") or {}
-        with self._memo_lock:
-            memo = self._memo.get(key)
-        if memo is not None and memo.uid == metadata.get("uid") and metadata.get("resourceVersion") in memo.own_rvs:
+        memo = self._memo_for(key, obj)
+        if memo is not None and (not memo.seen or (obj.get("metadata") or {}).get("resourceVersion")
+                                 == memo.written_rv):
             return memo.status
         return dict(obj.get("status") or {})
 
     def status_written_elsewhere(self, key: str, obj: Mapping[str, Any]) -> bool:
         """True when ``obj`` carries a status this process did not write (a hand edit, a former
         leader): worth a reconcile, which repairs it. Our own writes are not."""
-        metadata = obj.get("metadata") or {}
-        with self._memo_lock:
-            memo = self._memo.get(key)
-        if memo is None or memo.uid != metadata.get("uid"):
+        memo = self._memo_for(key, obj)
+        if memo is None or not memo.seen:
             return False
-        return metadata.get("resourceVersion") not in memo.own_rvs and (obj.get("status") or {}) != memo.status
+        return (obj.get("metadata") or {}).get("resourceVersion") != memo.written_rv and \
+            (obj.get("status") or {}) != memo.status
 
     def _write_status(self, key: str, obj: Mapping[str, Any], previous: Mapping[str, Any],
                       new: dict[str, Any]) -> bool:
@@ -228,12 +235,9 @@ class Reconciler:
             if error.status == 404:
                 return False  # the job is gone
             raise
-        uid = str(metadata.get("uid"))
-        rvs = (metadata.get("resourceVersion"), ((written or {}).get("metadata") or {}).get("resourceVersion"))
+        written_rv = ((written or {}).get("metadata") or {}).get("resourceVersion")
         with self._memo_lock:
-            earlier = self._memo.get(key)
-            known = earlier.own_rvs if earlier is not None and earlier.uid == uid else ()
-            self._memo[key] = _Memo(uid, new, (*known, *(rv for rv in rvs if rv))[-MEMO_RESOURCE_VERSIONS:])
+            self._memo[key] = _Memo(str(metadata.get("uid")), new, written_rv)
         return True
 
     def forget(self, key: str) -> None:

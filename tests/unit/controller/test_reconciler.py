@@ -414,3 +414,25 @@ def test_a_spec_change_is_validated_under_a_probe_name_while_the_jobs_pod_exists
     assert world.dry_runs[-1]["metadata"]["name"] == "iflearnerjob-server-preflight"
     assert world.dry_runs[-1]["spec"]["containers"][0]["image"] == "img:2"
     assert len(world.ups) == 2
+
+
+def test_a_lagging_cache_is_trusted_to_our_write_and_a_foreign_status_is_spotted(world, reconciler):
+    """Until the cache shows our last status write, whatever it holds is older: the pass starts
+    from what we wrote (no second Event, no flapping). Once it has shown it, a version with
+    another status is someone else's (a hand edit, a former leader): worth a repairing pass."""
+    reconciler.reconcile(KEY)
+    ours = world.job()
+    lagging = copy.deepcopy(ours)
+    lagging["metadata"]["resourceVersion"] = "1"
+    lagging["status"] = {}
+    assert reconciler._previous_status(KEY, lagging) == ours["status"]
+    assert not reconciler.status_written_elsewhere(KEY, lagging)
+    assert not reconciler.status_written_elsewhere(KEY, ours)  # our own write, now seen
+    forged = copy.deepcopy(ours)
+    forged["metadata"]["resourceVersion"] = str(int(ours["metadata"]["resourceVersion"]) + 100)
+    forged["status"]["phase"] = "Failed"
+    assert reconciler.status_written_elsewhere(KEY, forged)
+    assert reconciler._previous_status(KEY, forged)["phase"] == "Failed"
+    other_uid = copy.deepcopy(forged)
+    other_uid["metadata"]["uid"] = "someone-else"
+    assert not reconciler.status_written_elsewhere(KEY, other_uid)
