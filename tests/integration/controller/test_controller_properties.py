@@ -109,7 +109,11 @@ def build(namespace: str, index: int, changes: list[tuple[str, str, Any]]) -> tu
     conflicts = []
     for kind, key, value in changes:
         if kind == "container":
-            pod_spec["containers"][0][key] = value
+            # An earlier mutation may have replaced the containers with something that has no
+            # first container to edit: the manifest is malformed already, keep it as it is.
+            containers = pod_spec.get("containers")
+            if isinstance(containers, list) and containers and isinstance(containers[0], dict):
+                containers[0][key] = value
         elif kind == "pod":
             pod_spec[key] = value
         elif kind in ("label", "annotation"):
@@ -168,8 +172,10 @@ def test_generated_jobs_end_clearly_without_retry_loops(controller, custom, core
     applied: list[str] = []
     samples: dict[str, str] = {}
 
+    # derandomize: the same generated inputs at every run, so a CI failure is reproducible as it is
+    # (tests/unit/test_job_properties.py keeps exploring new inputs at every run).
     @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None, phases=(Phase.explicit, Phase.generate),
-              suppress_health_check=list(HealthCheck))
+              suppress_health_check=list(HealthCheck), derandomize=True)
     @given(changes=st.lists(mutations, max_size=3))
     def one_job(changes: list[tuple[str, str, Any]]) -> None:
         index = next(counter)
