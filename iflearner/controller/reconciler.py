@@ -183,6 +183,10 @@ class Reconciler:
         # The CAs of the cluster trust bundle, for status.trust (clients).
         self.trust_cas = trust_cas
         self._memo: dict[str, _Memo] = {}
+        # Jobs (key -> uid) whose stack this process destroyed and whose finalizer it removed.
+        # Until the cache drops the job, it may still show it deleting with our finalizer: a
+        # reconcile of that stale copy must not destroy (or, worse, act on) the stack again.
+        self._finalized: dict[str, str] = {}
         self._memo_lock = threading.Lock()
 
     # -- status bookkeeping ---------------------------------------------------------------------
@@ -314,9 +318,15 @@ class Reconciler:
         obj = self.jobs.get(namespace, name)
         if obj is None:
             self.forget(key)
+            with self._memo_lock:
+                self._finalized.pop(key, None)
             return Result()
         metadata = obj.get("metadata") or {}
         logger = job_logger(log, namespace, name)
+        with self._memo_lock:
+            finalized = self._finalized.get(key) == metadata.get("uid")
+        if finalized:
+            return Result()  # a stale copy of a job already finalized here; the cache drops it soon
         if metadata.get("deletionTimestamp"):
             return self._finalize(key, obj, logger)
         if FINALIZER not in (metadata.get("finalizers") or []):
@@ -527,6 +537,8 @@ class Reconciler:
                                                   "changes": result.changes})
             self._remove_finalizer(obj)
             self.forget(key)
+            with self._memo_lock:
+                self._finalized[key] = str(metadata.get("uid"))
             return Result()
         failures += 1
         operation = Operation("destroy", RESULT_FAILED, finished, result.changes, error=result.error,

@@ -314,6 +314,23 @@ def test_delete_destroys_then_removes_finalizer(world, reconciler):
     assert world.objects == {}
 
 
+def test_a_stale_cached_copy_of_a_finalized_job_is_not_destroyed_again(world, reconciler):
+    reconciler.reconcile(KEY)
+    world.jobs.store[KEY]["metadata"]["deletionTimestamp"] = "2025-01-01T00:00:00Z"
+    stale = copy.deepcopy(world.job())  # what a lagging cache still holds after the finalizer is gone
+    reconciler.reconcile(KEY)
+    assert world.job() is None
+    world.jobs.store[KEY] = stale
+    reconciler.reconcile(KEY)
+    assert world.destroys == ["default.iflearnerjob-server"], "one destroy per deleted job"
+    # The cache drops the job; a new job of the same name (a new uid) is reconciled as usual.
+    del world.jobs.store[KEY]
+    reconciler.reconcile(KEY)
+    world.jobs.store[KEY] = copy.deepcopy(JOB) | {"metadata": {**JOB["metadata"], "uid": "job-uid-2"}}
+    reconciler.reconcile(KEY)
+    assert world.ups == ["default.iflearnerjob-server"] * 2
+
+
 def test_failed_destroy_keeps_finalizer_and_retries(world, reconciler, clock):
     reconciler.reconcile(KEY)
     world.jobs.store[KEY]["metadata"]["deletionTimestamp"] = "2025-01-01T00:00:00Z"
