@@ -18,6 +18,7 @@ Prints one table per kind of run (median over the jobs) and the top spans.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import shutil
@@ -38,6 +39,8 @@ from kubernetes import config  # noqa: E402
 from run import _descendants, job_manifest, prepare_cluster  # noqa: E402
 
 from iflearner import stackrunner  # noqa: E402
+from iflearner.controller.kubeapi import KubeApi  # noqa: E402
+from iflearner.controller.signer import Signer  # noqa: E402
 from iflearner.desired import ClusterSettings, desired_resources  # noqa: E402
 from iflearner.job import parse_job, stack_name  # noqa: E402
 from iflearner.localcluster import LocalCluster  # noqa: E402
@@ -156,13 +159,17 @@ def main() -> int:
         settings = ClusterSettings()
         runner = stackrunner.StackRunner(stackrunner.RunnerSettings.local(work / "state", "profile"))
         kubeconfig_text = state.kubeconfig.read_text()
+        signer = Signer(KubeApi(api), settings.operator_namespace, settings.ca_secret_name)
         for index in range(args.jobs):
             manifest = job_manifest(index, "profile", "prof")
             for kind in ("create", "spec change", "no change"):
                 if kind == "spec change":
                     manifest["spec"]["template"]["spec"]["containers"][0]["args"] = ["--changed"]
                 job = parse_job(manifest)
-                program = job_program(desired_resources(job, settings), settings, kubeconfig_text)
+                desired = desired_resources(job, settings)
+                certificate = signer.certificate_for(desired.certificate, "profile", desired.names.tls_secret,
+                                                     datetime.datetime.now(datetime.UTC))
+                program = job_program(desired, settings, kubeconfig_text, certificate.secret_data)
                 run = profile_run(runner, stack_name(job), program, work / "traces" / f"{index}-{kind}")
                 print(f"job {index} {kind}: {run['wall']:.2f}s wall, changes {run['changes']}", file=sys.stderr)
                 results[kind].append(run)

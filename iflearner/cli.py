@@ -10,8 +10,9 @@ import argparse
 import dataclasses
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -85,7 +86,8 @@ def _preview(args: argparse.Namespace) -> int:
     runner = StackRunner(chosen.runner)
     desired = desired_resources(job, settings)
     stack = stack_name(job)
-    result = runner.preview(stack, job_program(desired, settings, kubeconfig))
+    tls = _served_tls(kubeconfig, job.namespace, desired.names.tls_secret)
+    result = runner.preview(stack, job_program(desired, settings, kubeconfig, tls))
     if args.output == "json":
         print(json.dumps({
             "job": {"namespace": job.namespace, "name": job.name, "role": str(job.role), "host": job.host},
@@ -104,8 +106,8 @@ def _preview(args: argparse.Namespace) -> int:
     return EXIT_OK if result.succeeded else EXIT_FAILED
 
 
-def _live_job_uid(kubeconfig: str | None, namespace: str, name: str) -> str | None:
-    """The uid of the job of that name in the cluster, if it exists there (and can be read)."""
+def _read_live(kubeconfig: str | None, read: Callable[[Any], Any]) -> Any:
+    """``read(api_client)`` against the cluster; None when it cannot answer (not there, no access)."""
     import yaml
     from kubernetes import client, config
 
@@ -116,13 +118,39 @@ def _live_job_uid(kubeconfig: str | None, namespace: str, name: str) -> str | No
         else:
             api = config.new_client_from_config_dict(yaml.safe_load(kubeconfig))
         try:
-            live = client.CustomObjectsApi(api).get_namespaced_custom_object(
-                "git.iflytek.com", "v1", namespace, "iflearnerjobs", name, _request_timeout=10)
+            return read(api)
         finally:
             api.close()
-    except Exception:  # noqa: BLE001 - no job there, or no access: preview the file as a new job
+    except Exception:  # noqa: BLE001 - no object there, or no access: preview the file as a new job
         return None
-    return str((live.get("metadata") or {}).get("uid") or "") or None
+
+
+def _live_job_uid(kubeconfig: str | None, namespace: str, name: str) -> str | None:
+    """The uid of the job of that name in the cluster, if it exists there (and can be read)."""
+    from kubernetes import client
+
+    live = _read_live(kubeconfig, lambda api: client.CustomObjectsApi(api).get_namespaced_custom_object(
+        "git.iflytek.com", "v1", namespace, "iflearnerjobs", name, _request_timeout=10))
+    return str(((live or {}).get("metadata") or {}).get("uid") or "") or None
+
+
+# What preview shows for a certificate the operator's signer has not issued yet: preview never
+# reads the CA (only the operator's signer does), so it cannot sign one itself.
+PENDING_CERTIFICATE = "(issued by the operator's signer when the job is applied)"
+
+
+def _served_tls(kubeconfig: str | None, namespace: str, secret: str) -> dict[str, str]:
+    """The job's TLS Secret content as the cluster has it, else placeholders."""
+    import base64
+
+    from kubernetes import client
+
+    live = _read_live(kubeconfig, lambda api: client.CoreV1Api(api).read_namespaced_secret(
+        secret, namespace, _request_timeout=10))
+    data = (live.data if live is not None else None) or {}
+    if "tls.crt" in data and "tls.key" in data:
+        return {key: base64.b64decode(data[key]).decode() for key in ("tls.crt", "tls.key")}
+    return {"tls.crt": PENDING_CERTIFICATE, "tls.key": PENDING_CERTIFICATE}
 
 
 def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:

@@ -25,16 +25,14 @@ clusters never set.
 
 from __future__ import annotations
 
-import base64
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from iflearner.desired import ClusterSettings, DesiredResources
-from iflearner.tlsresources import SignedCertificate
 
 FORCE_OWNERSHIP = {"pulumi.com/patchForce": "true"}
 WORKLOAD_ANNOTATIONS = {"pulumi.com/skipAwait": "true", **FORCE_OWNERSHIP}
@@ -45,10 +43,6 @@ WORKLOAD_ANNOTATIONS = {"pulumi.com/skipAwait": "true", **FORCE_OWNERSHIP}
 POD_ANNOTATIONS = {"pulumi.com/waitFor": "jsonpath={.metadata.uid}", **FORCE_OWNERSHIP}
 
 
-def _decode(data: Any, key: str) -> str:
-    return base64.b64decode(data[key]).decode()
-
-
 def _annotated(manifest: dict[str, Any], annotations: dict[str, str]) -> dict[str, Any]:
     manifest = copy.deepcopy(manifest)
     manifest.setdefault("metadata", {}).setdefault("annotations", {}).update(annotations)
@@ -56,9 +50,15 @@ def _annotated(manifest: dict[str, Any], annotations: dict[str, str]) -> dict[st
 
 
 def job_program(
-    desired: DesiredResources, settings: ClusterSettings, kubeconfig: str | None
+    desired: DesiredResources, settings: ClusterSettings, kubeconfig: str | None, tls: Mapping[str, str]
 ) -> Callable[[], None]:
-    """An inline Pulumi program declaring one job's resources."""
+    """An inline Pulumi program declaring one job's resources.
+
+    ``tls`` is the job's TLS Secret content (``tls.crt``, ``tls.key``) as the
+    operator's signer chose it (:mod:`iflearner.controller.signer`): the
+    stack never reads the CA, so neither its state nor its run ever holds the
+    CA key. The job's own key is kept in the state as a secret.
+    """
 
     def program() -> None:
         provider = k8s.Provider(
@@ -70,25 +70,11 @@ def job_program(
         opts = pulumi.ResourceOptions(provider=provider)
         names = desired.names
 
-        ca = k8s.core.v1.Secret.get(
-            "cluster-ca", f"{settings.operator_namespace}/{settings.ca_secret_name}", opts=opts
-        )
-        certificate = SignedCertificate(
-            "certificate",
-            ca_cert_pem=ca.data.apply(lambda d: _decode(d, "tls.crt")),
-            ca_key_pem=ca.data.apply(lambda d: _decode(d, "tls.key")),
-            common_name=desired.certificate.common_name,
-            dns_names=list(desired.certificate.dns_names),
-            validity_hours=desired.certificate.validity_hours,
-            validity_seconds=desired.certificate.validity_seconds,
-            renewal_fraction=desired.certificate.renewal_fraction,
-        )
-        tls = desired.tls_secret
         tls_secret = k8s.core.v1.Secret(
             "tls-secret",
-            metadata=_annotated(tls, FORCE_OWNERSHIP)["metadata"],
-            type=tls["type"],
-            string_data={"tls.crt": certificate.cert_pem, "tls.key": certificate.private_key_pem},
+            metadata=_annotated(desired.tls_secret, FORCE_OWNERSHIP)["metadata"],
+            type=desired.tls_secret["type"],
+            string_data={"tls.crt": tls["tls.crt"], "tls.key": pulumi.Output.secret(tls["tls.key"])},
             opts=opts,
         )
         depends: list[pulumi.Resource] = [tls_secret]
@@ -147,6 +133,6 @@ def job_program(
         pulumi.export("grpcRoute", names.route if desired.grpc_route else None)
         pulumi.export("tlsSecret", names.tls_secret)
         pulumi.export("trustConfigMap", names.trust_configmap if desired.trust_configmap else None)
-        pulumi.export("certificate", certificate.cert_pem)
+        pulumi.export("certificate", tls["tls.crt"])
 
     return program

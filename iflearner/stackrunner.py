@@ -300,6 +300,12 @@ class StackRunner:
         stack, _ = self._cached_stack(stack_name, lambda: None)
         return {k: v.value for k, v in stack.outputs().items() if not v.secret}
 
+    def export(self, stack_name: str) -> dict[str, Any]:
+        """The stack's checkpoint with its secrets decrypted (``pulumi stack export --show-secrets``):
+        what anyone holding the state backend and the passphrase can read."""
+        stack, _ = self._cached_stack(stack_name, lambda: None)
+        return dict(stack.export_stack().deployment or {})
+
     def destroy(self, stack_name: str, program: Callable[[], None] | None = None) -> StackResult:
         """Destroy the stack's resources, then remove the stack (``destroy
         --remove``); a stack that never existed is a success."""

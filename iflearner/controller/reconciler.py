@@ -37,8 +37,10 @@ from iflearner.controller.informers import ALL_OWNED_RESOURCES, JOBS, Informer, 
 from iflearner.controller.kubeapi import MERGE_PATCH, KubeApi, object_path
 from iflearner.controller.logs import job_logger
 from iflearner.controller.metrics import Metrics
+from iflearner.controller.signer import Signer, SignerError
 from iflearner.controller.status import (
     READY,
+    REASON_CERTIFICATE_NOT_ISSUED,
     REASON_INVALID_POD_TEMPLATE,
     REASON_INVALID_SPEC,
     REASON_NAME_CONFLICT,
@@ -118,7 +120,7 @@ def warm_up_program_imports() -> None:
     import importlib
 
     for module in ("pulumi_kubernetes", "pulumi_kubernetes.core.v1", "pulumi_kubernetes.networking.v1",
-                   "pulumi_kubernetes.yaml.v2", "pulumi_kubernetes.meta.v1", "iflearner.tlsresources"):
+                   "pulumi_kubernetes.yaml.v2", "pulumi_kubernetes.meta.v1"):
         loaded = importlib.import_module(module)
         for name in getattr(loaded, "__all__", None) or dir(loaded):
             getattr(loaded, name, None)
@@ -167,6 +169,7 @@ class Reconciler:
         cache_wait: float = 5.0,
         stack_inputs: Callable[[DesiredResources], Mapping[str, str | None]] | None = None,
         trust_cas: Callable[[], Mapping[str, Any] | None] | None = None,
+        signer: Signer | None = None,
     ) -> None:
         self.api = api
         self.jobs = jobs
@@ -182,6 +185,9 @@ class Reconciler:
         self.stack_inputs = stack_inputs
         # The CAs of the cluster trust bundle, for status.trust (clients).
         self.trust_cas = trust_cas
+        # The only reader of the CA key: stacks get the job's certificate, never the CA.
+        self.signer = signer if signer is not None else Signer(api, settings.operator_namespace,
+                                                                settings.ca_secret_name)
         self._memo: dict[str, _Memo] = {}
         # Jobs (key -> uid) whose stack this process destroyed and whose finalizer it removed.
         # Until the cache drops the job, it may still show it deleting with our finalizer: a
@@ -311,6 +317,20 @@ class Reconciler:
         self.metrics.record_pulumi(operation, result.succeeded, result.seconds)
         return result
 
+    def _up(self, stack: str, desired: DesiredResources, refresh: bool,
+            logger: logging.LoggerAdapter) -> StackResult:  # type: ignore[type-arg]
+        """The job's certificate from the signer, then ``up`` with it (no run when none can be issued)."""
+        names = desired.names
+        try:
+            certificate = self.signer.certificate_for(desired.certificate, desired.pod["metadata"]["namespace"],
+                                                      names.tls_secret, self.clock())
+        except SignerError as error:
+            return StackResult("up", stack, False, error=str(error), reason=REASON_CERTIFICATE_NOT_ISSUED)
+        if not certificate.reused:
+            logger.info("certificate issued", extra={"stack": stack, "why": certificate.reason})
+        program = job_program(desired, self.settings, self.kubeconfig_text, certificate.secret_data)
+        return self._run("up", lambda: self.runner.up(stack, program, refresh=refresh))
+
     # -- reconcile ------------------------------------------------------------------------------
 
     def reconcile(self, key: str) -> Result:
@@ -411,8 +431,7 @@ class Reconciler:
             previous = starting
             # A stale lock or pending operations of a run that died are
             # cleared by the runner itself (never a live run's).
-            program = job_program(desired, self.settings, self.kubeconfig_text)
-            result = self._run("up", lambda: self.runner.up(stack, program, refresh=decision.refresh))
+            result = self._up(stack, desired, decision.refresh, logger)
             finished = rfc3339(self.clock())
             if result.succeeded:
                 failures = 0

@@ -50,6 +50,8 @@ REASON_INVALID_POD_TEMPLATE = "InvalidPodTemplate"
 REASON_SPEC_VALID = "SpecValid"
 REASON_STACK_UPDATING = "StackUpdating"
 REASON_STACK_UPDATE_FAILED = "StackUpdateFailed"
+# The operator's signer could not issue the job's certificate (no usable CA Secret): no Pulumi run.
+REASON_CERTIFICATE_NOT_ISSUED = "CertificateNotIssued"
 REASON_BACKOFF = "RetryingAfterFailure"
 REASON_PROGRESSING = "Progressing"
 REASON_WAITING_FOR_POD = "WaitingForPod"

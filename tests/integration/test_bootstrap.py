@@ -19,6 +19,7 @@ import pytest
 import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+from signed import signed_program
 
 from iflearner import toolchain
 from iflearner.bootstrap.cli_runner import BootstrapProject
@@ -27,7 +28,6 @@ from iflearner.desired import ClusterSettings, desired_resources
 from iflearner.job import load_job_file, stack_name
 from iflearner.localcluster import LocalCluster, processes
 from iflearner.localcluster.kubeadm_addons import STOCK_COREFILE
-from iflearner.program import job_program
 from iflearner.toolchain import REPO_ROOT
 
 ZONE, ZONE_ADDRESS, INGRESS_ADDRESS = "a.party.iflearner.com", "10.20.0.1", "10.96.200.1"
@@ -150,7 +150,7 @@ def test_bootstrap_up_wires_dns_and_destroy_restores(bootstrap_cluster, tmp_path
 
     runner = StackRunner(RunnerSettings.local(tmp_path / "jobs", "jobs"))
     desired = desired_resources(job, settings)
-    assert runner.up(stack_name(job), job_program(desired, settings, kubeconfig.read_text())).succeeded
+    assert runner.up(stack_name(job), signed_program(desired, settings, kubeconfig)).succeeded
     coredns = RealCoreDns(core, kubeconfig, tmp_path / "coredns")
     try:
         assert coredns.wait_answer("job1.server.iflearner.com.", [INGRESS_ADDRESS]) == [INGRESS_ADDRESS]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import json
 import socket
 import ssl
 import threading
@@ -14,10 +15,10 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+from signed import signed_program
 
 from iflearner.desired import ClusterSettings, desired_resources, zone_file_key
 from iflearner.job import load_job_file, stack_name
-from iflearner.program import job_program
 from iflearner.toolchain import REPO_ROOT
 
 SETTINGS = ClusterSettings(ingress_address="10.96.100.100")
@@ -29,7 +30,37 @@ def job_in(path: str, namespace: str):
 
 def up(runner, kubeconfig: Path, job):
     desired = desired_resources(job, SETTINGS)
-    return desired, runner.up(stack_name(job), job_program(desired, SETTINGS, kubeconfig.read_text()))
+    return desired, runner.up(stack_name(job), signed_program(desired, SETTINGS, kubeconfig))
+
+
+def key_material(pem: str) -> str:
+    """The base64 of a P-256 PKCS#8 key's private scalar: every such key shares the 36 bytes (48
+    base64 characters) of ASN.1 header before it, so only what follows tells one key from another."""
+    return "".join(line for line in pem.splitlines() if not line.startswith("-----"))[48:90]
+
+
+def secret_key_material(data_value: str) -> str:
+    """The same scalar in a Secret's data (base64 of the whole PEM): PEM characters 75-112."""
+    return data_value[100:150]
+
+
+def assert_state_holds_no_ca_key(runner, core, job, tls_secret) -> None:
+    """Anyone with the state backend and the passphrase reads the decrypted checkpoint: it holds the
+    job's own key (as a secret), never the CA's; nothing in the stack reads the CA Secret."""
+    ca = core.read_namespaced_secret(SETTINGS.ca_secret_name, SETTINGS.operator_namespace)
+    ca_key = base64.b64decode(ca.data["tls.key"]).decode()
+    decrypted = json.dumps(runner.export(stack_name(job)))
+    flat = decrypted.replace("\\n", "")
+    for form in (key_material(ca_key), secret_key_material(ca.data["tls.key"])):
+        assert form not in flat, "the CA key is in the job's state"
+    job_key = base64.b64decode(tls_secret.data["tls.key"]).decode()
+    job_forms = (key_material(job_key), secret_key_material(tls_secret.data["tls.key"]))
+    assert any(form in flat for form in job_forms), "the job's own key is in its state (decrypted)"
+    resources = json.loads(decrypted)["resources"]
+    assert not [r["urn"] for r in resources if "cluster-ca" in r["urn"] or "dynamic" in r["type"]]
+    state_dir = Path(runner.settings.backend_url.removeprefix("file://"))
+    raw = "".join(p.read_text() for p in state_dir.rglob(f"{stack_name(job)}.json"))
+    assert raw and not any(form in raw.replace("\\n", "") for form in job_forms), "the job's key is encrypted at rest"
 
 
 def missing(read) -> bool:
@@ -70,8 +101,9 @@ def test_server_job_stack_lifecycle(runner, kubeconfig, api_client, core, cluste
     key = zone_file_key("job1.server.iflearner.com")
     assert "10.96.100.100" in records.data[key]
 
-    again = runner.up(stack_name(job), job_program(desired, SETTINGS, kubeconfig.read_text()))
+    again = runner.up(stack_name(job), signed_program(desired, SETTINGS, kubeconfig))
     assert again.succeeded and not again.changed, again.changes
+    assert_state_holds_no_ca_key(runner, core, job, secret)
 
     destroyed = runner.destroy(stack_name(job))
     assert destroyed.succeeded, destroyed.error
@@ -160,3 +192,46 @@ def test_same_name_in_two_namespaces_is_disjoint(runner, kubeconfig, core, clust
         assert runner.destroy(stack_name(second)).succeeded
     finally:
         core.delete_namespace(other)
+
+
+def legacy_program(desired, kubeconfig: Path):
+    """What job stacks declared before the signer: the CA Secret read into the stack, and the
+    certificate signed in a dynamic provider (kept importable so such stacks can let it go)."""
+    import pulumi
+    import pulumi_kubernetes as k8s
+
+    from iflearner.tlsresources import SignedCertificate
+
+    def program() -> None:
+        provider = k8s.Provider("cluster", kubeconfig=kubeconfig.read_text(), enable_server_side_apply=True)
+        opts = pulumi.ResourceOptions(provider=provider)
+        ca = k8s.core.v1.Secret.get("cluster-ca", f"{SETTINGS.operator_namespace}/{SETTINGS.ca_secret_name}",
+                                    opts=opts)
+        certificate = SignedCertificate(
+            "certificate", ca_cert_pem=ca.data.apply(lambda d: base64.b64decode(d["tls.crt"]).decode()),
+            ca_key_pem=ca.data.apply(lambda d: base64.b64decode(d["tls.key"]).decode()),
+            common_name=desired.certificate.common_name, dns_names=list(desired.certificate.dns_names),
+            validity_hours=desired.certificate.validity_hours)
+        k8s.core.v1.Secret("tls-secret", metadata={**desired.tls_secret["metadata"],
+                                                   "annotations": {"pulumi.com/patchForce": "true"}},
+                           type="kubernetes.io/tls",
+                           string_data={"tls.crt": certificate.cert_pem, "tls.key": certificate.private_key_pem},
+                           opts=opts)
+
+    return program
+
+
+def test_a_stack_from_before_the_signer_keeps_its_certificate_and_drops_the_ca_key(
+        runner, kubeconfig, core, cluster_prereqs, namespace):
+    job = job_in("server.yaml", namespace)
+    desired = desired_resources(job, SETTINGS)
+    assert runner.up(stack_name(job), legacy_program(desired, kubeconfig)).succeeded
+    served = core.read_namespaced_secret(desired.names.tls_secret, namespace)
+
+    upgraded, result = up(runner, kubeconfig, job)
+    assert result.succeeded, result.error
+    assert result.changes.get("delete") == 1, result.changes  # the dynamic certificate resource
+    after = core.read_namespaced_secret(desired.names.tls_secret, namespace)
+    assert after.data == served.data, "the signer kept the certificate the job already served"
+    assert_state_holds_no_ca_key(runner, core, job, after)
+    assert runner.destroy(stack_name(job)).succeeded

@@ -16,6 +16,7 @@ from kubernetes.client.exceptions import ApiException
 from iflearner.controller.events import EventRecorder
 from iflearner.controller.metrics import Metrics
 from iflearner.controller.reconciler import FINALIZER, Reconciler
+from iflearner.controller.signer import JobCertificate, SignerError
 from iflearner.controller.status import condition
 from iflearner.desired import ClusterSettings, desired_resources, owned_object_refs
 from iflearner.job import parse_job
@@ -74,6 +75,8 @@ class World:
         self.status_writes = 0
         self.dry_runs = []  # Pods the API server was asked to validate
         self.pod_rejection = None  # (code, Status body) the dry-run answers with
+        self.signer_error = None  # what the signer says when it cannot issue
+        self.signed = []  # (namespace, TLS Secret) the signer was asked for
 
     # -- API -----------------------------------------------------------------------------------
     def _job(self, path):
@@ -123,6 +126,13 @@ class World:
             if path.endswith(f"/namespaces/{ns}/{plural}/{name}"):
                 return obj
         return None
+
+    # -- signer --------------------------------------------------------------------------------
+    def certificate_for(self, request, namespace, tls_secret, now):
+        self.signed.append((namespace, tls_secret))
+        if self.signer_error:
+            raise SignerError(self.signer_error)
+        return JobCertificate("CERT", "KEY", False, "issued: the job serves no certificate yet")
 
     # -- runner --------------------------------------------------------------------------------
     def up(self, stack, program, refresh=False):
@@ -201,7 +211,7 @@ def clock():
 def reconciler(world, clock):
     metrics = Metrics()
     return Reconciler(world, world.jobs, world.owned, world, ClusterSettings(), None,
-                      EventRecorder(world), metrics, clock=clock, cache_wait=0.2)
+                      EventRecorder(world), metrics, clock=clock, cache_wait=0.2, signer=world)
 
 
 def status(world):
@@ -287,7 +297,7 @@ def test_failed_up_backs_off_from_status_and_events_first_and_every_fifth(world,
     assert [e for e in world.events if e[0] == "StackUpdateFailed"] == [("StackUpdateFailed", "Warning")] * 2
     # A restarted controller (fresh reconciler, no memory) keeps the backoff from status.
     fresh = Reconciler(world, world.jobs, world.owned, world, ClusterSettings(), None,
-                       EventRecorder(world), Metrics(), clock=clock, cache_wait=0.2)
+                       EventRecorder(world), Metrics(), clock=clock, cache_wait=0.2, signer=world)
     waiting = fresh.reconcile(KEY)
     assert len(world.ups) == 6 and waiting.requeue_after > 30
     world.up_error = None
@@ -453,3 +463,13 @@ def test_a_lagging_cache_is_trusted_to_our_write_and_a_foreign_status_is_spotted
     other_uid = copy.deepcopy(forged)
     other_uid["metadata"]["uid"] = "someone-else"
     assert not reconciler.status_written_elsewhere(KEY, other_uid)
+
+
+def test_no_usable_ca_fails_the_up_with_the_signers_message_and_no_pulumi_run(world, reconciler):
+    world.signer_error = "the CA Secret iflearner-system/iflearner-ca does not exist: run the bootstrap"
+    result = reconciler.reconcile(KEY)
+    assert world.ups == [] and world.signed == [("default", "iflearnerjob-server-tls")]
+    assert result.requeue_after == 1.0, "retried with backoff: the CA may appear"
+    assert cond(world, "Ready") == ("False", "CertificateNotIssued")
+    assert "does not exist: run the bootstrap" in status(world)["lastOperation"]["error"]
+    world.signer_error = None

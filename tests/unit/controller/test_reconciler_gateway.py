@@ -59,7 +59,7 @@ def world() -> GatewayWorld:
 
 def reconciler_for(world: World, owned: dict) -> Reconciler:
     return Reconciler(world, world.jobs, owned, world, ClusterSettings(), None, EventRecorder(world), Metrics(),
-                      clock=Clock(), cache_wait=0.1)
+                      clock=Clock(), cache_wait=0.1, signer=world)
 
 
 def ready(world: World) -> dict:

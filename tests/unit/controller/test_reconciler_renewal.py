@@ -36,7 +36,7 @@ def test_unchanged_job_runs_up_once_its_certificate_is_due_and_requeues_at_renew
     world.jobs.store[KEY] = copy.deepcopy(JOB)
     metrics = Metrics()
     reconciler = Reconciler(world, world.jobs, world.owned, world, ClusterSettings(), None, EventRecorder(world),
-                            metrics, clock=clock, cache_wait=0.2)
+                            metrics, clock=clock, cache_wait=0.2, signer=world)
     reconciler.reconcile(KEY)
     assert len(world.ups) == 1
     _serve(world, clock, 90)  # renewal at 2/3: 60 s from now
@@ -61,7 +61,7 @@ def test_ca_or_trust_change_reapplies_an_unchanged_job():
     world.jobs.store[KEY] = copy.deepcopy(JOB)
     digests = {"caCertificate": "ca-1"}
     reconciler = Reconciler(world, world.jobs, world.owned, world, ClusterSettings(), None, EventRecorder(world),
-                            Metrics(), clock=clock, cache_wait=0.2, stack_inputs=lambda _desired: dict(digests))
+                            Metrics(), clock=clock, cache_wait=0.2, stack_inputs=lambda _desired: dict(digests), signer=world)
     reconciler.reconcile(KEY)
     reconciler.reconcile(KEY)
     assert len(world.ups) == 1, "unchanged inputs: gated"
