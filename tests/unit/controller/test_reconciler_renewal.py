@@ -61,7 +61,8 @@ def test_ca_or_trust_change_reapplies_an_unchanged_job():
     world.jobs.store[KEY] = copy.deepcopy(JOB)
     digests = {"caCertificate": "ca-1"}
     reconciler = Reconciler(world, world.jobs, world.owned, world, ClusterSettings(), None, EventRecorder(world),
-                            Metrics(), clock=clock, cache_wait=0.2, stack_inputs=lambda _desired: dict(digests), signer=world)
+                            Metrics(), clock=clock, cache_wait=0.2, stack_inputs=lambda _desired: dict(digests),
+                            signer=world)
     reconciler.reconcile(KEY)
     reconciler.reconcile(KEY)
     assert len(world.ups) == 1, "unchanged inputs: gated"
