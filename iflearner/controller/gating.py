@@ -40,7 +40,9 @@ from iflearner.desired import ClusterSettings, DesiredResources
 
 # Bump when the program's behaviour changes for the same desired resources,
 # so that every job's stack is applied once more after an upgrade.
-PROGRAM_REVISION = "1"
+# 2: the signer issues certificates; the stack no longer reads the CA Secret, and
+#    the one run after the upgrade removes the CA key from every job's state.
+PROGRAM_REVISION = "2"
 
 ObjectRef = tuple[str, str, str, str]  # (apiVersion, kind, namespace, name)
 
