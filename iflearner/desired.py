@@ -105,6 +105,9 @@ class ClusterSettings:
     certificate_validity_seconds: int | None = None
     # Job certificates are renewed when this fraction of their lifetime has passed.
     certificate_renewal_fraction: float = DEFAULT_RENEWAL_FRACTION
+    # During a CA rotation the retiring CA keeps issuing until every running client Pod
+    # trusts the new one, or this long after the new CA's notBefore (controller.carotation).
+    ca_rotation_window_seconds: int = 7 * 24 * 3600
     # Settings written before the gateway existed have no transport: they keep
     # their Ingresses. The bootstrap writes "gateway" for new clusters.
     transport: str = Transport.INGRESS.value

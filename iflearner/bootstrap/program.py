@@ -31,15 +31,34 @@ CRD_FILE = REPO_ROOT / "crd" / "iflearnerjob.yaml"
 CLUSTER_ROLES = ("server", "party", "all")
 
 
-def _trust_bundles(role: str, own_ca: pulumi.Output[str], peers: dict[str, list[str]]) -> pulumi.Output[dict[str, str]]:
-    """server.crt verifies server hosts, party.crt party hosts: own CA where
-    this cluster issues that side's certificates, plus the peers' CAs."""
+def trust_bundles(role: str, own_cas: list[str], peers: dict[str, list[str]]) -> dict[str, str]:
+    """server.crt verifies server hosts, party.crt party hosts: own CAs (the issuing one and,
+    during a rotation, the retiring one) where this cluster issues that side's certificates,
+    plus the peers' CAs."""
 
-    def bundle(side: str, own: str) -> str:
-        certs = ([own] if role in (side, "all") else []) + list(peers.get(side, []))
+    def bundle(side: str) -> str:
+        certs = (list(own_cas) if role in (side, "all") else []) + list(peers.get(side, []))
         return "".join(c if c.endswith("\n") else c + "\n" for c in certs)
 
-    return own_ca.apply(lambda own: {"server.crt": bundle("server", own), "party.crt": bundle("party", own)})
+    return {"server.crt": bundle("server"), "party.crt": bundle("party")}
+
+
+def ca_generations(issuing: int | None, retiring: int | None) -> tuple[int, int | None]:
+    """(issuing, retiring) CA generations from ``caGeneration`` (default 0) and, while a rotation's
+    overlap lasts, ``caRetiringGeneration`` (the one being replaced)."""
+    issuing = issuing or 0
+    if issuing < 0 or (retiring is not None and not 0 <= retiring < issuing):
+        raise ValueError(f"iflearner:caRetiringGeneration ({retiring}) must be a generation older than "
+                         f"iflearner:caGeneration ({issuing}); to rotate, set caRetiringGeneration to the current "
+                         "caGeneration and raise caGeneration by one; to finish, remove caRetiringGeneration")
+    return issuing, retiring
+
+
+def _cluster_ca(generation: int, common_name: str, validity_hours: int) -> CertificateAuthority:
+    # Generation 0 keeps the name every cluster had before rotations existed.
+    suffix = f"-g{generation}" if generation else ""
+    return CertificateAuthority(f"cluster-ca{suffix}", common_name=f"{common_name} g{generation}".removesuffix(" g0"),
+                                validity_hours=validity_hours)
 
 
 def bootstrap() -> None:
@@ -81,21 +100,30 @@ def bootstrap() -> None:
     )
     in_namespace = pulumi.ResourceOptions(provider=provider, depends_on=[namespace])
 
-    ca = CertificateAuthority(
-        "cluster-ca", common_name=config.get("caCommonName") or f"iflearner {role} cluster CA",
-        validity_hours=config.get_int("caValidityHours") or 24 * 365 * 5,
-    )
+    # A CA rotation (README): the retiring CA stays in the Secret and the bundles until the
+    # operator's signer has switched issuing (controller/carotation.py) and the user finishes it.
+    generation, retiring_generation = ca_generations(config.get_int("caGeneration"),
+                                                     config.get_int("caRetiringGeneration"))
+    ca_name = config.get("caCommonName") or f"iflearner {role} cluster CA"
+    ca_validity = config.get_int("caValidityHours") or 24 * 365 * 5
+    ca = _cluster_ca(generation, ca_name, ca_validity)
+    retiring = _cluster_ca(retiring_generation, ca_name, ca_validity) if retiring_generation is not None else None
+    ca_data: dict[str, pulumi.Input[str]] = {"tls.crt": ca.cert_pem, "tls.key": ca.private_key_pem}
+    own_cas = [ca.cert_pem]
+    if retiring is not None:
+        ca_data |= {"retiring.crt": retiring.cert_pem, "retiring.key": retiring.private_key_pem}
+        own_cas.append(retiring.cert_pem)
     k8s.core.v1.Secret(
         "cluster-ca-secret",
         metadata={"name": settings.ca_secret_name, "namespace": settings.operator_namespace},
         type="kubernetes.io/tls",
-        string_data={"tls.crt": ca.cert_pem, "tls.key": ca.private_key_pem},
+        string_data=ca_data,
         opts=in_namespace,
     )
     k8s.core.v1.ConfigMap(
         "trust-bundle",
         metadata={"name": settings.trust_configmap_name, "namespace": settings.operator_namespace},
-        data=_trust_bundles(role, ca.cert_pem, peers),
+        data=pulumi.Output.all(*own_cas).apply(lambda pems: trust_bundles(role, list(pems), peers)),
         opts=in_namespace,
     )
     k8s.core.v1.Secret(

@@ -18,17 +18,20 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime
 import hashlib
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from iflearner.controller import carotation
 from iflearner.controller.informers import CONFIGMAPS, SECRETS, EventHandler, Informer, strip_object
 from iflearner.controller.kubeapi import KubeApi
 from iflearner.controller.mountedtrust import CAS_KEY, cached_cas, trust_cas
 from iflearner.desired import ClusterSettings, DesiredResources
 
 DIGEST_KEY = "iflearnerDigest"
-CA_KEYS = ("tls.crt",)
+CA_FACTS_KEY = "iflearnerCAs"  # carotation.secret_ca_facts of the CA Secret
 TRUST_KEYS = ("server.crt", "party.crt")
 
 
@@ -38,13 +41,15 @@ def _digest(parts: Mapping[str, str | None]) -> str:
 
 
 def ca_digest(data: Mapping[str, Any] | None) -> str:
-    """Digest of the CA certificate in a Secret's (base64) data."""
-    encoded = (data or {}).get("tls.crt")
-    try:
-        pem = base64.b64decode(encoded, validate=True).decode() if isinstance(encoded, str) else None
-    except (binascii.Error, ValueError):
-        pem = None
-    return _digest({"tls.crt": pem})
+    """Digest of the CA certificates (issuing and retiring) in a Secret's (base64) data."""
+    pems: dict[str, str | None] = {}
+    for key in (carotation.ISSUING_KEYS[0], carotation.RETIRING_KEYS[0]):
+        encoded = (data or {}).get(key)
+        try:
+            pems[key] = base64.b64decode(encoded, validate=True).decode() if isinstance(encoded, str) else None
+        except (binascii.Error, ValueError):
+            pems[key] = None
+    return _digest(pems)
 
 
 def trust_digest(data: Mapping[str, Any] | None) -> str:
@@ -54,8 +59,9 @@ def trust_digest(data: Mapping[str, Any] | None) -> str:
 
 
 def ca_transform(obj: dict[str, Any]) -> dict[str, Any]:
-    """Informer transform for the CA Secret: its certificate's digest, never its data."""
+    """Informer transform for the CA Secret: its certificates' digest and public facts, never its data."""
     obj[DIGEST_KEY] = ca_digest(obj.get("data"))
+    obj[CA_FACTS_KEY] = carotation.secret_ca_facts(obj.get("data"))
     return strip_object(obj)
 
 
@@ -73,14 +79,15 @@ def digest_of(obj: Mapping[str, Any] | None) -> str | None:
 
 
 def stack_inputs(
-    ca: Mapping[str, Any] | None, trust: Mapping[str, Any] | None, reads_trust: bool
+    issuer: carotation.IssuerChoice, trust: Mapping[str, Any] | None, reads_trust: bool
 ) -> dict[str, str | None]:
-    """What a job's stack reads besides its job and the settings: part of its fingerprint.
+    """What a job's stack is given besides its job and the settings: part of its fingerprint.
 
-    Only client jobs read the trust bundle, so a bundle change re-applies
-    only them.
+    The CA that issues its certificate (it changes when a CA is replaced or a
+    rotation switches issuing); only client jobs read the trust bundle, so a
+    bundle change re-applies only them.
     """
-    inputs: dict[str, str | None] = {"caCertificate": digest_of(ca)}
+    inputs: dict[str, str | None] = {"caCertificate": issuer.ca.digest if issuer.ca is not None else None}
     if reads_trust:
         inputs["trustBundle"] = digest_of(trust)
     return inputs
@@ -98,9 +105,14 @@ class ClusterInputs:
     whenever what stacks read changes; the controller re-queues every job.
     """
 
-    def __init__(self, api: KubeApi, settings: ClusterSettings, on_change: Callable[[str], None]) -> None:
+    def __init__(self, api: KubeApi, settings: ClusterSettings, on_change: Callable[[str], None],
+                 clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC)) -> None:
         self.settings = settings
         self._on_change = on_change
+        self._clock = clock
+        self._jobs: Informer | None = None
+        self._issuing: tuple[str, str] | None = None
+        self._issuing_lock = threading.Lock()
         namespaces = [settings.operator_namespace]
         self.ca = Informer(api, SECRETS, namespaces=namespaces, transform=ca_transform,
                            field_selector=f"metadata.name={settings.ca_secret_name}",
@@ -120,13 +132,33 @@ class ClusterInputs:
 
         return handle
 
+    def watch_jobs(self, jobs: Informer) -> None:
+        """The jobs cache, whose ``status.trust.mounted`` decides when a rotation switches issuing."""
+        self._jobs = jobs
+
+    def issuer(self) -> carotation.IssuerChoice:
+        """Which key pair of the CA Secret signs job certificates now."""
+        ca = self.ca.get(self.settings.operator_namespace, self.settings.ca_secret_name) or {}
+        cas = ca.get(CA_FACTS_KEY) if isinstance(ca.get(CA_FACTS_KEY), Mapping) else {}
+        mounts = carotation.running_mounts(self._jobs.list()) if self._jobs is not None and "retiring" in cas else []
+        window = datetime.timedelta(seconds=self.settings.ca_rotation_window_seconds)
+        return carotation.choose_issuer(cas, mounts, window, self._clock())
+
+    def recheck_issuer(self) -> None:
+        """After a job changed: when issuing switched CA, every job's fingerprint moved (re-queue all)."""
+        choice = self.issuer()
+        with self._issuing_lock:
+            switched = self._issuing is not None and self._issuing != choice.keys
+            self._issuing = choice.keys
+        if switched:
+            self._on_change(f"issuing switched to {choice.keys[0]}: {choice.reason}")
+
     def trust_cas(self) -> dict[str, list[dict[str, str]]] | None:
         """The CAs of the cluster trust bundle, from the cache."""
         return cached_cas(self.trust.get(self.settings.operator_namespace, self.settings.trust_configmap_name))
 
     def for_stack(self, desired: DesiredResources) -> dict[str, str | None]:
         """The inputs of one job's fingerprint, from the caches."""
-        namespace = self.settings.operator_namespace
-        return stack_inputs(self.ca.get(namespace, self.settings.ca_secret_name),
-                            self.trust.get(namespace, self.settings.trust_configmap_name),
+        return stack_inputs(self.issuer(),
+                            self.trust.get(self.settings.operator_namespace, self.settings.trust_configmap_name),
                             desired.trust_configmap is not None)

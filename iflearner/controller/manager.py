@@ -101,6 +101,11 @@ def _pod_changed(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -
     return (old.get("status") or {}).get("phase") != (new.get("status") or {}).get("phase")
 
 
+def _trust_mounted(job: Mapping[str, Any] | None) -> Any:
+    status = (job or {}).get("status") or {}
+    return ((status.get("trust") or {}).get("mounted"), status.get("phase"))
+
+
 class Controller:
     """The running controller (one per process)."""
 
@@ -124,6 +129,7 @@ class Controller:
         self.metrics.set_jobs_by_phase_source(self._jobs_by_phase)
         # The CA and the trust bundle the stacks read: a change re-queues every job.
         self.cluster_inputs = ClusterInputs(self.api, options.settings, self.resync)
+        self.cluster_inputs.watch_jobs(self.jobs)
         self.identity = options.identity or default_identity()
         self.events = EventRecorder(self.api, instance=self.identity)
         # The Pulumi runs this controller fences: its own registry, so that a second
@@ -134,7 +140,8 @@ class Controller:
         self.reconciler = Reconciler(self.api, self.jobs, self.owned, self.runner, options.settings,
                                      self.kubeconfig_text, self.events, self.metrics,
                                      stack_inputs=self.cluster_inputs.for_stack,
-                                     trust_cas=self.cluster_inputs.trust_cas)
+                                     trust_cas=self.cluster_inputs.trust_cas,
+                                     issuer=self.cluster_inputs.issuer)
         self.stop_event = threading.Event()
         self.exit_code = EXIT_OK
         self._workers: list[threading.Thread] = []
@@ -180,6 +187,9 @@ class Controller:
         if (event in (ADDED, DELETED) or _job_changed(old, new)
                 or (new is not None and self.reconciler.status_written_elsewhere(key, new))):
             self.queue.add(key)
+        if event == DELETED or _trust_mounted(old) != _trust_mounted(new):
+            # A Pod that mounted a new bundle (or one that is gone) may end a rotation's overlap.
+            self.cluster_inputs.recheck_issuer()
 
     def _job_key_for(self, labels: Mapping[str, str]) -> str | None:
         namespace, value = labels.get(LABEL_JOB_NAMESPACE), labels.get(LABEL_JOB_NAME)

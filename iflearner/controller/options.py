@@ -176,7 +176,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                       help="YAML file of cluster settings (camelCase or snake_case keys: operatorNamespace, "
                            "caSecretName, trustConfigmapName, ingressClassName, ingressAddress, dnsNamespace, "
                            "dnsConfigmapName, certificateValidityHours, certificateValiditySeconds, "
-                           "certificateRenewalFraction); flags below override it")
+                           "certificateRenewalFraction, caRotationWindowSeconds); flags below override it")
     overrides = (
         ("--operator-namespace", "operator_namespace", str, "namespace of the CA Secret and trust ConfigMap"),
         ("--ca-secret", "ca_secret_name", str, "TLS Secret of the cluster CA"),
@@ -190,6 +190,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
          "validity of job certificates in seconds, overriding the hours (short lifetimes for tests)"),
         ("--certificate-renewal-fraction", "certificate_renewal_fraction", _fraction,
          "renew a job certificate when this fraction of its lifetime has passed"),
+        ("--ca-rotation-window-seconds", "ca_rotation_window_seconds", _positive_int,
+         "during a CA rotation, switch issuing to the new CA this long after its notBefore even if a running "
+         "client Pod still lacks it"),
         ("--transport", "transport", _transport, "how jobs are reached: gateway (Gateway API) or ingress"),
         ("--gateway-class", "gateway_class_name", str, "GatewayClass of the jobs' Gateways"),
         ("--gateway-listener-port", "gateway_listener_port", _positive_int,
@@ -204,6 +207,7 @@ _SETTING_FIELDS = (
     "operator_namespace", "ca_secret_name", "trust_configmap_name", "ingress_class_name", "ingress_address",
     "dns_namespace", "dns_configmap_name", "certificate_validity_hours", "transport", "gateway_class_name",
     "gateway_listener_port", "certificate_validity_seconds", "certificate_renewal_fraction",
+    "ca_rotation_window_seconds",
 )
 
 

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 from kubernetes.client.exceptions import ApiException
 
 from iflearner.controller import gating, mountedtrust, preflight, renewal
+from iflearner.controller.carotation import ISSUING_KEYS, IssuerChoice
 from iflearner.controller.events import NORMAL, WARNING, EventRecorder
 from iflearner.controller.informers import ALL_OWNED_RESOURCES, JOBS, Informer, Resource
 from iflearner.controller.kubeapi import MERGE_PATCH, KubeApi, object_path
@@ -170,6 +171,7 @@ class Reconciler:
         stack_inputs: Callable[[DesiredResources], Mapping[str, str | None]] | None = None,
         trust_cas: Callable[[], Mapping[str, Any] | None] | None = None,
         signer: Signer | None = None,
+        issuer: Callable[[], IssuerChoice] | None = None,
     ) -> None:
         self.api = api
         self.jobs = jobs
@@ -188,6 +190,8 @@ class Reconciler:
         # The only reader of the CA key: stacks get the job's certificate, never the CA.
         self.signer = signer if signer is not None else Signer(api, settings.operator_namespace,
                                                                 settings.ca_secret_name)
+        # Which CA of the CA Secret signs (a rotation's overlap window); default: the issuing one.
+        self.issuer = issuer if issuer is not None else lambda: IssuerChoice(ISSUING_KEYS, None, "one CA")
         self._memo: dict[str, _Memo] = {}
         # Jobs (key -> uid) whose stack this process destroyed and whose finalizer it removed.
         # Until the cache drops the job, it may still show it deleting with our finalizer: a
@@ -317,13 +321,13 @@ class Reconciler:
         self.metrics.record_pulumi(operation, result.succeeded, result.seconds)
         return result
 
-    def _up(self, stack: str, desired: DesiredResources, refresh: bool,
+    def _up(self, stack: str, desired: DesiredResources, refresh: bool, ca_keys: tuple[str, str],
             logger: logging.LoggerAdapter) -> StackResult:  # type: ignore[type-arg]
         """The job's certificate from the signer, then ``up`` with it (no run when none can be issued)."""
         names = desired.names
         try:
             certificate = self.signer.certificate_for(desired.certificate, desired.pod["metadata"]["namespace"],
-                                                      names.tls_secret, self.clock())
+                                                      names.tls_secret, self.clock(), ca_keys)
         except SignerError as error:
             return StackResult("up", stack, False, error=str(error), reason=REASON_CERTIFICATE_NOT_ISSUED)
         if not certificate.reused:
@@ -386,6 +390,7 @@ class Reconciler:
             return Result()
 
         desired = desired_resources(job, self.settings)
+        issuer = self.issuer()
         fingerprint = gating.fingerprint(desired, self.settings,
                                          self.stack_inputs(desired) if self.stack_inputs is not None else None)
         refs = owned_object_refs(desired)
@@ -431,7 +436,7 @@ class Reconciler:
             previous = starting
             # A stale lock or pending operations of a run that died are
             # cleared by the runner itself (never a live run's).
-            result = self._up(stack, desired, decision.refresh, logger)
+            result = self._up(stack, desired, decision.refresh, issuer.keys, logger)
             finished = rfc3339(self.clock())
             if result.succeeded:
                 failures = 0
@@ -465,6 +470,9 @@ class Reconciler:
         self.metrics.set_certificate_expiry(job.namespace, job.name,
                                             served.not_after.timestamp() if served is not None else None)
         requeue = renewal.requeue_after(requeue, served, self.clock(), fraction)
+        if issuer.switch_at is not None:  # a rotation's window ends: issuing switches then
+            until_switch = max(0.0, (issuer.switch_at - self.clock()).total_seconds()) + renewal.REQUEUE_MARGIN
+            requeue = until_switch if requeue is None else min(requeue, until_switch)
         if reads_trust:
             mountedtrust.with_trust(new, mountedtrust.next_trust_status(
                 previous_trust, applied_trust, pod_uid_before, self._pod_uid(namespace, desired.names.pod)))

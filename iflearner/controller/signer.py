@@ -31,6 +31,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
 from iflearner.certrenewal import backdate, certificate_times, renewal_due
+from iflearner.controller.carotation import ISSUING_KEYS
 from iflearner.controller.kubeapi import KubeApi, object_path
 from iflearner.desired import CertificateRequest
 from iflearner.tlsresources import issue_leaf
@@ -97,11 +98,11 @@ def reuse_problem(cert_pem: str | None, key_pem: str | None, request: Certificat
     if _public_der(key.public_key()) != _public_der(cert.public_key()):
         return "the served key does not match the served certificate"
     if cert.issuer != ca.subject:
-        return "the served certificate was not issued by the current CA"
+        return "the served certificate was not issued by the issuing CA"
     try:
         cert.verify_directly_issued_by(ca)
     except (ValueError, TypeError, InvalidSignature):
-        return "the served certificate was not issued by the current CA"
+        return "the served certificate was not issued by the issuing CA"
     try:
         names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
             x509.DNSName)
@@ -133,16 +134,18 @@ class Signer:
         return (secret or {}).get("data") if secret is not None else None
 
     def certificate_for(self, request: CertificateRequest, namespace: str, tls_secret: str,
-                        now: datetime.datetime) -> JobCertificate:
-        """The certificate the job's stack should write into its TLS Secret ``namespace/tls_secret``."""
+                        now: datetime.datetime, keys: tuple[str, str] = ISSUING_KEYS) -> JobCertificate:
+        """The certificate the job's stack should write into its TLS Secret ``namespace/tls_secret``,
+        signed by the CA under ``keys`` of the CA Secret (the retiring one during a rotation's
+        overlap: :mod:`iflearner.controller.carotation`)."""
         ca = self._secret_data(self.namespace, self.ca_secret_name)
-        ca_cert, ca_key = _pem(ca, "tls.crt"), _pem(ca, "tls.key")
+        ca_cert, ca_key = _pem(ca, keys[0]), _pem(ca, keys[1])
         if ca is None:
             raise SignerError(f"the CA Secret {self.namespace}/{self.ca_secret_name} does not exist: run the "
                               "bootstrap (`pulumi up`) that creates it")
         if not ca_cert or not ca_key:
-            raise SignerError(f"the CA Secret {self.namespace}/{self.ca_secret_name} has no PEM tls.crt and "
-                              "tls.key")
+            raise SignerError(f"the CA Secret {self.namespace}/{self.ca_secret_name} has no PEM {keys[0]} and "
+                              f"{keys[1]}")
         served = self._secret_data(namespace, tls_secret)
         cert_pem, key_pem = _pem(served, "tls.crt"), _pem(served, "tls.key")
         problem = reuse_problem(cert_pem, key_pem, request, ca_cert, now)

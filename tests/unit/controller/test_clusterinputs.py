@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import base64
 import copy
+import datetime
 
+from iflearner.controller.carotation import IssuerChoice, choose_issuer
 from iflearner.controller.clusterinputs import (
+    CA_FACTS_KEY,
     ca_transform,
     changed,
     digest_of,
@@ -15,6 +18,7 @@ from iflearner.controller.clusterinputs import (
 from iflearner.controller.gating import fingerprint
 from iflearner.desired import ClusterSettings, desired_resources
 from iflearner.job import parse_job
+from iflearner.tlsresources import issue_ca
 
 SETTINGS = ClusterSettings()
 
@@ -57,10 +61,14 @@ def test_trust_digest_covers_both_bundles():
     assert changed(one, trust_transform(_trust("S", "P2"))) and changed(None, one) and changed(one, None)
 
 
+def _issuer(cert_pem: str) -> IssuerChoice:
+    cas = ca_transform(_secret(cert_pem, "K"))[CA_FACTS_KEY]
+    return choose_issuer(cas, [], datetime.timedelta(days=7), datetime.datetime.now(datetime.UTC))
+
+
 def test_fingerprint_covers_what_each_role_reads():
-    ca = ca_transform(_secret("CERT-1", "K"))
+    ca, ca2 = _issuer(issue_ca("one", 24)["cert_pem"]), _issuer(issue_ca("two", 24)["cert_pem"])
     trust, trust2 = trust_transform(_trust("S", "P")), trust_transform(_trust("S", "P2"))
-    ca2 = ca_transform(_secret("CERT-2", "K"))
     for role in ("server", "client"):
         desired = desired_resources(_job(role), SETTINGS)
         reads_trust = desired.trust_configmap is not None

@@ -128,7 +128,7 @@ class World:
         return None
 
     # -- signer --------------------------------------------------------------------------------
-    def certificate_for(self, request, namespace, tls_secret, now):
+    def certificate_for(self, request, namespace, tls_secret, now, keys=("tls.crt", "tls.key")):
         self.signed.append((namespace, tls_secret))
         if self.signer_error:
             raise SignerError(self.signer_error)

@@ -36,7 +36,7 @@ def test_a_matching_certificate_is_kept(ca, leaf):
 def test_a_certificate_of_another_ca_with_the_same_name_is_replaced(leaf):
     other = issue_ca("iflearner-ca", 48)  # same subject: only the signature tells them apart
     problem = reuse_problem(leaf["cert_pem"], leaf["private_key_pem"], REQUEST, other["cert_pem"], now())
-    assert problem == "the served certificate was not issued by the current CA"
+    assert problem == "the served certificate was not issued by the issuing CA"
 
 
 @pytest.mark.parametrize(("request_", "expected"), [
@@ -103,7 +103,7 @@ def test_the_signer_issues_keeps_and_reissues_after_a_ca_change(ca):
     rotated = issue_ca("iflearner-ca", 48)
     api.put("iflearner-system", "iflearner-ca", {"tls.crt": rotated["cert_pem"], "tls.key": rotated["private_key_pem"]})
     renewed = signer.certificate_for(REQUEST, "default", "job-tls", now())
-    assert renewed.reason == "issued: the served certificate was not issued by the current CA"
+    assert renewed.reason == "issued: the served certificate was not issued by the issuing CA"
     assert reuse_problem(renewed.cert_pem, renewed.key_pem, REQUEST, rotated["cert_pem"], now()) is None
 
 
