@@ -35,6 +35,7 @@ class CertificateTimes:
     serial: str  # hex
     not_before: datetime.datetime
     not_after: datetime.datetime
+    issuer: str = ""  # the issuing CA's common name (which CA of a rotation signed it)
 
     @property
     def lifetime(self) -> datetime.timedelta:
@@ -59,7 +60,10 @@ def certificate_times(cert_pem: str) -> CertificateTimes | None:
         cert = x509.load_pem_x509_certificate(cert_pem.encode())
     except (ValueError, TypeError):
         return None
-    return CertificateTimes(format(cert.serial_number, "x"), cert.not_valid_before_utc, cert.not_valid_after_utc)
+    names = cert.issuer.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)
+    issuer = str(names[0].value) if names else cert.issuer.rfc4514_string()
+    return CertificateTimes(format(cert.serial_number, "x"), cert.not_valid_before_utc, cert.not_valid_after_utc,
+                            issuer)
 
 
 def renewal_time(times: CertificateTimes, fraction: float = DEFAULT_RENEWAL_FRACTION) -> datetime.datetime:

@@ -44,7 +44,8 @@ def summarize_tls_secret(data: Mapping[str, Any] | None) -> dict[str, str] | Non
     times = certificate_times(pem)
     if times is None:
         return None
-    return {"serial": times.serial, "notBefore": rfc3339(times.not_before), "notAfter": rfc3339(times.not_after)}
+    return {"serial": times.serial, "notBefore": rfc3339(times.not_before), "notAfter": rfc3339(times.not_after),
+            "issuer": times.issuer}
 
 
 def served_certificate(secret: Mapping[str, Any] | None) -> CertificateTimes | None:
@@ -55,7 +56,7 @@ def served_certificate(secret: Mapping[str, Any] | None) -> CertificateTimes | N
     not_before, not_after = parse_time(summary.get("notBefore")), parse_time(summary.get("notAfter"))
     if not_before is None or not_after is None:
         return None
-    return CertificateTimes(str(summary.get("serial") or ""), not_before, not_after)
+    return CertificateTimes(str(summary.get("serial") or ""), not_before, not_after, str(summary.get("issuer") or ""))
 
 
 def gate(decision: Decision, served: CertificateTimes | None, now: datetime.datetime, fraction: float) -> Decision:
@@ -91,6 +92,7 @@ def certificate_status(served: CertificateTimes | None, fraction: float) -> dict
         "notBefore": rfc3339(served.not_before),
         "notAfter": rfc3339(served.not_after),
         "renewalTime": rfc3339(renewal_time(served, fraction)),
+        **({"issuer": served.issuer} if served.issuer else {}),
     }
 
 
