@@ -85,6 +85,10 @@ class BootstrapProject:
         self.pulumi_raw("config", "set", *(["--path"] if path else []), key, *flags, "--stack", self.stack,
                         stdin=value)
 
+    def remove_config(self, key: str) -> None:
+        """``pulumi config rm``."""
+        self.pulumi_raw("config", "rm", key, "--stack", self.stack)
+
     def pulumi_raw(self, *args: str, stdin: str | None = None) -> str:
         env = self.env()
         out = subprocess.run([str(toolchain.tool("pulumi")), *args, "--non-interactive"], cwd=self.project_dir,

@@ -5,6 +5,7 @@ leaves nothing behind."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import re
 import subprocess
@@ -17,6 +18,7 @@ import dns.query
 import dns.rcode
 import pytest
 import yaml
+from cryptography import x509
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 from signed import signed_program
@@ -119,6 +121,35 @@ class RealCoreDns:
         self.proc.wait(10)
 
 
+def _ca_objects(core: client.CoreV1Api) -> tuple[dict[str, str], dict[str, str]]:
+    secret = core.read_namespaced_secret("iflearner-ca", "iflearner-system")
+    trust = core.read_namespaced_config_map("iflearner-trust", "iflearner-system")
+    return {k: base64.b64decode(v).decode() for k, v in secret.data.items()}, dict(trust.data)
+
+
+def assert_ca_rotation_begins_and_finishes(project: BootstrapProject, core: client.CoreV1Api) -> None:
+    """The README's rotation, as `pulumi config` and `pulumi up`: the retiring CA stays in the Secret
+    (for the operator's signer) and in both bundles until the rotation is finished."""
+    old, _ = _ca_objects(core)
+    project.set_config("iflearner:caRetiringGeneration", "0")
+    project.set_config("iflearner:caGeneration", "1")
+    project.up()
+    during, bundles = _ca_objects(core)
+    assert set(during) == {"tls.crt", "tls.key", "retiring.crt", "retiring.key"}
+    assert during["retiring.crt"] == old["tls.crt"] and during["retiring.key"] == old["tls.key"]
+    new_ca = x509.load_pem_x509_certificate(during["tls.crt"].encode())
+    assert new_ca.subject.rfc4514_string() == "CN=iflearner all cluster CA g1"
+    for bundle in bundles.values():
+        assert bundle.index(during["tls.crt"].strip()) < bundle.index(old["tls.crt"].strip())
+
+    project.remove_config("iflearner:caRetiringGeneration")
+    project.up()
+    after, bundles = _ca_objects(core)
+    assert set(after) == {"tls.crt", "tls.key"}, "the retiring CA leaves the Secret when the rotation finishes"
+    assert after["tls.crt"] == during["tls.crt"]
+    assert all(b.strip() == during["tls.crt"].strip() for b in bundles.values())
+
+
 def test_bootstrap_up_wires_dns_and_destroy_restores(bootstrap_cluster, tmp_path):
     kubeconfig, project = bootstrap_cluster
     api = _api(kubeconfig)
@@ -161,6 +192,8 @@ def test_bootstrap_up_wires_dns_and_destroy_restores(bootstrap_cluster, tmp_path
         assert coredns.query(f"job7.{ZONE}.") == [ZONE_ADDRESS]
     finally:
         coredns.stop()
+
+    assert_ca_rotation_begins_and_finishes(project, core)
 
     # While a job exists, destroy refuses before touching anything (its stack would be orphaned).
     custom = client.CustomObjectsApi(api)
