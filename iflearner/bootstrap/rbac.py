@@ -8,8 +8,8 @@ By default the operator is confined to the job namespaces the bootstrap
 config lists (``iflearner:jobNamespaces``, default ``[default]``): a Role and
 RoleBinding in each. Outside them it holds only what the code reads by name:
 
-- operator namespace: ``get`` on the CA Secret and the trust ConfigMap (job
-  stacks read them with ``Secret.get``/``ConfigMap.get``), and the leader
+- operator namespace: ``get`` on the CA Secret (the operator's signer reads
+  it) and the trust ConfigMap (client stacks read it with ``ConfigMap.get``), and the leader
   Lease (``create`` cannot be restricted by name in RBAC; ``get``/``update``
   are). The settings ConfigMap and the passphrase Secret reach the Pod as a
   volume and an environment variable (the kubelet reads them, not the
