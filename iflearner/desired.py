@@ -24,6 +24,7 @@ The route depends on the transport (a cluster setting, overridable per job):
 from __future__ import annotations
 
 import copy
+import hashlib
 import re
 import zlib
 from collections.abc import Mapping
@@ -35,6 +36,10 @@ from iflearner.certrenewal import DEFAULT_RENEWAL_FRACTION, check_fraction
 from iflearner.job import ZONE_KEY_PREFIX, IflearnerJob, Role, short_hash
 
 MANAGED_BY = "iflearner-operator"
+MAX_DNS_RECORD_SHARDS = 64
+# What the bootstrap configures unless told otherwise (`dnsRecordShards`): room for about
+# 37,000 jobs' records.
+BOOTSTRAP_DNS_RECORD_SHARDS = 8
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_JOB_NAME = "iflearner.git.iflytek.com/job-name"
 LABEL_JOB_NAMESPACE = "iflearner.git.iflytek.com/job-namespace"
@@ -100,6 +105,11 @@ class ClusterSettings:
     ingress_address: str | None = None
     dns_namespace: str = "kube-system"
     dns_configmap_name: str = "iflearner-dns-records"
+    # Job DNS records are spread by a stable hash of their key over this many ConfigMaps: the
+    # API server caps one at 1 MiB (about 4,700 jobs' records). Shard 0 is dns_configmap_name
+    # (where every record lived before shards), shard i its "-i" sibling. The bootstrap creates
+    # and mounts them all; settings written before shards existed mean one.
+    dns_record_shards: int = 1
     certificate_validity_hours: int = 24 * 365
     # Overrides the hours when set: lifetimes of seconds, for tests of renewal.
     certificate_validity_seconds: int | None = None
@@ -123,6 +133,9 @@ class ClusterSettings:
             choices = " or ".join(repr(t.value) for t in Transport)
             raise ValueError(f"transport must be {choices}, got {self.transport!r}") from None
         check_fraction(self.certificate_renewal_fraction)
+        if not 1 <= self.dns_record_shards <= MAX_DNS_RECORD_SHARDS:
+            raise ValueError(f"dnsRecordShards must be between 1 and {MAX_DNS_RECORD_SHARDS}, "
+                             f"got {self.dns_record_shards}")
 
 
 @dataclass(frozen=True)
@@ -153,6 +166,15 @@ class CertificateRequest:
 
 
 @dataclass(frozen=True)
+class DnsShard:
+    """The zone files of a job that live in one records ConfigMap."""
+
+    index: int
+    configmap: str
+    files: Mapping[str, str]
+
+
+@dataclass(frozen=True)
 class DnsRecord:
     """One A record the cluster DNS must serve."""
 
@@ -171,6 +193,9 @@ class DesiredResources:
     trust_configmap: dict[str, Any] | None
     dns_records: tuple[DnsRecord, ...]
     dns_zone_files: Mapping[str, str]
+    # The same files grouped by records ConfigMap; shard 0 last, so that a record moving out
+    # of it is added to its new shard before it leaves the old one.
+    dns_shards: tuple[DnsShard, ...]
     service: dict[str, Any]
     transport: Transport
     ingress: dict[str, Any] | None  # transport ingress
@@ -287,6 +312,26 @@ def zone_file_key(fqdn: str) -> str:
     At most 253 characters because job validation bounds hosts (``iflearner.job.MAX_HOST``).
     """
     return f"{ZONE_KEY_PREFIX}{fqdn}"
+
+
+def dns_configmap_names(settings: ClusterSettings) -> tuple[str, ...]:
+    """The records ConfigMaps, by shard index."""
+    base = settings.dns_configmap_name
+    return (base, *(f"{base}-{index}" for index in range(1, settings.dns_record_shards)))
+
+
+def dns_shard_of(key: str, shards: int) -> int:
+    """The shard of a zone file key: stable across processes and versions (not Python's hash)."""
+    return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % shards
+
+
+def _dns_shards(files: Mapping[str, str], settings: ClusterSettings) -> tuple[DnsShard, ...]:
+    names = dns_configmap_names(settings)
+    grouped: dict[int, dict[str, str]] = {}
+    for key, text in files.items():
+        grouped.setdefault(dns_shard_of(key, settings.dns_record_shards), {})[key] = text
+    return tuple(DnsShard(index, names[index], grouped[index])
+                 for index in sorted(grouped, key=lambda i: (i == 0, i)))
 
 
 def _dns_records(job: IflearnerJob, settings: ClusterSettings) -> tuple[DnsRecord, ...]:
@@ -422,6 +467,7 @@ def desired_resources(job: IflearnerJob, settings: ClusterSettings) -> DesiredRe
         trust_meta = _metadata(names.trust_configmap, job, labels)
         trust = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": trust_meta}
     records = _dns_records(job, settings)
+    zone_files = {zone_file_key(r.fqdn): zone_file(r.fqdn, r.address) for r in records}
     transport = transport_of(job, settings)
     gateway = transport is Transport.GATEWAY
     return DesiredResources(
@@ -432,7 +478,8 @@ def desired_resources(job: IflearnerJob, settings: ClusterSettings) -> DesiredRe
         tls_secret=tls_secret,
         trust_configmap=trust,
         dns_records=records,
-        dns_zone_files={zone_file_key(r.fqdn): zone_file(r.fqdn, r.address) for r in records},
+        dns_zone_files=zone_files,
+        dns_shards=_dns_shards(zone_files, settings),
         service=_service(job, names, labels, transport),
         transport=transport,
         ingress=None if gateway else _ingress(job, names, labels, settings),

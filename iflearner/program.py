@@ -95,17 +95,19 @@ def job_program(
                 )
             )
 
-        if desired.dns_zone_files:
-            # Server-side apply with a field manager of this patch's own (the
-            # provider makes one unique per Patch resource): each job owns
-            # only its keys of the shared ConfigMap, so concurrent stacks never
-            # overwrite each other, and destroy releases exactly this job's
-            # keys. (The `pulumi.com/patchFieldManager` annotation would be
-            # applied to the shared object too, and two jobs would conflict on it.)
+        # Server-side apply with a field manager of each patch's own (the provider
+        # makes one unique per Patch resource): each job owns only its keys of the
+        # shared records ConfigMaps, so concurrent stacks never overwrite each
+        # other, and destroy releases exactly this job's keys. (The
+        # `pulumi.com/patchFieldManager` annotation would be applied to the shared
+        # object too, and two jobs would conflict on it.) One patch per shard the
+        # job's records hash to; shard 0 keeps the resource name records had
+        # before shards, so existing stacks keep their records where they are.
+        for shard in desired.dns_shards:
             k8s.core.v1.ConfigMapPatch(
-                "dns-records",
-                metadata={"name": settings.dns_configmap_name, "namespace": settings.dns_namespace},
-                data=dict(desired.dns_zone_files),
+                "dns-records" if shard.index == 0 else f"dns-records-{shard.index}",
+                metadata={"name": shard.configmap, "namespace": settings.dns_namespace},
+                data=dict(shard.files),
                 opts=opts,
             )
 

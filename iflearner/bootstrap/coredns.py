@@ -84,22 +84,35 @@ class CorefileBlock(Resource):
         )
 
 
+def records_volumes(configmaps: list[str], volume: str, mount_path: str) -> list[tuple[str, str, str]]:
+    """(volume name, ConfigMap, mount path) of each records shard: shard ``i`` at ``mount_path/i``
+    (CoreDNS's ``auto`` plugin walks the directory recursively). Subdirectories, not one projected
+    volume: a record moving between shards is briefly in two ConfigMaps, which a projected volume
+    refuses as a path conflict and ``auto`` simply reads twice."""
+    return [(volume if index == 0 else f"{volume}-{index}", name, f"{mount_path}/{index}")
+            for index, name in enumerate(configmaps)]
+
+
+def _is_records_volume(name: str, volume: str) -> bool:
+    return name == volume or (name.startswith(f"{volume}-") and name.removeprefix(f"{volume}-").isdigit())
+
+
 def _edit_deployment(props: dict[str, Any], add: bool) -> None:
-    """Add or remove the records volume and its mount; other volumes stay as they are."""
+    """Add or remove the records volumes and their mounts; other volumes stay as they are."""
     from kubernetes import client
 
     apps = client.AppsV1Api(_api_client(props.get("kubeconfig")))
     deployment = apps.read_namespaced_deployment(props["deployment"], props["namespace"])
     spec = deployment.spec.template.spec
     volume_name = props["volume"]
-    spec.volumes = [v for v in spec.volumes or [] if v.name != volume_name]
+    spec.volumes = [v for v in spec.volumes or [] if not _is_records_volume(v.name, volume_name)]
     container = next((c for c in spec.containers if c.name == props["container"]), spec.containers[0])
-    container.volume_mounts = [m for m in container.volume_mounts or [] if m.name != volume_name]
+    container.volume_mounts = [m for m in container.volume_mounts or []
+                               if not _is_records_volume(m.name, volume_name)]
     if add:
-        spec.volumes.append(client.V1Volume(
-            name=volume_name, config_map=client.V1ConfigMapVolumeSource(name=props["configmap"])))
-        container.volume_mounts.append(client.V1VolumeMount(
-            name=volume_name, mount_path=props["mount_path"], read_only=True))
+        for name, configmap, path in records_volumes(list(props["configmaps"]), volume_name, props["mount_path"]):
+            spec.volumes.append(client.V1Volume(name=name, config_map=client.V1ConfigMapVolumeSource(name=configmap)))
+            container.volume_mounts.append(client.V1VolumeMount(name=name, mount_path=path, read_only=True))
     # Replace with the read resourceVersion: a concurrent change fails instead of being lost.
     apps.replace_namespaced_deployment(props["deployment"], props["namespace"], deployment)
 
@@ -127,7 +140,7 @@ class _RecordsVolumeProvider(ResourceProvider):
 
 
 class RecordsVolume(Resource):
-    """The job records ConfigMap mounted read-only into the CoreDNS Deployment.
+    """The job records ConfigMaps (one per shard) mounted read-only into the CoreDNS Deployment.
 
     A server-side-apply DeploymentPatch would do the same, but Pulumi diffs it
     against the whole live Deployment and reports an update on every preview;
@@ -135,13 +148,13 @@ class RecordsVolume(Resource):
     volume and mount on delete."""
 
     def __init__(
-        self, name: str, *, configmap: pulumi.Input[str], mount_path: str, kubeconfig: pulumi.Input[str] | None,
+        self, name: str, *, configmaps: list[str], mount_path: str, kubeconfig: pulumi.Input[str] | None,
         namespace: str = "kube-system", deployment: str = "coredns", container: str = "coredns",
         volume: str = "iflearner-dns-records", opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__(
             _RecordsVolumeProvider(), name,
-            {"configmap": configmap, "mount_path": mount_path,
+            {"configmaps": configmaps, "mount_path": mount_path,
              "kubeconfig": pulumi.Output.secret(kubeconfig) if kubeconfig else None,
              "namespace": namespace, "deployment": deployment, "container": container, "volume": volume},
             opts,

@@ -22,7 +22,7 @@ from iflearner.bootstrap.generated_secret import GeneratedSecret
 from iflearner.bootstrap.jobs_guard import DeclaredResources
 from iflearner.bootstrap.operator import DEFAULT_BACKEND_URL, OperatorConfig, deployment, rbac
 from iflearner.bootstrap.rbac import parse_job_namespaces
-from iflearner.desired import ClusterSettings, Transport
+from iflearner.desired import BOOTSTRAP_DNS_RECORD_SHARDS, ClusterSettings, Transport, dns_configmap_names
 from iflearner.operator_record import BACKEND_KEY, SETTINGS_CONFIGMAP, SETTINGS_KEY, redact_url
 from iflearner.tlsresources import CertificateAuthority
 
@@ -71,7 +71,8 @@ def bootstrap() -> None:
     kubeconfig = Path(kubeconfig_path).expanduser().read_text() if kubeconfig_path else None
     # New clusters route jobs through Gateway API; `transport: ingress` keeps Ingresses.
     settings = ClusterSettings(ingress_address=config.get("ingressAddress"),
-                               transport=config.get("transport") or Transport.GATEWAY.value)
+                               transport=config.get("transport") or Transport.GATEWAY.value,
+                               dns_record_shards=config.get_int("dnsRecordShards") or BOOTSTRAP_DNS_RECORD_SHARDS)
     gateway_setup = gateway_stack.read_config(config, settings.ingress_address, settings.gateway_class_name)
     zones = [ZoneTemplate(z["zone"], z["address"]) for z in (config.get_object("zones") or [])]
     peers: dict[str, list[str]] = config.get_object("peerCaCertificates") or {}
@@ -153,15 +154,18 @@ def bootstrap() -> None:
 
     # DNS: job stacks server-side-apply their zone files into this ConfigMap;
     # CoreDNS mounts it and serves it with the `auto` plugin.
-    records = k8s.core.v1.ConfigMap(
-        "dns-records",
-        metadata={"name": settings.dns_configmap_name, "namespace": settings.dns_namespace},
-        opts=pulumi.ResourceOptions(provider=provider, ignore_changes=["data"]),
-    )
-    RecordsVolume("coredns-records-volume", configmap=records.metadata.name, mount_path=RECORDS_DIR,
-                  kubeconfig=kubeconfig)
+    shards = [
+        k8s.core.v1.ConfigMap(
+            "dns-records" if index == 0 else f"dns-records-{index}",
+            metadata={"name": name, "namespace": settings.dns_namespace},
+            opts=pulumi.ResourceOptions(provider=provider, ignore_changes=["data"]),
+        )
+        for index, name in enumerate(dns_configmap_names(settings))
+    ]
+    RecordsVolume("coredns-records-volume", configmaps=list(dns_configmap_names(settings)), mount_path=RECORDS_DIR,
+                  kubeconfig=kubeconfig, opts=pulumi.ResourceOptions(depends_on=shards))
     CorefileBlock("corefile", block=render_block(zones), kubeconfig=kubeconfig,
-                  opts=pulumi.ResourceOptions(depends_on=[records]))
+                  opts=pulumi.ResourceOptions(depends_on=shards))
 
 
     # Deleted first on destroy: refuses while jobs exist, before anything is touched.

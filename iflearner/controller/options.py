@@ -176,7 +176,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                       help="YAML file of cluster settings (camelCase or snake_case keys: operatorNamespace, "
                            "caSecretName, trustConfigmapName, ingressClassName, ingressAddress, dnsNamespace, "
                            "dnsConfigmapName, certificateValidityHours, certificateValiditySeconds, "
-                           "certificateRenewalFraction, caRotationWindowSeconds); flags below override it")
+                           "certificateRenewalFraction, caRotationWindowSeconds, dnsRecordShards); flags below override it")
     overrides = (
         ("--operator-namespace", "operator_namespace", str, "namespace of the CA Secret and trust ConfigMap"),
         ("--ca-secret", "ca_secret_name", str, "TLS Secret of the cluster CA"),
@@ -185,6 +185,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         ("--ingress-address", "ingress_address", str, "IPv4 of this cluster's ingress, for the jobs' DNS records"),
         ("--dns-namespace", "dns_namespace", str, "namespace of the DNS records ConfigMap"),
         ("--dns-configmap", "dns_configmap_name", str, "ConfigMap the cluster DNS serves job zones from"),
+        ("--dns-record-shards", "dns_record_shards", _positive_int,
+         "records ConfigMaps (the bootstrap's dnsRecordShards): shard i>0 is --dns-configmap plus -i"),
         ("--certificate-validity-hours", "certificate_validity_hours", _positive_int, "validity of job certificates"),
         ("--certificate-validity-seconds", "certificate_validity_seconds", _positive_int,
          "validity of job certificates in seconds, overriding the hours (short lifetimes for tests)"),
@@ -207,7 +209,7 @@ _SETTING_FIELDS = (
     "operator_namespace", "ca_secret_name", "trust_configmap_name", "ingress_class_name", "ingress_address",
     "dns_namespace", "dns_configmap_name", "certificate_validity_hours", "transport", "gateway_class_name",
     "gateway_listener_port", "certificate_validity_seconds", "certificate_renewal_fraction",
-    "ca_rotation_window_seconds",
+    "ca_rotation_window_seconds", "dns_record_shards",
 )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import re
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -26,7 +27,14 @@ from signed import signed_program
 from iflearner import toolchain
 from iflearner.bootstrap.cli_runner import BootstrapProject
 from iflearner.bootstrap.corefile import BEGIN_MARK, RECORDS_DIR
-from iflearner.desired import ClusterSettings, desired_resources
+from iflearner.desired import (
+    BOOTSTRAP_DNS_RECORD_SHARDS,
+    ClusterSettings,
+    desired_resources,
+    dns_configmap_names,
+    dns_shard_of,
+    zone_file_key,
+)
 from iflearner.job import load_job_file, stack_name
 from iflearner.localcluster import LocalCluster, processes
 from iflearner.localcluster.kubeadm_addons import STOCK_COREFILE
@@ -89,13 +97,20 @@ class RealCoreDns:
                                      stdout=(workdir / "coredns.log").open("wb"), stderr=subprocess.STDOUT)
 
     def sync_records(self) -> None:
-        """What the kubelet does for the ConfigMap volume."""
-        data = self.core.read_namespaced_config_map("iflearner-dns-records", "kube-system").data or {}
-        for stale in self.records.iterdir():
-            if stale.name not in data:
-                stale.unlink()
-        for key, value in data.items():
-            (self.records / key).write_text(value)
+        """What the kubelet does for the records volumes the bootstrap put in the CoreDNS Deployment:
+        each shard's ConfigMap as a directory under the records directory."""
+        deployment = client.AppsV1Api(self.core.api_client).read_namespaced_deployment("coredns", "kube-system")
+        spec = deployment.spec.template.spec
+        sources = {v.name: v.config_map.name for v in spec.volumes or [] if v.config_map}
+        mounts = [(m.mount_path, sources[m.name]) for m in spec.containers[0].volume_mounts or []
+                  if m.mount_path.startswith(RECORDS_DIR + "/")]
+        shutil.rmtree(self.records, ignore_errors=True)
+        self.records.mkdir(parents=True)
+        for path, configmap in mounts:
+            target = self.records / Path(path).relative_to(RECORDS_DIR)
+            target.mkdir(parents=True)
+            for key, value in (self.core.read_namespaced_config_map(configmap, "kube-system").data or {}).items():
+                (target / key).write_text(value)
 
     def query(self, name: str) -> list[str]:
         answer = dns.query.udp(dns.message.make_query(name, "A"), "127.0.0.1", port=self.port, timeout=2)
@@ -163,8 +178,11 @@ def test_bootstrap_up_wires_dns_and_destroy_restores(bootstrap_cluster, tmp_path
         assert plugin in corefile
     assert BEGIN_MARK in corefile and f"template IN A {ZONE}" in corefile
     deployment = client.AppsV1Api(api).read_namespaced_deployment("coredns", "kube-system")
-    assert any(v.config_map and v.config_map.name == "iflearner-dns-records"
-               for v in deployment.spec.template.spec.volumes)
+    shards = list(dns_configmap_names(ClusterSettings(dns_record_shards=BOOTSTRAP_DNS_RECORD_SHARDS)))
+    assert len(shards) == 8
+    sources = {v.name: v.config_map.name for v in deployment.spec.template.spec.volumes if v.config_map}
+    mounted = {m.mount_path: sources.get(m.name) for m in deployment.spec.template.spec.containers[0].volume_mounts}
+    assert {f"{RECORDS_DIR}/{i}": name for i, name in enumerate(shards)}.items() <= mounted.items()
     ca = core.read_namespaced_secret("iflearner-ca", "iflearner-system")
     assert ca.type == "kubernetes.io/tls"
     trust = core.read_namespaced_config_map("iflearner-trust", "iflearner-system")
@@ -175,13 +193,16 @@ def test_bootstrap_up_wires_dns_and_destroy_restores(bootstrap_cluster, tmp_path
     assert not re.search(r"\bto (create|update|delete|replace)\b", again), again[-1500:]
 
     # A job's record through the real CoreDNS, from the cluster's Corefile.
-    settings = ClusterSettings(ingress_address=INGRESS_ADDRESS)
+    settings = ClusterSettings(ingress_address=INGRESS_ADDRESS, dns_record_shards=BOOTSTRAP_DNS_RECORD_SHARDS)
     job = dataclasses.replace(load_job_file(REPO_ROOT / "examples" / "server.yaml"), namespace="default")
     from iflearner.stackrunner import RunnerSettings, StackRunner
 
     runner = StackRunner(RunnerSettings.local(tmp_path / "jobs", "jobs"))
     desired = desired_resources(job, settings)
     assert runner.up(stack_name(job), signed_program(desired, settings, kubeconfig)).succeeded
+    key = zone_file_key("job1.server.iflearner.com")
+    holding = [name for name in shards if key in (core.read_namespaced_config_map(name, "kube-system").data or {})]
+    assert holding == [shards[dns_shard_of(key, len(shards))]], holding
     coredns = RealCoreDns(core, kubeconfig, tmp_path / "coredns")
     try:
         assert coredns.wait_answer("job1.server.iflearner.com.", [INGRESS_ADDRESS]) == [INGRESS_ADDRESS]
@@ -211,7 +232,7 @@ def test_bootstrap_up_wires_dns_and_destroy_restores(bootstrap_cluster, tmp_path
     project.destroy()
     assert _corefile(core) == original
     deployment = client.AppsV1Api(api).read_namespaced_deployment("coredns", "kube-system")
-    assert not any(v.name == "iflearner-dns-records" for v in deployment.spec.template.spec.volumes or [])
+    assert not any(v.name.startswith("iflearner-dns-records") for v in deployment.spec.template.spec.volumes or [])
     for read in (lambda: core.read_namespace("iflearner-system"),
                  lambda: core.read_namespaced_config_map("iflearner-dns-records", "kube-system"),
                  lambda: client.RbacAuthorizationV1Api(api).read_namespaced_role("iflearner-operator-jobs", "default"),

@@ -32,11 +32,12 @@ from kubernetes.client.rest import ApiException
 
 from iflearner.bootstrap.cli_runner import BootstrapProject
 from iflearner.bootstrap.operator import NAME as OPERATOR
-from iflearner.desired import ClusterSettings
+from iflearner.desired import BOOTSTRAP_DNS_RECORD_SHARDS, ClusterSettings, dns_configmap_names
 from iflearner.localcluster import LocalCluster
 from iflearner.toolchain import REPO_ROOT
 
-SETTINGS = ClusterSettings()
+SETTINGS = ClusterSettings(dns_record_shards=BOOTSTRAP_DNS_RECORD_SHARDS)  # as the bootstrap configures it
+DNS_CONFIGMAPS = dns_configmap_names(SETTINGS)
 OPERATOR_NS = SETTINGS.operator_namespace
 USER = f"system:serviceaccount:{OPERATOR_NS}:{OPERATOR}"
 GROUPS = ["system:serviceaccounts", f"system:serviceaccounts:{OPERATOR_NS}", "system:authenticated"]
@@ -140,7 +141,7 @@ def check_least_privilege(admin: client.ApiClient, operator: client.ApiClient) -
             assert secrets == [(("get", "list", "watch"), (SETTINGS.ca_secret_name,))], secrets
         elif namespace == SETTINGS.dns_namespace:
             assert secrets == [] and covering(rules, "configmaps") == [
-                (("get", "patch"), (SETTINGS.dns_configmap_name,))], rules
+                (("get", "patch"), tuple(sorted(DNS_CONFIGMAPS)))], rules
         else:
             assert {g for r in rules for g in r.api_groups or ()} <= SELF_REVIEW_GROUPS, (namespace, rules)
 
@@ -204,7 +205,7 @@ def check_every_call_was_allowed_and_named(calls: list[dict[str, Any]]) -> None:
                if (ref := e.get("objectRef")) and ref.get("namespace") != "default" and e not in refused}
     named = {(OPERATOR_NS, "secrets", SETTINGS.ca_secret_name), (OPERATOR_NS, "configmaps",
              SETTINGS.trust_configmap_name), (OPERATOR_NS, "leases", "iflearner-operator-leader"),
-             (OPERATOR_NS, "leases", None), (SETTINGS.dns_namespace, "configmaps", SETTINGS.dns_configmap_name)}
+             (OPERATOR_NS, "leases", None), *((SETTINGS.dns_namespace, "configmaps", name) for name in DNS_CONFIGMAPS)}
     assert outside <= named, sorted(outside - named, key=str)
     print("the operator's calls (refused: " + ", ".join(sorted({describe(e) for e in refused})) + "):\n  "
           + "\n  ".join(sorted({describe(e) for e in calls})))
@@ -274,7 +275,8 @@ def test_default_rbac_is_confined_to_the_job_namespaces_and_enough_for_the_contr
         controller = subprocess.Popen(
             [sys.executable, "-m", "iflearner", "run", "--kubeconfig", str(kubeconfig),
              "--state-dir", str(tmp_path / "jobs"), "--passphrase-file", str(passphrase),
-             "--metrics-address", "127.0.0.1:0", "--leader-elect", "--ingress-address", ADDRESS, *watch],
+             "--metrics-address", "127.0.0.1:0", "--leader-elect", "--ingress-address", ADDRESS,
+             "--dns-record-shards", str(SETTINGS.dns_record_shards), *watch],
             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         jobs = client.CustomObjectsApi(admin)
         manifest = yaml.safe_load((REPO_ROOT / "examples" / "party-a.yaml").read_text())
@@ -289,8 +291,8 @@ def test_default_rbac_is_confined_to_the_job_namespaces_and_enough_for_the_contr
         assert lease.spec.holder_identity
         secret = core.read_namespaced_secret(f"{name}-tls", "default")
         assert base64.b64decode(secret.data["tls.crt"]).startswith(b"-----BEGIN CERTIFICATE-----")
-        records = core.read_namespaced_config_map(SETTINGS.dns_configmap_name, SETTINGS.dns_namespace)
-        assert records.data, "the job stack wrote its DNS records through the by-name grant"
+        records = [core.read_namespaced_config_map(n, SETTINGS.dns_namespace).data for n in DNS_CONFIGMAPS]
+        assert any(records), "the job stack wrote its DNS records through the by-name grants"
 
         # A job on the gateway transport: its stack makes a Gateway and a GRPCRoute. (On the simulated
         # node no gateway accepts a route, so the job stays not Ready: the stack's success is the point.)
@@ -311,7 +313,7 @@ def test_default_rbac_is_confined_to_the_job_namespaces_and_enough_for_the_contr
         for plural in ("gateways", "grpcroutes"):
             assert not jobs.list_namespaced_custom_object(
                 "gateway.networking.k8s.io", "v1", "default", plural)["items"]
-        assert not core.read_namespaced_config_map(SETTINGS.dns_configmap_name, SETTINGS.dns_namespace).data
+        assert not any(core.read_namespaced_config_map(n, SETTINGS.dns_namespace).data for n in DNS_CONFIGMAPS)
         assert "forbidden" not in log_path.read_text().lower(), log_path.read_text()[-3000:]
         os.killpg(controller.pid, signal.SIGTERM)
         controller.wait(60)

@@ -14,6 +14,7 @@ from iflearner.desired import (
     DesiredResources,
     DnsRecord,
     desired_resources,
+    dns_configmap_names,
     job_names,
     owned_object_refs,
 )
@@ -291,3 +292,35 @@ def test_zone_serial_changes_with_the_address() -> None:
 def test_no_own_record_without_ingress_address(server: DesiredResources) -> None:
     assert server.dns_records == ()
     assert server.dns_zone_files == {}
+
+
+def test_records_are_sharded_by_a_stable_hash_of_their_key() -> None:
+    peers = [{"host": "job1.b.party.iflearner.com", "address": "172.31.164.54"},
+             {"host": "job1.server.iflearner.com", "address": "172.31.164.55"}]
+    settings = ClusterSettings(ingress_address="172.31.164.53", dns_record_shards=8)
+    desired = desired_resources(make_job(peers=peers), settings)
+    # Fixed values: a changed hash would move every cluster's records at the next update.
+    assert [(s.index, s.configmap, list(s.files)) for s in desired.dns_shards] == [
+        (2, "iflearner-dns-records-2", ["db.job1.b.party.iflearner.com"]),
+        (3, "iflearner-dns-records-3", ["db.job1.a.party.iflearner.com"]),
+        (5, "iflearner-dns-records-5", ["db.job1.server.iflearner.com"]),
+    ]
+    assert {k: v for s in desired.dns_shards for k, v in s.files.items()} == desired.dns_zone_files
+
+
+def test_one_shard_is_the_records_configmap_of_before_and_shard_zero_comes_last() -> None:
+    one = desired_resources(make_job(), ClusterSettings(ingress_address="10.0.0.1"))
+    assert [(s.index, s.configmap) for s in one.dns_shards] == [(0, "iflearner-dns-records")]
+    hosts = [f"h{i}.example.com" for i in range(40)]
+    peers = [{"host": h, "address": "10.0.0.2"} for h in hosts]
+    many = desired_resources(make_job(peers=peers), ClusterSettings(ingress_address="10.0.0.1", dns_record_shards=4))
+    order = [s.index for s in many.dns_shards]
+    assert order == [1, 2, 3, 0], "a record leaving shard 0 is added to its new shard first"
+    assert dns_configmap_names(ClusterSettings(dns_record_shards=3)) == (
+        "iflearner-dns-records", "iflearner-dns-records-1", "iflearner-dns-records-2")
+
+
+@pytest.mark.parametrize("shards", [0, -1, 65])
+def test_a_shard_count_out_of_range_says_what_to_fix(shards: int) -> None:
+    with pytest.raises(ValueError, match="dnsRecordShards must be between 1 and 64"):
+        ClusterSettings(dns_record_shards=shards)

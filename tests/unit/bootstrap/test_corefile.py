@@ -48,3 +48,16 @@ def test_other_server_blocks_are_left_alone():
 def test_corefile_without_root_block_is_refused_with_reason():
     with pytest.raises(CorefileError, match=r"no '\.:53 \{' server block"):
         add_block("example.org:53 {\n}\n", render_block([]))
+
+
+def test_each_records_shard_is_its_own_volume_in_a_subdirectory():
+    from iflearner.bootstrap.coredns import _is_records_volume, records_volumes
+
+    assert records_volumes(["r", "r-1", "r-2"], "iflearner-dns-records", "/etc/coredns/iflearner") == [
+        ("iflearner-dns-records", "r", "/etc/coredns/iflearner/0"),
+        ("iflearner-dns-records-1", "r-1", "/etc/coredns/iflearner/1"),
+        ("iflearner-dns-records-2", "r-2", "/etc/coredns/iflearner/2"),
+    ]
+    assert _is_records_volume("iflearner-dns-records-7", "iflearner-dns-records")
+    assert not _is_records_volume("iflearner-dns-records-extra", "iflearner-dns-records")
+    assert not _is_records_volume("config-volume", "iflearner-dns-records")

@@ -18,10 +18,10 @@ from iflearner.bootstrap.rbac import (
     validate_job_namespaces,
 )
 from iflearner.controller.options import add_run_arguments, options_from_args
-from iflearner.desired import ClusterSettings
+from iflearner.desired import BOOTSTRAP_DNS_RECORD_SHARDS, ClusterSettings
 from iflearner.toolchain import REPO_ROOT
 
-SETTINGS = ClusterSettings()
+SETTINGS = ClusterSettings(dns_record_shards=BOOTSTRAP_DNS_RECORD_SHARDS)  # as the bootstrap configures it
 
 
 def _args(config: OperatorConfig) -> list[str]:
@@ -52,10 +52,11 @@ def test_the_default_config_grants_secrets_only_in_the_default_namespace_and_the
     assert "--namespace=default" in _args(OperatorConfig()), "the controller must watch only what it is granted"
 
 
-def test_kube_system_only_the_records_configmap_by_name():
+def test_kube_system_only_the_records_configmaps_by_name():
     in_dns = [o for o in rbac(SETTINGS, ("a", "b")) if o["metadata"].get("namespace") == "kube-system"]
     rules = [r for o in in_dns for r in o.get("rules", [])]
-    assert rules == [{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["iflearner-dns-records"],
+    shards = ["iflearner-dns-records", *(f"iflearner-dns-records-{i}" for i in range(1, 8))]
+    assert rules == [{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": shards,
                       "verbs": ["get", "patch"]}]
 
 
