@@ -11,6 +11,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -142,3 +143,6 @@ def test_real_node_demo_trains_the_federation(tmp_path):
         assert not _processes_mentioning(str(data_dir)), "the demo must leave no process behind"
     finally:
         _demo(data_dir, "--down", node="real")
+        # The node's images and containers (about 2.3 GB): left behind, a few runs fill the disk
+        # and the next real node starts under DiskPressure with nothing schedulable.
+        shutil.rmtree(data_dir, ignore_errors=True)
