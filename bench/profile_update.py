@@ -7,7 +7,8 @@ controller's own StackRunner and job program: the first ``up`` (creates every ob
 a spec change (the Pod is replaced), and an ``up`` with nothing to change. For each run it records:
 
 * CPU seconds per process kind, sampled from /proc every 10 ms: the Pulumi CLI (engine), the
-  Kubernetes provider, the certificate's Python dynamic provider, and this process (the inline
+  Kubernetes provider, any Python dynamic provider (none since the signer issues job
+  certificates: it stays as a check), and this process (the inline
   program's language host: registration runs here, on the engine's gRPC calls);
 * the engine's own OpenTelemetry spans (``--otel-traces file://``), summed by span name: CLI start,
   plugin load and Configure, each resource step, checkpoint writes.
@@ -136,7 +137,8 @@ def profile_run(runner: stackrunner.StackRunner, stack: str, program: Any, trace
     sampler.start()
     started = time.monotonic()
     auto_stack, _ = runner._cached_stack(stack, program)
-    changes = stackrunner._run_inline(auto_stack, program, ["up", f"--otel-traces=file://{trace_dir}/trace.json"])
+    changes = stackrunner._run_inline(auto_stack, program, ["up", f"--otel-traces=file://{trace_dir}/trace.json"],
+                                      runner.run_timeout, runner.registry, runner.term_grace)
     wall = time.monotonic() - started
     return {"wall": wall, "cpu": sampler.finish(), "spans": spans(trace_dir), "changes": changes}
 
