@@ -195,13 +195,14 @@ def pod_running(obj: Any) -> bool:
 # -- the controller process -----------------------------------------------------------------------
 
 class Controller:
-    def __init__(self, kubeconfig: Path, work: Path, workers: int) -> None:
+    def __init__(self, kubeconfig: Path, work: Path, workers: int, *extra: str,
+                 log_name: str = "controller.log") -> None:
         self.port = free_port()
-        self.log_path = work / "controller.log"
+        self.log_path = work / log_name
         env = {**os.environ, "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE, "PYTHONPATH": str(REPO)}
         argv = [sys.executable, "-m", "iflearner.controller", "--kubeconfig", str(kubeconfig),
                 "--state-dir", str(work / "state"), "--metrics-address", f"127.0.0.1:{self.port}",
-                "--workers", str(workers), "--resync-period", "3600"]
+                "--workers", str(workers), "--resync-period", "3600", *extra]
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO,
                                             start_new_session=True)
