@@ -1,10 +1,13 @@
 """Scale of one operator (issue 14): many jobs created at a steady rate, then a restart.
 
-    .venv/bin/python bench/scale.py [--jobs 500] [--rate 1.0] [--workers 4] [--shards 8]
+    .venv/bin/python bench/scale.py [--jobs 500] [--rate 1.0] [--workers 4] [--shards 8] [--operators 1]
 
 Starts its own local control plane (kwok nodes) and the controller as a process (the code of
 ``iflearner-operator run``, with the real Pulumi engine), as ``bench/run.py`` does, with DNS
-records on (``--ingress-address``) spread over ``--shards`` records ConfigMaps. Prints:
+records on (``--ingress-address``) spread over ``--shards`` records ConfigMaps. With
+``--operators N``, N controllers share the cluster, sharded by namespace: each watches only its
+own namespace (``--namespace``) and holds its own leader Lease (``--lease-name``), with
+``--workers`` split between them; jobs go round robin. Prints:
 
 - time from the first create until every job is Ready (Running), and the job rate that held;
 - the controller's peak RSS (its own, and with its Pulumi processes) and CPU per job;
@@ -76,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=1.0, help="jobs created per second (default 1)")
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--shards", type=int, default=8, help="DNS records ConfigMaps (default 8)")
+    parser.add_argument("--operators", type=int, default=1, help="controllers sharded by namespace (default 1)")
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args(argv)
@@ -84,8 +88,8 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="iflearner-scale-"))
     cluster = LocalCluster(work / "cluster")
-    controller: Controller | None = None
-    sampler: MemorySampler | None = None
+    controllers: list[Controller] = []
+    samplers: list[MemorySampler] = []
     failed = False
     settings = ClusterSettings(dns_record_shards=args.shards)
     extra = ("--ingress-address", INGRESS_ADDRESS, "--dns-record-shards", str(args.shards))
@@ -98,57 +102,80 @@ def main(argv: list[str] | None = None) -> int:
         for name in dns_configmap_names(settings)[1:]:
             core.create_namespaced_config_map(settings.dns_namespace, {"metadata": {"name": name}})
 
-        controller = Controller(state.kubeconfig, work, args.workers, *extra)
-        controller.wait_ready()
-        sampler = MemorySampler(controller.process.pid)
-        sampler.start()
-        namespace = make_namespace(api, "scale")
-        watcher = job_watcher(custom, namespace)
-        manifests = [job_manifest(i, namespace, "scale") for i in range(args.jobs)]
+        count = max(1, args.operators)
+        workers = max(1, args.workers // count)
+        namespaces = [make_namespace(api, f"scale-{i}") for i in range(count)]
+
+        def start(log_suffix: str) -> list[Controller]:
+            started_controllers = []
+            for index, ns in enumerate(namespaces):
+                shard = ("--namespace", ns, "--leader-elect", "--lease-name", f"iflearner-scale-{index}",
+                         "--state-dir", str(work / f"state-{index}")) if count > 1 else ()
+                started_controllers.append(Controller(state.kubeconfig, work, workers, *extra, *shard,
+                                                      log_name=f"controller-{index}{log_suffix}.log"))
+            for each in started_controllers:
+                each.wait_ready(timeout=600)
+            return started_controllers
+
+        controllers = start("")
+        samplers = [MemorySampler(c.process.pid) for c in controllers]
+        for each in samplers:
+            each.start()
+        watchers = [job_watcher(custom, ns) for ns in namespaces]
+        manifests = [job_manifest(i, namespaces[i % count], "scale") for i in range(args.jobs)]
         requests_before = api_requests(api)
-        say(f"creating {args.jobs} jobs at {args.rate}/s; controller log: {controller.log_path}")
+        say(f"creating {args.jobs} jobs at {args.rate}/s over {count} operator(s), {workers} workers each; "
+            f"logs in {work}")
         first = time.monotonic()
         for index, manifest in enumerate(manifests):
             time.sleep(max(0.0, first + index / args.rate - time.monotonic()))
-            custom.create_namespaced_custom_object("git.iflytek.com", "v1", namespace, "iflearnerjobs", manifest)
+            custom.create_namespaced_custom_object("git.iflytek.com", "v1", manifest["metadata"]["namespace"],
+                                                   "iflearnerjobs", manifest)
             if index % 50 == 49:
-                say(f"{index + 1} created, {len(watcher.times)} Ready")
+                say(f"{index + 1} created, {sum(len(w.times) for w in watchers)} Ready")
         created = time.monotonic() - first
-        ready = watcher.wait([m["metadata"]["name"] for m in manifests], args.timeout)
+        ready: dict[str, float] = {}
+        for index, watcher in enumerate(watchers):
+            ready |= watcher.wait([m["metadata"]["name"] for m in manifests[index::count]], args.timeout)
         all_ready = max(ready.values()) - first
         time.sleep(3)  # the follow-up reconciles of the last ups
         requests = api_requests(api) - requests_before
-        own_cpu, children_cpu = cpu_seconds(controller.process.pid)
-        peak, tree_peak = sampler.process_peak_kib, sampler.tree_peak_kib
+        own_cpu = sum(cpu_seconds(c.process.pid)[0] for c in controllers)
+        children_cpu = sum(cpu_seconds(c.process.pid)[1] for c in controllers)
+        peak = sum(each.process_peak_kib for each in samplers)
+        tree_peak = sum(each.tree_peak_kib for each in samplers)
         sizes = records_sizes(core, settings)
-        runs = controller.metric("iflearner_pulumi_runs_total")
+        runs = sum(c.metric("iflearner_pulumi_runs_total") for c in controllers)
 
-        say("restarting the controller with every job in place")
-        sampler.stopped.set()
-        controller.stop()
+        say("restarting the controller(s) with every job in place")
+        for each in samplers:
+            each.stopped.set()
+        for each in controllers:
+            each.stop()
+        controllers = []
         restart_requests_before = api_requests(api)
         started = time.monotonic()
-        controller = Controller(state.kubeconfig, work, args.workers, *extra, log_name="controller-restarted.log")
-        controller.wait_ready(timeout=600)
+        controllers = start("-restarted")
         to_ready = time.monotonic() - started
-        while controller.metric("iflearner_reconciles_total") < args.jobs:
+        while sum(c.metric("iflearner_reconciles_total") for c in controllers) < args.jobs:
             if time.monotonic() - started > args.timeout:
                 raise TimeoutError("the restarted controller did not reconcile every job")
             time.sleep(0.05)
         to_reconciled = time.monotonic() - started
         time.sleep(2)
-        restart_runs = controller.metric("iflearner_pulumi_runs_total")
+        restart_runs = sum(c.metric("iflearner_pulumi_runs_total") for c in controllers)
         restart_requests = api_requests(api) - restart_requests_before
-        restart_rss = _status_kib(controller.process.pid, "VmHWM")
+        restart_rss = sum(_status_kib(c.process.pid, "VmHWM") for c in controllers)
 
         fullest = max(sizes)
         per_record = sum(sizes) / max(1, args.jobs)
         print()
-        print(f"iflearner-operator scale ({os.cpu_count()} CPUs, {args.workers} workers, kwok, "
+        print(f"iflearner-operator scale ({os.cpu_count()} CPUs, {count} operator(s) x {workers} workers, kwok, "
               f"{args.shards} records shards)")
         print(f"  {args.jobs} jobs created at {args.rate}/s in {created:.0f} s; all Ready {all_ready:.0f} s after "
               f"the first create ({args.jobs / all_ready * 60:.0f} jobs/min held)")
-        print(f"  controller peak RSS: {peak / 1024:.0f} MiB (with its Pulumi processes: {tree_peak / 1024:.0f} MiB)")
+        print(f"  controller peak RSS: {peak / 1024:.0f} MiB (with its Pulumi processes: {tree_peak / 1024:.0f} MiB; "
+              "summed over operators)")
         print(f"  CPU per job: {own_cpu / args.jobs:.2f} s controller, {children_cpu / args.jobs:.2f} s Pulumi; "
               f"Pulumi runs: {int(runs)}")
         print(f"  API server requests per job (all clients): {requests / args.jobs:.0f}")
@@ -165,10 +192,10 @@ def main(argv: list[str] | None = None) -> int:
         failed = True
         args.keep = True
     finally:
-        if sampler is not None:
-            sampler.stopped.set()
-        if controller is not None:
-            controller.stop()
+        for each in samplers:
+            each.stopped.set()
+        for each in controllers:
+            each.stop()
         cluster.down()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
