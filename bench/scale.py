@@ -6,8 +6,8 @@ Starts its own local control plane (kwok nodes) and the controller as a process 
 ``iflearner-operator run``, with the real Pulumi engine), as ``bench/run.py`` does, with DNS
 records on (``--ingress-address``) spread over ``--shards`` records ConfigMaps. With
 ``--operators N``, N controllers share the cluster, sharded by namespace: each watches only its
-own namespace (``--namespace``) and holds its own leader Lease (``--lease-name``), with
-``--workers`` split between them; jobs go round robin. Prints:
+own namespace (``--namespace``) and holds its own leader Lease (``--lease-name``), all with the
+same state backend and ``--workers`` each; jobs go round robin. Prints:
 
 - time from the first create until every job is Ready (Running), and the job rate that held;
 - the controller's peak RSS (its own, and with its Pulumi processes) and CPU per job;
@@ -79,18 +79,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=1.0, help="jobs created per second (default 1)")
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--shards", type=int, default=8, help="DNS records ConfigMaps (default 8)")
-    parser.add_argument("--operators", type=int, default=1, help="controllers sharded by namespace (default 1)")
+    parser.add_argument("--operators", type=int, nargs="+", default=[1],
+                        help="controllers sharded by namespace; several counts run one after another, each on a "
+                             "fresh cluster, and the time to all Ready is compared (default 1)")
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args(argv)
+    results = []
+    for count in args.operators:
+        result = run_once(args, count)
+        if result is None:
+            return 1
+        results.append(result)
+    if len(results) > 1:
+        base = results[0]
+        print()
+        for result in results:
+            print(f"  {result['operators']} operator(s): all {args.jobs} Ready in {result['all_ready_s']:.1f} s, "
+                  f"{args.jobs / result['all_ready_s'] * 60:.0f} jobs/min, ratio to {base['operators']} operator(s) "
+                  f"{base['all_ready_s'] / result['all_ready_s']:.2f}x")
+    return 1 if any(r["restart_runs"] for r in results) else 0
 
+
+def run_once(args: argparse.Namespace, count: int) -> dict[str, float] | None:
+    """One cluster, ``count`` operators, the jobs, a restart; the figures (None when it failed)."""
     from kubernetes import client, config
 
     work = Path(tempfile.mkdtemp(prefix="iflearner-scale-"))
     cluster = LocalCluster(work / "cluster")
     controllers: list[Controller] = []
     samplers: list[MemorySampler] = []
-    failed = False
+    result: dict[str, float] | None = None
     settings = ClusterSettings(dns_record_shards=args.shards)
     extra = ("--ingress-address", INGRESS_ADDRESS, "--dns-record-shards", str(args.shards))
     try:
@@ -102,15 +121,15 @@ def main(argv: list[str] | None = None) -> int:
         for name in dns_configmap_names(settings)[1:]:
             core.create_namespaced_config_map(settings.dns_namespace, {"metadata": {"name": name}})
 
-        count = max(1, args.operators)
-        workers = max(1, args.workers // count)
+        workers = args.workers  # each operator configured alike, as separate installations would be
         namespaces = [make_namespace(api, f"scale-{i}") for i in range(count)]
 
         def start(log_suffix: str) -> list[Controller]:
             started_controllers = []
             for index, ns in enumerate(namespaces):
-                shard = ("--namespace", ns, "--leader-elect", "--lease-name", f"iflearner-scale-{index}",
-                         "--state-dir", str(work / f"state-{index}")) if count > 1 else ()
+                # The same state backend (work/state) for all: stacks are per job.
+                shard = ("--namespace", ns, "--leader-elect", "--lease-name", f"iflearner-scale-{index}") \
+                    if count > 1 else ()
                 started_controllers.append(Controller(state.kubeconfig, work, workers, *extra, *shard,
                                                       log_name=f"controller-{index}{log_suffix}.log"))
             for each in started_controllers:
@@ -185,11 +204,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  restart with {args.jobs} jobs: ready in {to_ready:.1f} s, every job reconciled in "
               f"{to_reconciled:.1f} s, Pulumi runs started: {int(restart_runs)}, "
               f"{restart_requests / args.jobs:.1f} API requests per job, RSS {restart_rss / 1024:.0f} MiB")
-        print(json.dumps({"jobs": args.jobs, "all_ready_s": round(all_ready, 1), "restart_runs": restart_runs}))
-        failed = restart_runs != 0
+        result = {"operators": count, "jobs": args.jobs, "all_ready_s": round(all_ready, 1),
+                  "restart_runs": restart_runs}
+        print(json.dumps(result))
     except Exception as error:  # noqa: BLE001 - reported with where to look
         say(f"failed: {error}; logs in {work}")
-        failed = True
         args.keep = True
     finally:
         for each in samplers:
@@ -199,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         cluster.down()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    return 1 if failed else 0
+    return result
 
 
 if __name__ == "__main__":
