@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: setup venv toolchain runtime images test unit integration lint demo bench bench-scale clean-cluster
+.PHONY: setup venv toolchain runtime images test unit integration lint demo bench clean-cluster
 
 setup: venv toolchain runtime images  ## Python environment, the real toolchain, the container runtime and images (idempotent)
 
@@ -40,14 +40,12 @@ lint: venv
 demo: setup  ## The end-to-end demo on a local cluster
 	$(PY) -m iflearner demo
 
-bench: setup  ## Controller latency and burst, one update's profile, DNS records capacity (about 4 minutes)
+bench: setup  ## Every benchmark of the controller: latency, burst, profile, DNS capacity, 500 jobs, sharding (~30 min)
 	$(PY) bench/run.py
 	$(PY) bench/profile_update.py --jobs 3
 	$(PY) bench/dns_capacity.py
-
-bench-scale: setup  ## 500 jobs on one operator, then on two sharded by namespace (about 25 minutes)
-	$(PY) bench/scale.py --jobs 500
-	$(PY) bench/scale.py --jobs 500 --operators 2
+	$(PY) bench/scale.py --jobs 500 --rate 1
+	$(PY) bench/scale.py --jobs 100 --rate 1000 --operators 1 2
 
 clean-cluster:
 	$(PY) -m iflearner cluster down
