@@ -48,8 +48,10 @@ from run import (  # noqa: E402
 
 from iflearner.desired import ClusterSettings, dns_configmap_names  # noqa: E402
 from iflearner.localcluster import LocalCluster  # noqa: E402
+from iflearner.localcluster.kubeadm_addons import fake_node  # noqa: E402
 
 CONFIGMAP_LIMIT = 1_048_576
+NODE_PODS = 500  # kubeadm_addons.fake_node's capacity
 INGRESS_ADDRESS = "10.96.100.100"
 
 
@@ -104,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 def run_once(args: argparse.Namespace, count: int) -> dict[str, float] | None:
     """One cluster, ``count`` operators, the jobs, a restart; the figures (None when it failed)."""
     from kubernetes import client, config
+    from kubernetes.utils import create_from_dict
 
     work = Path(tempfile.mkdtemp(prefix="iflearner-scale-"))
     cluster = LocalCluster(work / "cluster")
@@ -118,6 +121,9 @@ def run_once(args: argparse.Namespace, count: int) -> dict[str, float] | None:
         api.configuration.connection_pool_maxsize = 16
         core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
         prepare_cluster(state.kubeconfig, api)
+        # A kwok node takes 500 Pods (CoreDNS is one of them): more fake nodes for more jobs.
+        for index in range(1, (args.jobs + 20) // NODE_PODS + 1):
+            create_from_dict(api, fake_node(f"kwok-node-{index}"))
         for name in dns_configmap_names(settings)[1:]:
             core.create_namespaced_config_map(settings.dns_namespace, {"metadata": {"name": name}})
 
