@@ -25,7 +25,7 @@ runtime:  ## containerd, runc, CNI plugins, debootstrap, iptables from Debian's 
 images: venv toolchain runtime  ## The real node's images (pause, coredns, testapp), built and cached
 	$(PY) -m iflearner.images build
 
-test: setup  ## Unit and integration tests (integration uses a real control plane and Pulumi)
+test: setup lint  ## ruff, then unit and integration tests (integration uses a real control plane and Pulumi)
 	$(PY) -m pytest
 
 unit: venv

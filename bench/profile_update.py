@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import os
 import shutil
@@ -111,6 +112,18 @@ class CpuSampler(threading.Thread):
         totals["language host (this process)"] = self._cpu(os.getpid()) - self.own_start - self.own_cpu
         return dict(totals)
 
+    def cli_processes(self) -> int:
+        return sum(1 for kind, _ in self.last.values() if kind == "pulumi CLI (engine)")
+
+
+def key_derivation_cpu_seconds() -> float:
+    """CPU of the key derivation every Pulumi CLI process does once with the passphrase secrets
+    manager: PBKDF2-HMAC-SHA256, 1,000,000 iterations (Pulumi's sdk/go/common/resource/config/
+    crypt.go, NewSymmetricCrypterFromPassphrase). Same algorithm and count, here through OpenSSL."""
+    started = time.process_time()
+    hashlib.pbkdf2_hmac("sha256", b"passphrase", os.urandom(8), 1_000_000, 32)
+    return time.process_time() - started
+
 
 def spans(trace_dir: Path) -> dict[str, float]:
     """Span name -> total seconds, from the OpenTelemetry JSON files the CLI wrote."""
@@ -140,7 +153,9 @@ def profile_run(runner: stackrunner.StackRunner, stack: str, program: Any, trace
     changes = stackrunner._run_inline(auto_stack, program, ["up", f"--otel-traces=file://{trace_dir}/trace.json"],
                                       runner.run_timeout, runner.registry, runner.term_grace)
     wall = time.monotonic() - started
-    return {"wall": wall, "cpu": sampler.finish(), "spans": spans(trace_dir), "changes": changes}
+    cpu = sampler.finish()
+    return {"wall": wall, "cpu": cpu, "cli_processes": sampler.cli_processes(), "spans": spans(trace_dir),
+            "changes": changes}
 
 
 def main() -> int:
@@ -180,12 +195,15 @@ def main() -> int:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     print(f"\nprofile of one job's update ({args.jobs} jobs, median per run; 2 CPUs, kwok)")
+    print(f"passphrase key derivation, once per Pulumi CLI process: {key_derivation_cpu_seconds():.2f} CPU-s "
+          "(PBKDF2-SHA256, 1,000,000 iterations)")
     for kind, runs in results.items():
         print(f"\n{kind}: wall {statistics.median(r['wall'] for r in runs):.2f} s")
         cpu = {k: statistics.median(r["cpu"].get(k, 0.0) for r in runs) for k in KINDS}
         for name, seconds in cpu.items():
             print(f"  CPU {name:34s} {seconds:6.2f} s")
         print(f"  CPU {'total':34s} {sum(cpu.values()):6.2f} s")
+        print(f"  Pulumi CLI processes               {statistics.median(r['cli_processes'] for r in runs):6.0f}")
         names = defaultdict(list)
         for run in runs:
             for name, seconds in run["spans"].items():

@@ -123,19 +123,35 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
     return (utime + stime) / ticks, (cutime + cstime) / ticks
 
 
+def _pss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 class MemorySampler(threading.Thread):
-    """Peak RSS of the controller process and of its whole process tree (Pulumi CLIs, providers)."""
+    """Peak memory of the controller process and of its whole process tree (Pulumi CLIs, providers).
+
+    Two sums: RSS, which counts the pages of a binary shared by several of its processes once per
+    process, and PSS, which divides them among the processes that share them (what the machine
+    actually spends)."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
         self.pid = pid
         self.tree_peak_kib = 0
+        self.tree_peak_pss_kib = 0
         self.stopped = threading.Event()
 
     def run(self) -> None:
         while not self.stopped.wait(0.2):
-            total = sum(_status_kib(pid, "VmRSS") for pid in _descendants(self.pid))
-            self.tree_peak_kib = max(self.tree_peak_kib, total)
+            tree = _descendants(self.pid)
+            self.tree_peak_kib = max(self.tree_peak_kib, sum(_status_kib(pid, "VmRSS") for pid in tree))
+            self.tree_peak_pss_kib = max(self.tree_peak_pss_kib, sum(_pss_kib(pid) for pid in tree))
 
     @property
     def process_peak_kib(self) -> int:
@@ -385,6 +401,7 @@ def main(argv: list[str] | None = None) -> int:
                               [job_manifest(i, burst_ns, "burst") for i in range(args.burst)], args.timeout)
         process_peak = sampler.process_peak_kib
         tree_peak = sampler.tree_peak_kib
+        tree_peak_pss = sampler.tree_peak_pss_kib
         own_cpu, children_cpu = cpu_seconds(controller.process.pid)
         jobs_so_far = 1 + args.sequential + args.burst
 
@@ -426,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"    direct client, same objects:        {direct_burst:7.2f} s   "
               f"ratio {burst_seconds / direct_burst:5.1f}x")
         print(f"  controller peak RSS:                  {process_peak / 1024:7.1f} MiB "
-              f"(with its Pulumi processes: {tree_peak / 1024:.0f} MiB)")
+              f"(with its Pulumi processes: {tree_peak / 1024:.0f} MiB RSS, {tree_peak_pss / 1024:.0f} MiB PSS)")
         print(f"  CPU per job (all ups so far):         {own_cpu / jobs_so_far:7.2f} s controller, "
               f"{children_cpu / jobs_so_far:.2f} s its Pulumi processes")
         print(f"  resync of {total_jobs} unchanged jobs:         {resync_seconds:7.2f} s   "

@@ -176,7 +176,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                       help="YAML file of cluster settings (camelCase or snake_case keys: operatorNamespace, "
                            "caSecretName, trustConfigmapName, ingressClassName, ingressAddress, dnsNamespace, "
                            "dnsConfigmapName, certificateValidityHours, certificateValiditySeconds, "
-                           "certificateRenewalFraction, caRotationWindowSeconds, dnsRecordShards); flags below override it")
+                           "certificateRenewalFraction, caRotationWindowSeconds, dnsRecordShards); "
+                           "flags below override it")
     overrides = (
         ("--operator-namespace", "operator_namespace", str, "namespace of the CA Secret and trust ConfigMap"),
         ("--ca-secret", "ca_secret_name", str, "TLS Secret of the cluster CA"),

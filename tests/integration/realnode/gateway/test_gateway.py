@@ -144,16 +144,20 @@ def test_deleting_a_job_stops_the_gateway_serving_its_host(gateway_cluster: Gate
     custom.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "gone1")
     gateways = "gateway.networking.k8s.io"
 
-    def route_gone() -> bool:
+    def status_of(group: str, plural: str) -> int:
         try:
-            custom.get_namespaced_custom_object(gateways, "v1", ns, "grpcroutes", "gone1")
+            get = custom.get_namespaced_custom_object
+            get(group, VERSION if group == GROUP else "v1", ns, plural, "gone1")
         except client.ApiException as error:
-            return error.status == 404
-        return False
+            return error.status
+        return 200
 
-    wait_for("the job's GRPCRoute to go", route_gone, 180, on_timeout=gw.controller.log)
-    with pytest.raises(client.ApiException):
-        custom.get_namespaced_custom_object(gateways, "v1", ns, "gateways", "gone1")
+    # The finalizer goes only after the stack's destroy has finished; the route and its Gateway
+    # are deleted one after the other inside that destroy, so only then must both be gone.
+    wait_for("the deleted job to go", lambda: status_of(GROUP, PLURAL) == 404, 180,
+             on_timeout=gw.controller.log)
+    assert status_of(gateways, "grpcroutes") == 404
+    assert status_of(gateways, "gateways") == 404
     after = run_probes(gw, ns, "probe-after", [
         {"name": "grpc", **by_address, "expect": "fail", "retry_seconds": 30},
         {"name": "tls", "kind": "tls", **by_address, "expect": "fail", "retry_seconds": 30},
