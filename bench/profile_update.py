@@ -69,6 +69,16 @@ def process_kind(pid: int) -> str:
     return "other"
 
 
+def cli_command(pid: int) -> str:
+    """``stack select``, ``stack init``, ``up``...: the words after the CLI's flags."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")[1:]
+    except OSError:
+        return "?"
+    words = [word for word in argv if word and not word.startswith("-")]
+    return " ".join(words[:2] if words[:1] == ["stack"] else words[:1])
+
+
 class CpuSampler(threading.Thread):
     """CPU seconds per process kind of this process's descendants (last value seen per pid)."""
 
@@ -76,6 +86,7 @@ class CpuSampler(threading.Thread):
         super().__init__(daemon=True)
         self.stop_event = threading.Event()
         self.last: dict[int, tuple[str, float]] = {}
+        self.commands: dict[int, str] = {}
         self.ticks = os.sysconf("SC_CLK_TCK")
         self.own_start = self._cpu(os.getpid())
         # The local control plane's processes are children too: only the run's count.
@@ -97,7 +108,11 @@ class CpuSampler(threading.Thread):
                     continue
                 seconds = self._cpu(pid)
                 if seconds >= 0:
-                    kind = self.last[pid][0] if pid in self.last else process_kind(pid)
+                    if pid in self.last:
+                        kind = self.last[pid][0]
+                    else:
+                        kind = process_kind(pid)
+                        self.commands[pid] = cli_command(pid)
                     self.last[pid] = (kind, seconds)
             self.own_cpu = time.thread_time() - started
             time.sleep(0.01)
@@ -112,8 +127,13 @@ class CpuSampler(threading.Thread):
         totals["language host (this process)"] = self._cpu(os.getpid()) - self.own_start - self.own_cpu
         return dict(totals)
 
-    def cli_processes(self) -> int:
-        return sum(1 for kind, _ in self.last.values() if kind == "pulumi CLI (engine)")
+    def cli_processes(self) -> dict[str, float]:
+        """CPU seconds of each Pulumi CLI process, by its command (``stack select``, ``up``...)."""
+        commands: dict[str, float] = defaultdict(float)
+        for pid, (kind, seconds) in self.last.items():
+            if kind == "pulumi CLI (engine)":
+                commands[self.commands.get(pid, "?")] += seconds
+        return dict(commands)
 
 
 def key_derivation_cpu_seconds() -> float:
@@ -203,7 +223,10 @@ def main() -> int:
         for name, seconds in cpu.items():
             print(f"  CPU {name:34s} {seconds:6.2f} s")
         print(f"  CPU {'total':34s} {sum(cpu.values()):6.2f} s")
-        print(f"  Pulumi CLI processes               {statistics.median(r['cli_processes'] for r in runs):6.0f}")
+        commands = sorted({command for r in runs for command in r["cli_processes"]})
+        for command in commands:
+            seconds = statistics.median(r["cli_processes"].get(command, 0.0) for r in runs)
+            print(f"    CLI process `pulumi {command}` {'':{max(0, 20 - len(command))}s}{seconds:6.2f} s")
         names = defaultdict(list)
         for run in runs:
             for name, seconds in run["spans"].items():

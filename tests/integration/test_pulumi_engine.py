@@ -58,3 +58,37 @@ def test_inline_program_creates_and_destroys_secret(runner, kubeconfig, core: cl
         raise AssertionError("the Secret should be gone after destroy")
     except ApiException as error:
         assert error.status == 404
+
+
+def test_a_new_stack_costs_one_cli_start_before_its_update(runner, monkeypatch) -> None:
+    """Each Pulumi CLI start costs about 0.1 CPU-s plus the passphrase key derivation (0.18 CPU-s):
+    a new stack is created and selected in one process, and an existing one is selected, never
+    re-initialized, by a runner that has not seen it (an operator after a restart)."""
+    from pulumi import automation as auto
+
+    from iflearner.stackrunner import StackRunner
+
+    commands: list[list[str]] = []
+    real_run = auto.LocalWorkspace._run_pulumi_cmd_sync
+
+    def recording(self, args, *rest, **kwargs):
+        commands.append(list(args))
+        return real_run(self, args, *rest, **kwargs)
+
+    monkeypatch.setattr(auto.LocalWorkspace, "_run_pulumi_cmd_sync", recording)
+
+    def program() -> None:
+        pulumi.export("answer", "42")
+
+    stack = "engine-one-start"
+    assert runner.up(stack, program).succeeded
+    assert [c[:2] for c in commands] == [["stack", "select"]], commands
+    assert "--create" in commands[0]
+
+    commands.clear()
+    restarted = StackRunner(runner.settings)
+    again = restarted.up(stack, program)
+    assert again.succeeded and not again.changed, again
+    assert [c[:2] for c in commands] == [["stack", "select"]], commands
+    assert restarted.outputs(stack)["answer"] == "42"
+    assert restarted.destroy(stack).succeeded
