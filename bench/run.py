@@ -33,7 +33,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -212,13 +212,17 @@ def pod_running(obj: Any) -> bool:
 
 class Controller:
     def __init__(self, kubeconfig: Path, work: Path, workers: int, *extra: str,
-                 log_name: str = "controller.log") -> None:
+                 log_name: str = "controller.log", cpus: Collection[int] = ()) -> None:
+        """``cpus``: pin the controller and every process it starts (Pulumi CLIs, providers) to
+        these CPUs, as if it ran alone on a node of that size (``taskset``; children inherit it)."""
         self.port = free_port()
         self.log_path = work / log_name
         env = {**os.environ, "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE, "PYTHONPATH": str(REPO)}
         argv = [sys.executable, "-m", "iflearner.controller", "--kubeconfig", str(kubeconfig),
                 "--state-dir", str(work / "state"), "--metrics-address", f"127.0.0.1:{self.port}",
                 "--workers", str(workers), "--resync-period", "3600", *extra]
+        if cpus:
+            argv = ["taskset", "--cpu-list", ",".join(str(cpu) for cpu in sorted(cpus)), *argv]
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO,
                                             start_new_session=True)

@@ -1,13 +1,17 @@
 """Scale of one operator (issue 14): many jobs created at a steady rate, then a restart.
 
     .venv/bin/python bench/scale.py [--jobs 500] [--rate 1.0] [--workers 4] [--shards 8] [--operators 1]
+        [--cpus-per-operator N]
 
 Starts its own local control plane (kwok nodes) and the controller as a process (the code of
 ``iflearner-operator run``, with the real Pulumi engine), as ``bench/run.py`` does, with DNS
 records on (``--ingress-address``) spread over ``--shards`` records ConfigMaps. With
 ``--operators N``, N controllers share the cluster, sharded by namespace: each watches only its
 own namespace (``--namespace``) and holds its own leader Lease (``--lease-name``), all with the
-same state backend and ``--workers`` each; jobs go round robin. Prints:
+same state backend and ``--workers`` each; jobs go round robin. With ``--cpus-per-operator N``
+each operator and its Pulumi processes run pinned to N CPUs of their own, as operators on
+separate nodes would (on one 2-CPU machine the unpinned operators share the same two CPUs, so
+a second one adds no CPU). Prints:
 
 - time from the first create until every job is Ready (Running), and the job rate that held;
 - the controller's peak RSS (its own, and with its Pulumi processes) and CPU per job;
@@ -84,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--operators", type=int, nargs="+", default=[1],
                         help="controllers sharded by namespace; several counts run one after another, each on a "
                              "fresh cluster, and the time to all Ready is compared (default 1)")
+    parser.add_argument("--cpus-per-operator", type=int, default=0,
+                        help="pin each operator and its Pulumi processes to its own CPUs (operator i gets CPUs "
+                             "i*N..i*N+N-1), as if each ran on its own node of N CPUs; the control plane and kwok "
+                             "stay unpinned (default 0: no pinning)")
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args(argv)
@@ -136,8 +144,10 @@ def run_once(args: argparse.Namespace, count: int) -> dict[str, float] | None:
                 # The same state backend (work/state) for all: stacks are per job.
                 shard = ("--namespace", ns, "--leader-elect", "--lease-name", f"iflearner-scale-{index}") \
                     if count > 1 else ()
+                per = args.cpus_per_operator
+                cpus = {(index * per + cpu) % (os.cpu_count() or 1) for cpu in range(per)}
                 started_controllers.append(Controller(state.kubeconfig, work, workers, *extra, *shard,
-                                                      log_name=f"controller-{index}{log_suffix}.log"))
+                                                      log_name=f"controller-{index}{log_suffix}.log", cpus=cpus))
             for each in started_controllers:
                 each.wait_ready(timeout=600)
             return started_controllers
@@ -195,8 +205,9 @@ def run_once(args: argparse.Namespace, count: int) -> dict[str, float] | None:
         fullest = max(sizes)
         per_record = sum(sizes) / max(1, args.jobs)
         print()
-        print(f"iflearner-operator scale ({os.cpu_count()} CPUs, {count} operator(s) x {workers} workers, kwok, "
-              f"{args.shards} records shards)")
+        pinned = f", each pinned to {args.cpus_per_operator} CPU(s)" if args.cpus_per_operator else ""
+        print(f"iflearner-operator scale ({os.cpu_count()} CPUs, {count} operator(s) x {workers} workers{pinned}, "
+              f"kwok, {args.shards} records shards)")
         print(f"  {args.jobs} jobs created at {args.rate}/s in {created:.0f} s; all Ready {all_ready:.0f} s after "
               f"the first create ({args.jobs / all_ready * 60:.0f} jobs/min held)")
         print(f"  controller peak RSS: {peak / 1024:.0f} MiB (with its Pulumi processes: {tree_peak / 1024:.0f} MiB; "
