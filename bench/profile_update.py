@@ -182,6 +182,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=5)
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--pulumi-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="an environment variable for the Pulumi processes only (a lever to measure, e.g. "
+                             "PULUMI_SKIP_CHECKPOINTS=true or GOMAXPROCS=1); repeatable")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="iflearner-profile-"))
     cluster = LocalCluster(work / "cluster")
@@ -193,6 +196,8 @@ def main() -> int:
         from kubernetes import client
 
         client.CoreV1Api(api).create_namespace({"metadata": {"name": "profile"}})
+        # After the control plane started: only the CLIs (and their providers) see these.
+        os.environ.update(dict(item.split("=", 1) for item in args.pulumi_env))
         settings = ClusterSettings()
         runner = stackrunner.StackRunner(stackrunner.RunnerSettings.local(work / "state", "profile"))
         kubeconfig_text = state.kubeconfig.read_text()
@@ -214,7 +219,8 @@ def main() -> int:
         cluster.down()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    print(f"\nprofile of one job's update ({args.jobs} jobs, median per run; 2 CPUs, kwok)")
+    levers = f"; Pulumi processes with {' '.join(args.pulumi_env)}" if args.pulumi_env else ""
+    print(f"\nprofile of one job's update ({args.jobs} jobs, median per run; {os.cpu_count()} CPUs, kwok{levers})")
     print(f"passphrase key derivation, once per Pulumi CLI process: {key_derivation_cpu_seconds():.2f} CPU-s "
           "(PBKDF2-SHA256, 1,000,000 iterations)")
     for kind, runs in results.items():

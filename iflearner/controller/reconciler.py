@@ -17,6 +17,11 @@ From the cached job it decides, in order:
    of letting ``destroy`` delete them by name;
 6. status through the status subresource, only when it changed; Events only
    for what a person must act on.
+
+A pass over a valid job observes once (``_view``: the previous status, parsed
+there, and the caches), decides once (:func:`iflearner.controller.syncpass.plan`),
+acts (preflight, signer, ``up``), and takes its whole new status and requeue
+time from one pure function (:func:`iflearner.controller.syncpass.conclude`).
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from typing import Any, Protocol
 
 from kubernetes.client.exceptions import ApiException
 
-from iflearner.controller import gating, mountedtrust, preflight, renewal
+from iflearner.controller import gating, preflight, renewal, syncpass
 from iflearner.controller.carotation import ISSUING_KEYS, IssuerChoice
 from iflearner.controller.events import NORMAL, WARNING, EventRecorder
 from iflearner.controller.informers import ALL_OWNED_RESOURCES, JOBS, Informer, Resource
@@ -46,7 +51,6 @@ from iflearner.controller.status import (
     REASON_INVALID_SPEC,
     REASON_NAME_CONFLICT,
     RESULT_FAILED,
-    RESULT_SUCCEEDED,
     ROUTE_PENDING,
     STALLED,
     Observation,
@@ -375,110 +379,99 @@ class Reconciler:
         raise AssertionError("unreachable")
 
     def _sync(self, key: str, obj: dict[str, Any], logger: logging.LoggerAdapter) -> Result:  # type: ignore[type-arg]
-        metadata = obj.get("metadata") or {}
-        namespace = metadata["namespace"]
-        generation = int(metadata.get("generation") or 0)
+        """Observe, decide once (:mod:`iflearner.controller.syncpass`), act, write the status once
+        (twice when an update runs: as it starts, and as it ends)."""
         previous = self._previous_status(key, obj)
         now = self.clock()
         try:
             job = parse_job(obj)
         except InvalidJobError as error:
             return self._stalled(key, obj, previous, error.problems, now, logger)
+        generation = int((obj.get("metadata") or {}).get("generation") or 0)
         if _pod_refused_for(previous, generation):
             # The API server refused this generation's Pod: nothing changes that
             # verdict but a new spec, so no dry-run and no Pulumi run until then.
             return Result()
 
-        desired = desired_resources(job, self.settings)
-        issuer = self.issuer()
-        fingerprint = gating.fingerprint(desired, self.settings,
-                                         self.stack_inputs(desired) if self.stack_inputs is not None else None)
-        refs = owned_object_refs(desired)
-        stack = stack_name(job)
-        last = Operation.from_status(previous.get("lastOperation"))
-        failures = failure_count_of(previous)
-        decision = gating.decide(fingerprint, previous.get("applied"), gating.observe(refs, self._cached), last)
-        # Renewal: a certificate past its renewal time needs a run although nothing changed.
-        tls_ref = ("v1", "Secret", job.namespace, desired.names.tls_secret)
-        fraction = self.settings.certificate_renewal_fraction
-        served = renewal.served_certificate(self._cached(tls_ref))
-        decision = renewal.gate(decision, served, now, fraction)
-        # Which CAs the client's Pod trusts: what it mounted, not what its ConfigMap holds now.
-        reads_trust = desired.trust_configmap is not None and self.trust_cas is not None
-        previous_trust = previous.get("trust") if reads_trust else None
-        bundle = self.trust_cas() if reads_trust and self.trust_cas is not None else None
-        pod_uid_before = self._pod_uid(namespace, desired.names.pod)
-        applied_trust: Mapping[str, Any] | None = None
-        outputs = outputs_for(job.host, job.namespace, desired.names, desired.trust_configmap is not None,
-                              desired.transport.value)
-        base = dict(generation=generation, pod_name=desired.names.pod, host=job.host, outputs=outputs)
-
-        operation: Operation | None = None
-        applied: dict[str, Any] | None = None
-        requeue: float | None = None
-        retry_at = gating.retry_time(last, failures, fingerprint) if decision.should_run else None
-        if not decision.should_run:
+        view = self._view(job, generation, previous, now)
+        chosen = syncpass.plan(view)
+        outcome: syncpass.UpdateOutcome | None = None
+        starting: dict[str, Any] | None = None
+        if chosen.step is syncpass.Step.IN_SYNC:
             self.metrics.gated.inc()
-        elif retry_at is not None and retry_at > now:
-            requeue = (retry_at - now).total_seconds() + 0.05
-            logger.debug("waiting for backoff before retrying up", extra={"retry_at": rfc3339(retry_at)})
-        elif (refusal := self._preflight(job, desired, refs, previous)) is not None:
+        elif chosen.step is syncpass.Step.BACKOFF:
+            logger.debug("waiting for backoff before retrying up", extra={"retry_at": rfc3339(chosen.retry_at)})
+        elif (refusal := self._preflight(job, view.desired, owned_object_refs(view.desired), previous)) is not None:
             reason, problems = refusal
             return self._stalled(key, obj, previous, problems, now, logger, reason=reason)
         else:
-            logger.info("running up", extra={"stack": stack, "reason": decision.reason, "refresh": decision.refresh})
-            starting = compute_status(previous, Observation(
-                now=rfc3339(now), in_progress="up", failure_count=failures,
-                pod_phase=self._pod_phase(namespace, desired.names.pod), **base))
-            renewal.with_certificate(starting, served, fraction)
-            mountedtrust.with_trust(starting, previous_trust)
+            starting = syncpass.starting_status(view, self._pod_phase(job.namespace, view.desired.names.pod))
             self._write_status(key, obj, previous, starting)
-            previous = starting
-            # A stale lock or pending operations of a run that died are
-            # cleared by the runner itself (never a live run's).
-            result = self._up(stack, desired, decision.refresh, issuer.keys, logger)
-            finished = rfc3339(self.clock())
-            if result.succeeded:
-                failures = 0
-                applied = gating.applied_record(fingerprint, self._versions_after_up(refs))
-                applied_trust = bundle
-                operation = Operation("up", RESULT_SUCCEEDED, finished, result.changes,
-                                      seconds=result.seconds, fingerprint=fingerprint)
-                logger.info("up succeeded", extra={"stack": stack, "seconds": result.seconds,
-                                                   "changes": result.changes})
-            else:
-                failures += 1
-                operation = Operation("up", RESULT_FAILED, finished, result.changes, error=result.error,
-                                      seconds=result.seconds, fingerprint=fingerprint, reason=result.reason)
-                retry_at = gating.retry_time(operation, failures, fingerprint)
-                requeue = exponential_backoff(failures)
-                logger.warning("up failed", extra={"stack": stack, "failures": failures,
-                                                   "error": (result.error or "")[:500]})
-                if failures == 1 or failures % EVENT_EVERY_N_FAILURES == 0:
-                    self.events.event(obj, WARNING, "StackUpdateFailed",
-                                      f"pulumi up failed (attempt {failures}): {result.error}")
+            outcome = self._update(obj, job, view, logger)
 
-        new = compute_status(previous, Observation(
-            now=rfc3339(self.clock()), operation=operation, failure_count=failures,
-            next_retry_time=gating.retry_time_text(retry_at) if requeue is not None else None,
-            pod_phase=self._pod_phase(namespace, desired.names.pod), applied=applied,
-            pod_failure=self._pod_failure(namespace, desired.names.pod),
-            route=self._route_status(desired), **base))
-        # After an up the cache holds the Secret it wrote (_versions_after_up waited for it).
-        served = renewal.served_certificate(self._cached(tls_ref))
-        renewal.with_certificate(new, served, fraction)
+        seen = self._afterwards(job, view.desired)
+        new, requeue = syncpass.conclude(view, chosen, outcome, seen, starting)
         self.metrics.set_certificate_expiry(job.namespace, job.name,
-                                            served.not_after.timestamp() if served is not None else None)
-        requeue = renewal.requeue_after(requeue, served, self.clock(), fraction)
-        if issuer.switch_at is not None:  # a rotation's window ends: issuing switches then
-            until_switch = max(0.0, (issuer.switch_at - self.clock()).total_seconds()) + renewal.REQUEUE_MARGIN
-            requeue = until_switch if requeue is None else min(requeue, until_switch)
-        if reads_trust:
-            mountedtrust.with_trust(new, mountedtrust.next_trust_status(
-                previous_trust, applied_trust, pod_uid_before, self._pod_uid(namespace, desired.names.pod)))
-        self._write_status(key, obj, previous, new)
-        self._ready_events(obj, previous, new)
+                                            seen.served.not_after.timestamp() if seen.served is not None else None)
+        written_over = starting if starting is not None else previous
+        self._write_status(key, obj, written_over, new)
+        self._ready_events(obj, written_over, new)
         return Result(requeue_after=requeue)
+
+    def _view(self, job: IflearnerJob, generation: int, previous: Mapping[str, Any],
+              now: datetime.datetime) -> syncpass.JobView:
+        """Everything a pass over a valid job reads before it decides: the previous status,
+        parsed once here, and the caches."""
+        desired = desired_resources(job, self.settings)
+        fingerprint = gating.fingerprint(desired, self.settings,
+                                         self.stack_inputs(desired) if self.stack_inputs is not None else None)
+        last, failures = Operation.from_status(previous.get("lastOperation")), failure_count_of(previous)
+        refs = owned_object_refs(desired)
+        fraction = self.settings.certificate_renewal_fraction
+        served = renewal.served_certificate(self._cached(("v1", "Secret", job.namespace, desired.names.tls_secret)))
+        # Renewal: a certificate past its renewal time needs a run although nothing changed.
+        gate = renewal.gate(gating.decide(fingerprint, previous.get("applied"), gating.observe(refs, self._cached),
+                                          last), served, now, fraction)
+        trust = None
+        if desired.trust_configmap is not None and self.trust_cas is not None:
+            # Which CAs the client's Pod trusts: what it mounted, not what its ConfigMap holds now.
+            trust = syncpass.TrustView(previous.get("trust"), self.trust_cas(),
+                                       self._pod_uid(job.namespace, desired.names.pod))
+        outputs = outputs_for(job.host, job.namespace, desired.names, desired.trust_configmap is not None,
+                              desired.transport.value)
+        return syncpass.JobView(desired, generation, job.host, previous, now, fingerprint, gate, last, failures,
+                                served, self.issuer(), trust, outputs, fraction)
+
+    def _update(self, obj: Mapping[str, Any], job: IflearnerJob, view: syncpass.JobView,
+                logger: logging.LoggerAdapter) -> syncpass.UpdateOutcome:  # type: ignore[type-arg]
+        """The signer, then ``up``: its outcome. A stale lock or pending operations of a run that
+        died are cleared by the runner itself (never a live run's)."""
+        stack = stack_name(job)
+        logger.info("running up", extra={"stack": stack, "reason": view.gate.reason, "refresh": view.gate.refresh})
+        result = self._up(stack, view.desired, view.gate.refresh, view.issuer.keys, logger)
+        finished = self.clock()
+        versions = self._versions_after_up(owned_object_refs(view.desired)) if result.succeeded else None
+        outcome = syncpass.outcome_of(view, result, finished, versions)
+        if outcome.succeeded:
+            logger.info("up succeeded", extra={"stack": stack, "seconds": result.seconds, "changes": result.changes})
+            return outcome
+        logger.warning("up failed", extra={"stack": stack, "failures": outcome.failures,
+                                           "error": (result.error or "")[:500]})
+        if outcome.failures == 1 or outcome.failures % EVENT_EVERY_N_FAILURES == 0:
+            self.events.event(obj, WARNING, "StackUpdateFailed",
+                              f"pulumi up failed (attempt {outcome.failures}): {result.error}")
+        return outcome
+
+    def _afterwards(self, job: IflearnerJob, desired: DesiredResources) -> syncpass.Afterwards:
+        """What the caches show once the pass has acted (after an up they hold what it wrote:
+        _versions_after_up waited for them)."""
+        pod = desired.names.pod
+        return syncpass.Afterwards(
+            now=self.clock(), pod_phase=self._pod_phase(job.namespace, pod),
+            pod_failure=self._pod_failure(job.namespace, pod), pod_uid=self._pod_uid(job.namespace, pod),
+            route=self._route_status(desired),
+            served=renewal.served_certificate(self._cached(("v1", "Secret", job.namespace,
+                                                            desired.names.tls_secret))))
 
     def _preflight(self, job: IflearnerJob, desired: DesiredResources, refs: list[gating.ObjectRef],
                    previous: Mapping[str, Any]) -> tuple[str, tuple[Problem, ...]] | None:
