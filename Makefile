@@ -40,12 +40,13 @@ lint: venv
 demo: setup  ## The end-to-end demo on a local cluster
 	$(PY) -m iflearner demo
 
-bench: setup  ## Every benchmark of the controller: latency, burst, profile, DNS capacity, 500 jobs, sharding (~30 min)
+bench: setup  ## Every benchmark of the controller: latency, burst, profile, DNS capacity, 500 jobs, sharding (~35 min)
 	$(PY) bench/run.py
 	$(PY) bench/profile_update.py --jobs 3
 	$(PY) bench/dns_capacity.py
 	$(PY) bench/scale.py --jobs 500 --rate 1
 	$(PY) bench/scale.py --jobs 100 --rate 1000 --operators 1 2
+	$(PY) bench/scale.py --jobs 100 --rate 1000 --operators 1 2 --cpus-per-operator 1
 
 clean-cluster:
 	$(PY) -m iflearner cluster down
