@@ -400,7 +400,8 @@ class Reconciler:
         if chosen.step is syncpass.Step.IN_SYNC:
             self.metrics.gated.inc()
         elif chosen.step is syncpass.Step.BACKOFF:
-            logger.debug("waiting for backoff before retrying up", extra={"retry_at": rfc3339(chosen.retry_at)})
+            logger.debug("waiting for backoff before retrying up",
+                         extra={"retry_at": gating.retry_time_text(chosen.retry_at)})
         elif (refusal := self._preflight(job, view.desired, owned_object_refs(view.desired), previous)) is not None:
             reason, problems = refusal
             return self._stalled(key, obj, previous, problems, now, logger, reason=reason)
@@ -432,13 +433,16 @@ class Reconciler:
         # Renewal: a certificate past its renewal time needs a run although nothing changed.
         gate = renewal.gate(gating.decide(fingerprint, previous.get("applied"), gating.observe(refs, self._cached),
                                           last), served, now, fraction)
-        trust = None
+        trust: syncpass.TrustView | None = None
         if desired.trust_configmap is not None and self.trust_cas is not None:
             # Which CAs the client's Pod trusts: what it mounted, not what its ConfigMap holds now.
             trust = syncpass.TrustView(previous.get("trust"), self.trust_cas(),
                                        self._pod_uid(job.namespace, desired.names.pod))
         outputs = outputs_for(job.host, job.namespace, desired.names, desired.trust_configmap is not None,
                               desired.transport.value)
+        # The issuer is chosen after the fingerprint (whose stack inputs choose it too): should the
+        # choice flip in between, the job is signed by the newer choice and the fingerprint records
+        # the older, so the next pass sees a change and runs again, rather than never.
         return syncpass.JobView(desired, generation, job.host, previous, now, fingerprint, gate, last, failures,
                                 served, self.issuer(), trust, outputs, fraction)
 
