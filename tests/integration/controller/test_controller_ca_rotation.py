@@ -58,6 +58,11 @@ def rotation(core):
                                      {"data": dict(trust.data)})
 
 
+def settled(job: dict) -> dict | None:
+    """The job, once no up of it is in progress."""
+    return job if job["status"]["lastOperation"]["result"] != "InProgress" else None
+
+
 def test_issuing_switches_only_after_every_running_client_pod_trusts_the_new_ca(
         start_controller, custom, core, jobs_ns, rotation):
     controller = start_controller("--workers", "4", "--ca-rotation-window-seconds", "86400")
@@ -100,7 +105,11 @@ def test_issuing_switches_only_after_every_running_client_pod_trusts_the_new_ca(
     switched = time.monotonic() - last_restart
     print(f"last client Pod replaced -> all {JOBS + 1} jobs serve certificates of the new CA: {switched:.1f} s")
     for name in ["rot-server", *clients]:
-        job = wait_ready_running(custom, jobs_ns, name, controller, timeout=120)
+        wait_ready_running(custom, jobs_ns, name, controller, timeout=120)
+        # The Secret (which all_switched reads) is replaced during the up; Ready stays True while an
+        # up of a ready job runs: so wait for that up to end, and it must have succeeded.
+        job = wait_for(f"{name}'s switch up to end", lambda n=name: settled(get_job(custom, jobs_ns, n)), 120,
+                       on_timeout=controller.log)
         assert job["status"]["lastOperation"]["result"] == "Succeeded", job["status"]
         assert job["status"]["certificate"]["issuer"] == NEW_SUBJECT
     for name in clients:  # what each running Pod trusts includes the CA that now issues
