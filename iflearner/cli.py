@@ -189,7 +189,8 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_FAILED
     except Exception as error:  # noqa: BLE001 - the demo reports, cleans up and exits non-zero
-        print(f"demo failed: {error}", file=sys.stderr)
+        # Demo.run cleaned up already; where it failed and the traceback's file, not just the message.
+        print(f"demo failed: {error}\n  {demo.record_failure(error)}", file=sys.stderr)
         return EXIT_FAILED
 
 

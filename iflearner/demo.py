@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,8 @@ class Demo:
         self.timeout = timeout
         self.node = node
         self.cluster = LocalCluster(data_dir / "cluster")
+        self.failure_log = data_dir / "demo-failure.log"  # the traceback of the last unexpected failure
+        self.poll_interval = 1.0
         self.controller: subprocess.Popen[bytes] | None = None
         self.passphrase_file = data_dir / "passphrase"
         self.identity_file = data_dir / "cluster-identity"
@@ -109,7 +112,12 @@ class Demo:
             say("interrupted; cleaning up")
             self.down()
             return 130
-        except BaseException:
+        except DemoError:
+            self.down()
+            raise
+        except BaseException as error:
+            if isinstance(error, Exception):
+                say(f"failed {self.record_failure(error)}; cleaning up")
             self.down()
             raise
         done = "trained" if self.node == "real" else "is Running"
@@ -120,6 +128,14 @@ class Demo:
         else:
             self.down()
         return 0
+
+    def record_failure(self, error: Exception) -> str:
+        """Write the traceback of an unexpected failure to ``failure_log``;
+        where it happened and where to read the rest, for a person."""
+        self.failure_log.write_text("".join(traceback.format_exception(error)))
+        frames = traceback.extract_tb(error.__traceback__)
+        where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno} in {frames[-1].name}" if frames else ""
+        return f"with {type(error).__name__}{where} (traceback: {self.failure_log})"
 
     def _bring_up(self) -> Path:
         if self.node == "real":
@@ -169,7 +185,10 @@ class Demo:
             manifest = yaml.safe_load(text)
             custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, manifest)
             say(f"applied examples/federation/{name} ({manifest['metadata']['name']})")
-        jobs = self._follow_training(api)
+        core = client.CoreV1Api(api)
+        jobs = self.follow_training(
+            lambda: custom.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL)["items"],
+            lambda pod: core.read_namespaced_pod_log(pod, NAMESPACE))
         print(_table(jobs), flush=True)
         return state.kubeconfig
 
@@ -194,15 +213,15 @@ class Demo:
                 raise TimeoutError(f"the operator Pod is not Ready after {self.timeout:.0f}s ({phases})")
             time.sleep(1)
 
-    def _follow_training(self, api: Any) -> list[dict[str, Any]]:
+    def follow_training(self, list_jobs: Callable[[], list[dict[str, Any]]],
+                        read_log: Callable[[str], str | None]) -> list[dict[str, Any]]:
         """Print phases and the training's progress until every job ends; the jobs at the end."""
-        core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
-        follower = LogFollower(lambda pod: core.read_namespaced_pod_log(pod, NAMESPACE))
+        follower = LogFollower(read_log)
         events: list[Event] = []
         deadline = time.monotonic() + self.timeout
         last = ""
         while True:
-            jobs = custom.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL)["items"]
+            jobs = list_jobs()
             phases = {j["metadata"]["name"]: (j.get("status") or {}).get("phase", "Pending") for j in jobs}
             summary = ", ".join(f"{n}={p}" for n, p in sorted(phases.items()))
             if summary != last:
@@ -223,7 +242,7 @@ class Demo:
                 break
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the federation did not finish in {self.timeout:.0f}s: {summary}")
-            time.sleep(1)
+            time.sleep(self.poll_interval)
         for party, (loss, accuracy) in sorted(final_metrics(events).items()):
             say(f"final metric of {party}: loss {loss:.4f}, accuracy {accuracy:.3f}")
         self._plot(follower.texts)

@@ -59,13 +59,15 @@ class LogFollower:
     """New lines of each Pod's log since the last call (logs are re-read whole:
     they are short, and a restarted read never repeats or skips a line)."""
 
-    read_log: Callable[[str], str]
+    # The kubernetes client returns None, not "", for the log of a container
+    # that has started but printed nothing yet.
+    read_log: Callable[[str], str | None]
     seen: dict[str, int] = field(default_factory=dict)
     texts: dict[str, str] = field(default_factory=dict)
 
     def new_events(self, pod: str) -> list[Event]:
         try:
-            text = self.read_log(pod)
+            text = self.read_log(pod) or ""
         except Exception:  # noqa: BLE001 - a Pod without a container yet has no log
             return []
         self.texts[pod] = text

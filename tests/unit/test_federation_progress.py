@@ -27,3 +27,12 @@ def test_the_follower_yields_each_line_once_and_survives_missing_logs():
     logs["p"] += "noise\nFL-EPOCH party=p epoch=2 loss=0.9 accuracy=0.6\n"
     assert [e.fields["epoch"] for e in follower.new_events("p")] == ["2"]
     assert follower.new_events("missing") == []
+
+
+def test_a_started_container_that_printed_nothing_yet_is_followed_once_it_prints():
+    # The kubernetes client returns None (not "") for an empty log.
+    answers = iter([None, None, "FL-START party=p epochs=1\nFL-EPOCH party=p epoch=1 loss=1 accuracy=0.5\n"])
+    follower = LogFollower(lambda pod: next(answers))
+    assert follower.new_events("p") == []
+    assert follower.new_events("p") == []
+    assert [e.kind for e in follower.new_events("p")] == ["FL-START", "FL-EPOCH"]

@@ -178,10 +178,10 @@ def test_the_federation_trains_and_every_example_job_succeeds(federation: dict[s
     for name in ("iflearnerjob-server", "iflearnerjob-client1", "iflearnerjob-client2"):
         status = federation[name]["status"]
         assert status["phase"] == "Succeeded", (name, status)
-    log = real_core.read_namespaced_pod_log("iflearnerjob-server", NAMESPACE)
+    log = real_core.read_namespaced_pod_log("iflearnerjob-server", NAMESPACE) or ""
     assert "FL-SERVER complete parties=client1,client2" in log, log[-2000:]
     for party in ("client1", "client2"):
-        party_log = real_core.read_namespaced_pod_log(f"iflearnerjob-{party}", NAMESPACE)
+        party_log = real_core.read_namespaced_pod_log(f"iflearnerjob-{party}", NAMESPACE) or ""
         assert f"FL-DONE  party={party}" in party_log or f"FL-DONE party={party}" in party_log, party_log[-2000:]
 
 
@@ -193,7 +193,7 @@ def test_the_scheduler_reads_the_server_status_api_from_a_pod(federation: dict[s
                                                              real_core: client.CoreV1Api) -> None:
     wait("the probe Pod to end", lambda: real_core.read_namespaced_pod(PROBE, NAMESPACE).status.phase
           in ("Succeeded", "Failed"), 120)
-    log = real_core.read_namespaced_pod_log(PROBE, NAMESPACE)
+    log = real_core.read_namespaced_pod_log(PROBE, NAMESPACE) or ""
     answers = [json.loads(line.split(" ", 1)[1]) for line in log.splitlines() if line.startswith("STATUS ")]
     assert answers, f"the status API never answered at {STATUS_URL}:\n{log[-2000:]}"
     last = answers[-1]

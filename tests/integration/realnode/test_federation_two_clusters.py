@@ -189,7 +189,7 @@ def test_parties_in_one_cluster_train_with_the_server_in_another(clusters: dict[
         if name != WRONG_PARTY:
             assert job["status"]["phase"] == "Succeeded", (name, job["status"])
     server_log = client.CoreV1Api(clusters["server"]["api"]).read_namespaced_pod_log("iflearnerjob-server",
-                                                                                     NAMESPACE)
+                                                                                     NAMESPACE) or ""
     assert "FL-SERVER complete parties=client1,client2" in server_log, server_log[-3000:]
     epochs = int(re.search(r"--epochs=(\d+)", (FEDERATION_DIR / "party-a.yaml").read_text())[1])
     import importlib.util
@@ -204,7 +204,7 @@ def test_parties_in_one_cluster_train_with_the_server_in_another(clusters: dict[
     assert not module.server_log_problems(server_log, list(PARTIES), epochs), server_log[-3000:]
     core = client.CoreV1Api(clusters["party"]["api"])
     for party in PARTIES:
-        log = core.read_namespaced_pod_log(f"iflearnerjob-{party}", NAMESPACE)
+        log = core.read_namespaced_pod_log(f"iflearnerjob-{party}", NAMESPACE) or ""
         assert re.search(rf"FL-DONE\s+party={party} ", log), log[-2000:]
         # The server was reached through its cluster's gateway, by name, verified with the mounted bundle.
         assert ("TLS to job1.server.iflearner.com at job1.server.iflearner.com:30031 verified with "
