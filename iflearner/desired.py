@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from iflearner.api.podsecurity import parse_level
+from iflearner.api.tenancy import DEFAULT_SERVICE_ACCOUNT, TenancyPolicy, check_domain, parse_networks
 from iflearner.certrenewal import DEFAULT_RENEWAL_FRACTION, check_fraction
 from iflearner.job import ZONE_KEY_PREFIX, IflearnerJob, Role, short_hash
 
@@ -125,8 +127,22 @@ class ClusterSettings:
     # Traefik matches a Gateway listener to its entry point by port: this is
     # the gateway's TLS entry point (its Service maps 443 and a NodePort to it).
     gateway_listener_port: int = 8443
+    # Tenancy (iflearner.api.tenancy): the Pod Security level job Pods meet, the service accounts
+    # they may name, the domains their hosts lie under (empty: any, as clusters bootstrapped before
+    # job domains), and the networks peer records may not (refused) or may (allowed) point at.
+    pod_security: str = "baseline"
+    job_service_accounts: tuple[str, ...] = (DEFAULT_SERVICE_ACCOUNT,)
+    job_domains: tuple[str, ...] = ()
+    refused_peer_networks: tuple[str, ...] = ()
+    allowed_peer_networks: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        for name in ("job_service_accounts", "job_domains", "refused_peer_networks", "allowed_peer_networks"):
+            value = getattr(self, name)
+            if isinstance(value, str) or not isinstance(value, list | tuple):
+                raise ValueError(f"{name} must be a list, got {value!r}")
+            object.__setattr__(self, name, tuple(str(v) for v in value))  # from YAML: a list
+        self.tenancy_policy()  # a clear error for a bad level, domain or network
         try:
             Transport(self.transport)
         except ValueError:
@@ -136,6 +152,13 @@ class ClusterSettings:
         if not 1 <= self.dns_record_shards <= MAX_DNS_RECORD_SHARDS:
             raise ValueError(f"dnsRecordShards must be between 1 and {MAX_DNS_RECORD_SHARDS}, "
                              f"got {self.dns_record_shards}")
+
+    def tenancy_policy(self) -> TenancyPolicy:
+        return TenancyPolicy(
+            pod_security=parse_level(self.pod_security), service_accounts=self.job_service_accounts,
+            domains=tuple(check_domain(d) for d in self.job_domains),
+            refused_peer_networks=parse_networks("refusedPeerNetworks", self.refused_peer_networks),
+            allowed_peer_networks=parse_networks("allowedPeerNetworks", self.allowed_peer_networks))
 
 
 @dataclass(frozen=True)

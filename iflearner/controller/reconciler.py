@@ -36,6 +36,7 @@ from typing import Any, Protocol
 
 from kubernetes.client.exceptions import ApiException
 
+from iflearner.api import tenancy
 from iflearner.controller import gating, preflight, renewal, syncpass
 from iflearner.controller.carotation import ISSUING_KEYS, IssuerChoice
 from iflearner.controller.events import NORMAL, WARNING, EventRecorder
@@ -196,6 +197,7 @@ class Reconciler:
                                                                 settings.ca_secret_name)
         # Which CA of the CA Secret signs (a rotation's overlap window); default: the issuing one.
         self.issuer = issuer if issuer is not None else lambda: IssuerChoice(ISSUING_KEYS, None, "one CA")
+        self.policy = settings.tenancy_policy()
         self._memo: dict[str, _Memo] = {}
         # Jobs (key -> uid) whose stack this process destroyed and whose finalizer it removed.
         # Until the cache drops the job, it may still show it deleting with our finalizer: a
@@ -392,8 +394,18 @@ class Reconciler:
             # The API server refused this generation's Pod: nothing changes that
             # verdict but a new spec, so no dry-run and no Pulumi run until then.
             return Result()
+        refused = tenancy.refusal(job, self.policy, str(obj["metadata"].get("creationTimestamp") or ""),
+                                  self._host_claims())
+        warning: tuple[str, str] | None = None
+        if refused is not None and syncpass.applied_before(previous, generation):
+            warning = (refused.reason, "; ".join(f"{p.field}: {p.message}" for p in refused.problems))
+        elif refused is not None:
+            self._stalled(key, obj, previous, refused.problems, now, logger, reason=refused.reason)
+            # A held host may be released by its holder's deletion: look again then (reads only).
+            return Result(requeue_after=DESTROY_CONFLICT_RECHECK_SECONDS
+                          if refused.reason == tenancy.REASON_HOST_CONFLICT else None)
 
-        view = self._view(job, generation, previous, now)
+        view = self._view(job, generation, previous, now, warning)
         chosen = syncpass.plan(view)
         outcome: syncpass.UpdateOutcome | None = None
         starting: dict[str, Any] | None = None
@@ -419,8 +431,12 @@ class Reconciler:
         self._ready_events(obj, written_over, new)
         return Result(requeue_after=requeue)
 
+    def _host_claims(self) -> list[tenancy.HostClaim]:
+        """The hosts every cached job claims (its own and its peers'), for host ownership."""
+        return [claim for claim in map(tenancy.claim_of, self.jobs.list()) if claim is not None]
+
     def _view(self, job: IflearnerJob, generation: int, previous: Mapping[str, Any],
-              now: datetime.datetime) -> syncpass.JobView:
+              now: datetime.datetime, policy_warning: tuple[str, str] | None = None) -> syncpass.JobView:
         """Everything a pass over a valid job reads before it decides: the previous status,
         parsed once here, and the caches."""
         desired = desired_resources(job, self.settings)
@@ -444,7 +460,7 @@ class Reconciler:
         # choice flip in between, the job is signed by the newer choice and the fingerprint records
         # the older, so the next pass sees a change and runs again, rather than never.
         return syncpass.JobView(desired, generation, job.host, previous, now, fingerprint, gate, last, failures,
-                                served, self.issuer(), trust, outputs, fraction)
+                                served, self.issuer(), trust, outputs, fraction, policy_warning)
 
     def _update(self, obj: Mapping[str, Any], job: IflearnerJob, view: syncpass.JobView,
                 logger: logging.LoggerAdapter) -> syncpass.UpdateOutcome:  # type: ignore[type-arg]

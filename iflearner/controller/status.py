@@ -47,6 +47,9 @@ REASON_INVALID_SPEC = "InvalidSpec"
 REASON_NAME_CONFLICT = "NameConflict"
 # The API server's dry-run refused the Pod the job's template makes.
 REASON_INVALID_POD_TEMPLATE = "InvalidPodTemplate"
+# A job applied before the cluster's tenancy policy that breaks it now: it keeps running (an
+# upgrade never deletes a running job) with this condition, until its spec changes.
+POLICY_VIOLATION = "PolicyViolation"
 REASON_SPEC_VALID = "SpecValid"
 REASON_STACK_UPDATING = "StackUpdating"
 REASON_STACK_UPDATE_FAILED = "StackUpdateFailed"
@@ -310,6 +313,8 @@ class Observation:
     applied: Mapping[str, Any] | None = None  # the gating record; None keeps the previous
     deleting: bool = False
     route: RouteStatus | None = None  # None: the transport has no acceptance to wait for (Ingress)
+    # (reason, message) of a tenancy policy a job applied before it breaks (see POLICY_VIOLATION).
+    policy_warning: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -407,9 +412,11 @@ def _decide(
     if obs.problems:
         reason = obs.stall_reason
         detail = "; ".join(obs.problems)
-        stalled = _Condition("True", reason, f"invalid spec: {detail}; fix the job and apply it again")
+        what = "invalid spec" if reason in (REASON_INVALID_SPEC, REASON_INVALID_POD_TEMPLATE) else \
+            f"refused by the cluster's policy ({reason})"
+        stalled = _Condition("True", reason, f"{what}: {detail}; fix the job and apply it again")
         more = f" (+{len(obs.problems) - 1} more)" if len(obs.problems) > 1 else ""
-        message = f"invalid spec: {obs.problems[0]}{more}"
+        message = f"{what}: {obs.problems[0]}{more}"
         return (_Condition("False", reason, "the spec is invalid; see the Stalled condition"),
                 _Condition("False", reason, "waiting for a corrected spec"), stalled, message)
     if obs.in_progress is not None:
@@ -462,6 +469,11 @@ def compute_status(previous: Mapping[str, Any] | None, obs: Observation) -> dict
         conditions[0] = dict(old_ready)
         if isinstance(previous.get("observedGeneration"), int):
             observed_generation = previous["observedGeneration"]
+    if obs.policy_warning is not None and not obs.problems:
+        reason, text = obs.policy_warning
+        conditions.append(_condition(POLICY_VIOLATION, _Condition(
+            "True", reason, f"the job breaks the cluster's policy and keeps running only because it was "
+            f"applied before: {text}; its next spec change must comply"), old_conditions, obs.generation, obs.now))
     status: dict[str, Any] = {
         "phase": obs.pod_phase if obs.pod_phase in PHASES else "Pending",
         "message": truncate(message, MAX_MESSAGE),

@@ -21,10 +21,12 @@ from iflearner.controller.carotation import IssuerChoice
 from iflearner.controller.status import (
     RESULT_FAILED,
     RESULT_SUCCEEDED,
+    STALLED,
     Observation,
     Operation,
     RouteStatus,
     compute_status,
+    condition,
     rfc3339,
 )
 from iflearner.controller.workqueue import exponential_backoff
@@ -62,11 +64,13 @@ class JobView:
     trust: TrustView | None  # None: not a client, or the operator does not read the bundle
     outputs: Mapping[str, Any]
     renewal_fraction: float
+    # (reason, message): a tenancy policy this job, applied before it, breaks (status.POLICY_VIOLATION).
+    policy_warning: tuple[str, str] | None = None
 
     def observation(self, **fields: Any) -> Observation:
         """An :class:`Observation` of this job with the pass's own ``fields``."""
         return Observation(generation=self.generation, pod_name=self.desired.names.pod, host=self.host,
-                           outputs=self.outputs, **fields)
+                           outputs=self.outputs, policy_warning=self.policy_warning, **fields)
 
 
 class Step(enum.Enum):
@@ -80,6 +84,16 @@ class Plan:
     step: Step
     retry_at: datetime.datetime | None = None  # BACKOFF: when the next attempt may run
     requeue_after: float | None = None
+
+
+def applied_before(previous: Mapping[str, Any], generation: int) -> bool:
+    """Whether this generation of the job was applied already (before a policy it breaks existed):
+    such a job keeps running with a warning until its spec changes, never stalled by an upgrade.
+    A generation that was stalled (``observedGeneration`` moves then too) was never applied."""
+    stalled = condition(previous, STALLED)
+    if stalled is not None and stalled.get("status") == "True" and stalled.get("observedGeneration") == generation:
+        return False
+    return bool(previous.get("applied")) and previous.get("observedGeneration") == generation
 
 
 def plan(view: JobView) -> Plan:
