@@ -298,8 +298,13 @@ def job_labels(job: IflearnerJob) -> dict[str, str]:
         LABEL_ROLE: job.role.value,
     }
     if job.uid:
-        labels[LABEL_JOB_UID] = _label_value(job.uid, job.uid)
+        labels[LABEL_JOB_UID] = job_uid_label(job.uid)
     return labels
+
+
+def job_uid_label(uid: str) -> str:
+    """The value of the ``job-uid`` label of a job with this uid."""
+    return _label_value(uid, uid)
 
 
 def common_name(host: str) -> str:

@@ -21,17 +21,41 @@ SETTINGS_KEY = "cluster-settings.yaml"
 BACKEND_KEY = "state-backend-url"
 PASSPHRASE_KEY = "passphrase"
 REDACTED = "REDACTED"
+# Query parameters of backend URLs that carry a credential (libpq's, the Go CDK blob drivers', SAS).
+CREDENTIAL_PARAMETERS = frozenset({
+    "password", "sslpassword", "secret", "token", "key", "sslkey", "access_key", "secret_key",
+    "secret_access_key", "session_token", "access_token", "account_key", "sas", "sig", "sas_token",
+})
+
+
+def url_credentials(url: str) -> list[str]:
+    """The parts of ``url`` that carry a credential: its user info and credential query
+    parameters (empty when there are none)."""
+    parts = urllib.parse.urlsplit(url)
+    found = []
+    if parts.username is not None or parts.password is not None:
+        found.append("the user info before '@'")
+    for key, _ in urllib.parse.parse_qsl(parts.query, keep_blank_values=True):
+        if key.lower() in CREDENTIAL_PARAMETERS:
+            found.append(f"the query parameter {key!r}")
+    return found
 
 
 def redact_url(url: str) -> str:
-    """``url`` without its password (``postgres://u:secret@h/db`` -> ``postgres://u:REDACTED@h/db``)."""
+    """``url`` without its password or credential query parameters
+    (``postgres://u:secret@h/db`` -> ``postgres://u:REDACTED@h/db``)."""
     parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
+    query = parts.query
+    pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
+    if any(k.lower() in CREDENTIAL_PARAMETERS for k, _ in pairs):
+        query = urllib.parse.urlencode([(k, REDACTED if k.lower() in CREDENTIAL_PARAMETERS else v) for k, v in pairs])
+    if parts.password is None and query == parts.query:
         return url
-    user = urllib.parse.quote(parts.username or "", safe="")
-    host = parts.hostname or ""
-    netloc = f"{user}:{REDACTED}@{host}" + (f":{parts.port}" if parts.port else "")
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    netloc = parts.netloc
+    if parts.password is not None:
+        user = urllib.parse.quote(parts.username or "", safe="")
+        netloc = f"{user}:{REDACTED}@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 @dataclass(frozen=True)
@@ -45,7 +69,7 @@ class OperatorRecord:
 
     @property
     def backend_is_redacted(self) -> bool:
-        return bool(self.backend_url) and f":{REDACTED}@" in str(self.backend_url)
+        return bool(self.backend_url) and REDACTED in str(self.backend_url)
 
 
 def record_from_objects(namespace: str, configmap: dict[str, Any] | None,

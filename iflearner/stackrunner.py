@@ -98,6 +98,8 @@ class StackResult:
     # Why it failed, when the runner knows a specific cause (CamelCase, for a
     # condition reason): "StackLocked", "RunTimedOut", "NotLeader".
     reason: str | None = None
+    # destroy: the backend has no such stack (never created, or its state is lost).
+    missing: bool = False
 
     @property
     def changed(self) -> bool:
@@ -328,7 +330,7 @@ class StackRunner:
                 stack = auto.select_stack(stack_name=stack_name, project_name=PROJECT_NAME, program=program,
                                           opts=self._workspace_options(stack_name))
             except auto.StackNotFoundError:
-                return StackResult("destroy", stack_name, True, changes={})
+                return StackResult("destroy", stack_name, True, changes={}, missing=True)
             changes = self._with_recovery(stack, lambda: self._inline(stack, program, ["destroy", "--remove"]))
             return StackResult("destroy", stack_name, True, changes=changes)
 

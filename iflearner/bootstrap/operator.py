@@ -6,7 +6,6 @@ without a cluster.
 
 from __future__ import annotations
 
-import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +20,7 @@ from iflearner.bootstrap.rbac import (  # noqa: F401 - re-exported: callers impo
     validate_job_namespaces,
 )
 from iflearner.desired import ClusterSettings
-from iflearner.operator_record import PASSPHRASE_SECRET, SETTINGS_CONFIGMAP
+from iflearner.operator_record import PASSPHRASE_SECRET, SETTINGS_CONFIGMAP, url_credentials
 
 METRICS_PORT = 8080
 HEALTH_PORT = 8081
@@ -73,11 +72,12 @@ class OperatorConfig:
             raise OperatorConfigError(str(error)) from None
         if self.replicas < 0:
             raise OperatorConfigError(f"iflearner:operatorReplicas must be 0 or more, got {self.replicas}")
-        if self.backend_url and urllib.parse.urlsplit(self.backend_url).password is not None:
+        credentials = url_credentials(self.backend_url) if self.backend_url else []
+        if credentials:
             raise OperatorConfigError(
-                "iflearner:stateBackendUrl holds a password, which would be readable by anyone who can read "
-                f"Deployments: put the URL in a Secret under the key {BACKEND_URL_KEY}, name it in "
-                "iflearner:stateBackendSecret, and remove iflearner:stateBackendUrl")
+                f"iflearner:stateBackendUrl holds a credential ({', '.join(credentials)}), which would be "
+                "readable by anyone who can read Deployments or ConfigMaps: put the URL in a Secret under the key "
+                f"{BACKEND_URL_KEY}, name it in iflearner:stateBackendSecret, and remove iflearner:stateBackendUrl")
         shared = bool(self.backend_secret) or bool(self.backend_url and not self.backend_url.startswith("file://"))
         if self.replicas > 1 and not shared:
             raise OperatorConfigError(

@@ -37,7 +37,7 @@ from typing import Any, Protocol
 from kubernetes.client.exceptions import ApiException
 
 from iflearner.api import tenancy
-from iflearner.controller import gating, preflight, renewal, syncpass
+from iflearner.controller import gating, orphans, preflight, renewal, syncpass
 from iflearner.controller.carotation import ISSUING_KEYS, IssuerChoice
 from iflearner.controller.events import NORMAL, WARNING, EventRecorder
 from iflearner.controller.informers import ALL_OWNED_RESOURCES, JOBS, Informer, Resource
@@ -74,6 +74,7 @@ from iflearner.desired import (
     DesiredResources,
     base_name,
     desired_resources,
+    job_uid_label,
     owned_object_refs,
 )
 from iflearner.job import IflearnerJob, InvalidJobError, Problem, parse_job, stack_name, stack_name_of
@@ -86,6 +87,7 @@ FINALIZER = "iflearner.git.iflytek.com/stack"
 EVENT_EVERY_N_FAILURES = 5
 # A deletion held back by a name conflict looks again this often (reads only).
 DESTROY_CONFLICT_RECHECK_SECONDS = 30.0
+REASON_STACK_STATE_MISSING = "StackStateMissing"
 _RESOURCES_BY_KIND: dict[str, Resource] = {r.kind: r for r in ALL_OWNED_RESOURCES}
 
 
@@ -571,6 +573,8 @@ class Reconciler:
         self._write_status(key, obj, previous, starting)
         logger.info("destroying the stack", extra={"stack": stack})
         result = self._run("destroy", lambda: self.runner.destroy(stack))
+        if result.succeeded and result.missing and previous.get("applied"):
+            result = self._delete_without_state(obj, stack, result, logger)
         finished = rfc3339(self.clock())
         if result.succeeded:
             logger.info("stack destroyed", extra={"stack": stack, "seconds": result.seconds,
@@ -595,6 +599,30 @@ class Reconciler:
             next_retry_time=gating.retry_time_text(retry_at), pod_phase=pod_phase))
         self._write_status(key, obj, starting, new)
         return Result(requeue_after=exponential_backoff(failures))
+
+    def _delete_without_state(self, obj: Mapping[str, Any], stack: str, result: StackResult,
+                              logger: logging.LoggerAdapter) -> StackResult:  # type: ignore[type-arg]
+        """The job was applied, but its stack is not in the backend: delete what the cluster shows
+        was the job's (see :mod:`iflearner.controller.orphans`), say so, and only then succeed."""
+        metadata = obj["metadata"]
+        claim = tenancy.claim_of(obj)
+        others = [c for c in self._host_claims() if (c.namespace, c.name) != (metadata["namespace"], metadata["name"])]
+        keys = orphans.record_keys(claim.hosts if claim is not None else (),
+                                   (h for c in others for h in c.hosts))
+        kinds = [_RESOURCES_BY_KIND[kind] for kind in self.owned if kind in _RESOURCES_BY_KIND]
+        try:
+            deleted = orphans.delete_job_objects(self.api, kinds, self.settings, metadata["namespace"],
+                                                 job_uid_label(str(metadata.get("uid"))),
+                                                 keys)
+        except ApiException as error:
+            return StackResult("destroy", stack, False, error=f"the job's stack state is missing and deleting its "
+                               f"objects from the cluster failed: {error.status} {error.reason}",
+                               reason=REASON_STACK_STATE_MISSING)
+        message = (f"the job's stack {stack} was not in the state backend (a changed backend URL or a lost "
+                   f"volume?): deleted what carried the job's uid instead: {', '.join(deleted) or 'nothing left'}")
+        logger.warning("stack state missing; deleted the job's objects by label", extra={"deleted": deleted})
+        self.events.event(obj, WARNING, REASON_STACK_STATE_MISSING, message)
+        return result
 
     def _destroy_conflicts(self, obj: Mapping[str, Any],
                            previous: Mapping[str, Any]) -> tuple[preflight.NameConflict, ...]:

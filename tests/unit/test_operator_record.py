@@ -12,6 +12,8 @@ def test_passwords_never_reach_the_record():
     assert redact_url("postgres://op:s3cret@db.example:5432/state") == "postgres://op:REDACTED@db.example:5432/state"
     assert redact_url("s3://bucket/prefix?region=eu-west-1") == "s3://bucket/prefix?region=eu-west-1"
     assert redact_url("file:///var/lib/state") == "file:///var/lib/state"
+    assert redact_url("postgres://op@db/state?sslmode=disable&password=s3cret") == \
+        "postgres://op@db/state?sslmode=disable&password=REDACTED"
 
 
 def _record(backend: str, settings: str = "ingressAddress: 10.1.2.3\n", passphrase: str | None = "from-secret"):
