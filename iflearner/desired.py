@@ -137,10 +137,12 @@ class ClusterSettings:
     allowed_peer_networks: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        for name in ("job_service_accounts", "job_domains", "refused_peer_networks", "allowed_peer_networks"):
+        for name, key in (("job_service_accounts", "jobServiceAccounts"), ("job_domains", "jobDomains"),
+                          ("refused_peer_networks", "refusedPeerNetworks"),
+                          ("allowed_peer_networks", "allowedPeerNetworks")):
             value = getattr(self, name)
             if isinstance(value, str) or not isinstance(value, list | tuple):
-                raise ValueError(f"{name} must be a list, got {value!r}")
+                raise ValueError(f"{key} must be a list, got {value!r}")
             object.__setattr__(self, name, tuple(str(v) for v in value))  # from YAML: a list
         self.tenancy_policy()  # a clear error for a bad level, domain or network
         try:

@@ -40,12 +40,14 @@ def _validity(validity: datetime.timedelta) -> tuple[datetime.datetime, datetime
     return now - backdate(validity), now + validity
 
 
-def issue_ca(common_name: str, validity_hours: int) -> dict[str, str]:
-    """A self-signed CA certificate and its key, as PEM."""
+def issue_ca(common_name: str, validity_hours: int, permitted_domains: Sequence[str] = ()) -> dict[str, str]:
+    """A self-signed CA certificate and its key, as PEM. With ``permitted_domains``, X.509 name
+    constraints: every certificate it signs must name hosts under them (clients check), so even
+    its key cannot issue for any other name."""
     key, key_pem = _new_key_pem()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     not_before, not_after = _validity(datetime.timedelta(hours=validity_hours))
-    cert = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
@@ -58,8 +60,11 @@ def issue_ca(common_name: str, validity_hours: int) -> dict[str, str]:
             x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
     )
+    if permitted_domains:
+        builder = builder.add_extension(x509.NameConstraints(
+            permitted_subtrees=[x509.DNSName(d) for d in permitted_domains], excluded_subtrees=None), critical=True)
+    cert = builder.sign(key, hashes.SHA256())
     return {"cert_pem": cert.public_bytes(serialization.Encoding.PEM).decode(), "private_key_pem": key_pem}
 
 
@@ -104,10 +109,12 @@ def _replace_on_any_change(olds: dict[str, Any], news: dict[str, Any], keys: Seq
 
 
 class _CaProvider(ResourceProvider):
+    # permitted_domains is not among them: a CA is never replaced for its name constraints (every
+    # job certificate and trust bundle would change at once); the next rotation's CA has them.
     _inputs = ("common_name", "validity_hours")
 
     def create(self, props: dict[str, Any]) -> CreateResult:
-        issued = issue_ca(props["common_name"], int(props["validity_hours"]))
+        issued = issue_ca(props["common_name"], int(props["validity_hours"]), props.get("permitted_domains") or ())
         return CreateResult(id_=props["common_name"], outs={**props, **issued})
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
@@ -157,15 +164,15 @@ class CertificateAuthority(Resource):
 
     def __init__(
         self, name: str, common_name: pulumi.Input[str], validity_hours: pulumi.Input[int],
-        opts: pulumi.ResourceOptions | None = None,
+        permitted_domains: Sequence[str] = (), opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(additional_secret_outputs=_SECRET_OUTPUTS))
-        super().__init__(
-            _CaProvider(), name,
-            {"common_name": common_name, "validity_hours": validity_hours,
-             "cert_pem": None, "private_key_pem": None},
-            opts,
-        )
+        props: dict[str, Any] = {"common_name": common_name, "validity_hours": validity_hours,
+                                 "cert_pem": None, "private_key_pem": None}
+        if permitted_domains:
+            # Only when set: CAs made before name constraints keep their inputs as they were.
+            props["permitted_domains"] = list(permitted_domains)
+        super().__init__(_CaProvider(), name, props, opts)
 
 
 class SignedCertificate(Resource):

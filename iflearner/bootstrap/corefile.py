@@ -26,11 +26,17 @@ class ZoneTemplate:
     address: str
 
 
-def render_block(zones: Sequence[ZoneTemplate], records_dir: str = RECORDS_DIR, indent: str = "    ") -> str:
-    """The operator's Corefile lines: per-job zone files, then zone templates."""
+def render_block(zones: Sequence[ZoneTemplate], domains: Sequence[str] = (), records_dir: str = RECORDS_DIR,
+                 indent: str = "    ") -> str:
+    """The operator's Corefile lines: per-job zone files, then zone templates.
+
+    With ``domains`` (the cluster's job domains) the job zone files are authoritative only under
+    them: a query for any other name passes on to the rest of the server block as if the
+    operator were not there, whatever zone a job's record claims (the auto plugin loads every
+    file, but answers only for its zones)."""
     lines = [
         BEGIN_MARK,
-        "auto {",
+        " ".join(["auto", *domains, "{"]),
         rf"    directory {records_dir} db\.(.*) {{1}}",
         "    reload 10s",
         "}",

@@ -22,6 +22,7 @@ from iflearner.bootstrap.generated_secret import GeneratedSecret
 from iflearner.bootstrap.jobs_guard import DeclaredResources
 from iflearner.bootstrap.operator import DEFAULT_BACKEND_URL, OperatorConfig, deployment, rbac
 from iflearner.bootstrap.rbac import parse_job_namespaces
+from iflearner.bootstrap.tenancy import labelled_namespaces, namespace_labels, tenancy_settings
 from iflearner.desired import BOOTSTRAP_DNS_RECORD_SHARDS, ClusterSettings, Transport, dns_configmap_names
 from iflearner.operator_record import BACKEND_KEY, SETTINGS_CONFIGMAP, SETTINGS_KEY, redact_url
 from iflearner.tlsresources import CertificateAuthority
@@ -54,11 +55,14 @@ def ca_generations(issuing: int | None, retiring: int | None) -> tuple[int, int 
     return issuing, retiring
 
 
-def _cluster_ca(generation: int, common_name: str, validity_hours: int) -> CertificateAuthority:
-    # Generation 0 keeps the name every cluster had before rotations existed.
+def _cluster_ca(generation: int, common_name: str, validity_hours: int,
+                domains: tuple[str, ...]) -> CertificateAuthority:
+    # Generation 0 keeps the name every cluster had before rotations existed. The name
+    # constraints (jobDomains) are part of a CA when it is made: an existing CA keeps what it
+    # has, and the next rotation's CA carries them (README: Security model).
     suffix = f"-g{generation}" if generation else ""
     return CertificateAuthority(f"cluster-ca{suffix}", common_name=f"{common_name} g{generation}".removesuffix(" g0"),
-                                validity_hours=validity_hours)
+                                validity_hours=validity_hours, permitted_domains=list(domains))
 
 
 def bootstrap() -> None:
@@ -70,9 +74,16 @@ def bootstrap() -> None:
     kubeconfig_path = config.get("kubeconfig") or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or None
     kubeconfig = Path(kubeconfig_path).expanduser().read_text() if kubeconfig_path else None
     # New clusters route jobs through Gateway API; `transport: ingress` keeps Ingresses.
-    settings = ClusterSettings(ingress_address=config.get("ingressAddress"),
-                               transport=config.get("transport") or Transport.GATEWAY.value,
-                               dns_record_shards=config.get_int("dnsRecordShards") or BOOTSTRAP_DNS_RECORD_SHARDS)
+    try:
+        settings = ClusterSettings(ingress_address=config.get("ingressAddress"),
+                                   transport=config.get("transport") or Transport.GATEWAY.value,
+                                   dns_record_shards=config.get_int("dnsRecordShards") or BOOTSTRAP_DNS_RECORD_SHARDS,
+                                   **tenancy_settings(config.get, config.get_object))
+    except ValueError as error:  # before anything is declared: a clear error, nothing half-made
+        raise ValueError(f"iflearner:{error}") from None
+    if not settings.job_domains:
+        pulumi.log.warn("iflearner:jobDomains is not set: jobs may ask for a certificate, a route and DNS answers "
+                        "for any host; set it to the federation's domains (README: Security model)")
     gateway_setup = gateway_stack.read_config(config, settings.ingress_address, settings.gateway_class_name)
     zones = [ZoneTemplate(z["zone"], z["address"]) for z in (config.get_object("zones") or [])]
     peers: dict[str, list[str]] = config.get_object("peerCaCertificates") or {}
@@ -107,8 +118,9 @@ def bootstrap() -> None:
                                                      config.get_int("caRetiringGeneration"))
     ca_name = config.get("caCommonName") or f"iflearner {role} cluster CA"
     ca_validity = config.get_int("caValidityHours") or 24 * 365 * 5
-    ca = _cluster_ca(generation, ca_name, ca_validity)
-    retiring = _cluster_ca(retiring_generation, ca_name, ca_validity) if retiring_generation is not None else None
+    ca = _cluster_ca(generation, ca_name, ca_validity, settings.job_domains)
+    retiring = _cluster_ca(retiring_generation, ca_name, ca_validity, settings.job_domains) \
+        if retiring_generation is not None else None
     ca_data: dict[str, pulumi.Input[str]] = {"tls.crt": ca.cert_pem, "tls.key": ca.private_key_pem}
     own_cas = [ca.cert_pem]
     if retiring is not None:
@@ -121,6 +133,14 @@ def bootstrap() -> None:
         string_data=ca_data,
         opts=in_namespace,
     )
+    # Pod Security admission on the job namespaces: the API server refuses what the level forbids,
+    # from anyone, the operator included. Server-side apply of these labels only: destroy removes them.
+    for job_namespace in labelled_namespaces(operator.job_namespaces, settings.operator_namespace):
+        k8s.core.v1.NamespacePatch(
+            f"pod-security-{job_namespace}",
+            metadata={"name": job_namespace, "labels": namespace_labels(settings.pod_security)},
+            opts=opts,
+        )
     k8s.core.v1.ConfigMap(
         "trust-bundle",
         metadata={"name": settings.trust_configmap_name, "namespace": settings.operator_namespace},
@@ -164,7 +184,7 @@ def bootstrap() -> None:
     ]
     RecordsVolume("coredns-records-volume", configmaps=list(dns_configmap_names(settings)), mount_path=RECORDS_DIR,
                   kubeconfig=kubeconfig, opts=pulumi.ResourceOptions(depends_on=shards))
-    CorefileBlock("corefile", block=render_block(zones), kubeconfig=kubeconfig,
+    CorefileBlock("corefile", block=render_block(zones, settings.job_domains), kubeconfig=kubeconfig,
                   opts=pulumi.ResourceOptions(depends_on=shards))
 
 

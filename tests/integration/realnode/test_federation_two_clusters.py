@@ -117,7 +117,9 @@ def stacks(clusters: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -
         "iflearner:ingressAddress": SERVER_NODE.node_address, "iflearner:zones": party_zones})
     party_stack = _stack("party-a", party, root, {
         "iflearner:ingressAddress": PARTY_NODE.node_address,
-        "iflearner:zones": [{"zone": "server.iflearner.com", "address": SERVER_NODE.node_address}]})
+        "iflearner:zones": [{"zone": "server.iflearner.com", "address": SERVER_NODE.node_address}],
+        # This one cluster hosts both parties (and a third with a wrong trust file): all of their domains.
+        "iflearner:jobDomains": ["party.iflearner.com"]})
     timings: dict[str, float] = {}
 
     def up(stack: BootstrapProject, label: str) -> None:

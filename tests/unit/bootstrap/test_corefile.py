@@ -61,3 +61,10 @@ def test_each_records_shard_is_its_own_volume_in_a_subdirectory():
     assert _is_records_volume("iflearner-dns-records-7", "iflearner-dns-records")
     assert not _is_records_volume("iflearner-dns-records-extra", "iflearner-dns-records")
     assert not _is_records_volume("config-volume", "iflearner-dns-records")
+
+
+def test_job_records_answer_only_under_the_job_domains():
+    scoped = render_block(ZONES, ("server.iflearner.com", "a.party.iflearner.com"))
+    assert "auto server.iflearner.com a.party.iflearner.com {" in scoped
+    # A cluster bootstrapped without job domains keeps the block it had.
+    assert "    auto {\n" in render_block(ZONES)
