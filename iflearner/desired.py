@@ -469,7 +469,7 @@ def _mount_trust_files(spec: dict[str, Any], configmap: str) -> None:
     container["volumeMounts"] = mounts
 
 
-def _pod(job: IflearnerJob, names: JobNames, labels: Mapping[str, str]) -> dict[str, Any]:
+def _pod(job: IflearnerJob, names: JobNames, labels: Mapping[str, str], legacy_token_mount: bool) -> dict[str, Any]:
     template = copy.deepcopy(dict(job.template))
     template_meta = template.get("metadata") or {}
     pod_labels = {**(template_meta.get("labels") or {}), **labels, "app": names.base}
@@ -479,11 +479,18 @@ def _pod(job: IflearnerJob, names: JobNames, labels: Mapping[str, str]) -> dict[
     spec = template.get("spec") or {}
     if job.role is Role.CLIENT:
         _mount_trust_files(spec, names.trust_configmap)
+    if "automountServiceAccountToken" not in spec and not legacy_token_mount:
+        # A trainer never calls the API server: no token unless the template asks for one.
+        spec["automountServiceAccountToken"] = False
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
 
 
-def desired_resources(job: IflearnerJob, settings: ClusterSettings) -> DesiredResources:
-    """Describe every object the job's stack declares. Pure and deterministic."""
+def desired_resources(job: IflearnerJob, settings: ClusterSettings,
+                      legacy_token_mount: bool = False) -> DesiredResources:
+    """Describe every object the job's stack declares. Pure and deterministic.
+
+    ``legacy_token_mount``: the job's running Pod was made before job Pods lost the API token by
+    default; its spec keeps that, so an operator upgrade never replaces a running Pod."""
     names = job_names(job)
     labels = job_labels(job)
     tls_secret = {
@@ -515,7 +522,7 @@ def desired_resources(job: IflearnerJob, settings: ClusterSettings) -> DesiredRe
         ingress=None if gateway else _ingress(job, names, labels, settings),
         gateway=_gateway(job, names, labels, settings) if gateway else None,
         grpc_route=_grpc_route(job, names, labels) if gateway else None,
-        pod=_pod(job, names, labels),
+        pod=_pod(job, names, labels, legacy_token_mount),
     )
 
 

@@ -441,7 +441,8 @@ class Reconciler:
               now: datetime.datetime, policy_warning: tuple[str, str] | None = None) -> syncpass.JobView:
         """Everything a pass over a valid job reads before it decides: the previous status,
         parsed once here, and the caches."""
-        desired = desired_resources(job, self.settings)
+        pod = self._cached(("v1", "Pod", job.namespace, base_name(job.namespace, job.name)))
+        desired = desired_resources(job, self.settings, syncpass.legacy_token_mount(pod, previous, generation))
         fingerprint = gating.fingerprint(desired, self.settings,
                                          self.stack_inputs(desired) if self.stack_inputs is not None else None)
         last, failures = Operation.from_status(previous.get("lastOperation")), failure_count_of(previous)

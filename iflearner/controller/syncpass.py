@@ -96,6 +96,15 @@ def applied_before(previous: Mapping[str, Any], generation: int) -> bool:
     return bool(previous.get("applied")) and previous.get("observedGeneration") == generation
 
 
+def legacy_token_mount(pod: Mapping[str, Any] | None, previous: Mapping[str, Any], generation: int) -> bool:
+    """Whether the job's running Pod predates ``automountServiceAccountToken: false`` (its spec
+    leaves the field out) and this generation was applied with it: keep it as it is until the spec
+    changes, rather than replace a training Pod at an operator upgrade."""
+    if pod is None or (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    return "automountServiceAccountToken" not in (pod.get("spec") or {}) and applied_before(previous, generation)
+
+
 def plan(view: JobView) -> Plan:
     """The pass's step: skip, wait for the backoff of a failed up, or update."""
     if not view.gate.should_run:

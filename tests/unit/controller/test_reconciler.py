@@ -148,6 +148,7 @@ class World:
                 obj = {"metadata": {"name": name, "namespace": ns, "uid": f"{kind}-uid-{rv}",
                                     "resourceVersion": rv, "labels": dict(desired.labels)}}
                 if kind == "Pod":
+                    obj["spec"] = dict(desired.pod["spec"])  # as the API server stores it
                     obj["status"] = {"phase": "Pending"}
                 self.objects[(kind, ns, name)] = obj
                 self.owned[kind].store[f"{ns}/{name}"] = obj
@@ -473,3 +474,76 @@ def test_no_usable_ca_fails_the_up_with_the_signers_message_and_no_pulumi_run(wo
     assert cond(world, "Ready") == ("False", "CertificateNotIssued")
     assert "does not exist: run the bootstrap" in status(world)["lastOperation"]["error"]
     world.signer_error = None
+
+
+# -- tenancy (issue 18) ----------------------------------------------------------------------------
+
+def _host_pid(job):
+    job["spec"]["template"]["spec"]["hostPID"] = True
+
+
+def test_a_pod_the_cluster_policy_forbids_stalls_naming_the_field_without_pulumi(world, reconciler):
+    _host_pid(world.jobs.store[KEY])
+    result = reconciler.reconcile(KEY)
+    assert world.ups == [] and result.requeue_after is None
+    assert cond(world, "Stalled") == ("True", "PodSecurity")
+    assert "spec.template.spec.hostPID: must not be true" in condition(status(world), "Stalled")["message"]
+    assert status(world)["message"].startswith("refused by the cluster's policy (PodSecurity): ")
+    assert ("PodSecurity", "Warning") in world.events
+
+
+def test_a_job_applied_before_the_policy_keeps_running_with_a_warning_until_its_spec_changes(world, clock):
+    _host_pid(world.jobs.store[KEY])
+    before = Reconciler(world, world.jobs, world.owned, world, ClusterSettings(pod_security="privileged"), None,
+                        EventRecorder(world), Metrics(), clock=clock, cache_wait=0.2, signer=world)
+    before.reconcile(KEY)
+    assert world.ups == ["default.iflearnerjob-server"]
+    # The operator is upgraded: its policy is now baseline.
+    after = Reconciler(world, world.jobs, world.owned, world, ClusterSettings(), None,
+                       EventRecorder(world), Metrics(), clock=clock, cache_wait=0.2, signer=world)
+    after.reconcile(KEY)
+    assert cond(world, "Stalled") == ("False", "SpecValid")
+    assert cond(world, "PolicyViolation") == ("True", "PodSecurity")
+    assert "hostPID" in condition(status(world), "PolicyViolation")["message"]
+    assert world.destroys == [] and ("Pod", "default", "iflearnerjob-server") in world.objects
+    # Its next spec change must comply.
+    world.edit_spec(lambda j: j["spec"]["template"]["spec"]["containers"][0].update(image="img:2"))
+    after.reconcile(KEY)
+    assert cond(world, "Stalled") == ("True", "PodSecurity")
+    assert condition(status(world), "PolicyViolation") is None
+    after.reconcile(KEY)  # the stalled generation is never taken for one applied before
+    assert cond(world, "Stalled") == ("True", "PodSecurity")
+    assert len(world.ups) == 2  # the upgrade's own run only
+
+
+def test_a_host_held_by_another_namespace_stalls_until_its_holder_goes(world, reconciler):
+    holder = copy.deepcopy(JOB)
+    holder["metadata"].update(namespace="team-a", uid="holder-uid", creationTimestamp="2024-01-01T00:00:00Z")
+    world.jobs.store["team-a/iflearnerjob-server"] = holder
+    world.jobs.store[KEY]["metadata"]["creationTimestamp"] = "2024-06-01T00:00:00Z"
+    result = reconciler.reconcile(KEY)
+    assert world.ups == []
+    assert cond(world, "Stalled") == ("True", "HostConflict")
+    assert "team-a/iflearnerjob-server" in condition(status(world), "Stalled")["message"]
+    assert result.requeue_after is not None, "a held host is looked at again: its holder may go"
+    del world.jobs.store["team-a/iflearnerjob-server"]
+    reconciler.reconcile(KEY)
+    assert world.ups == ["default.iflearnerjob-server"]
+    assert cond(world, "Stalled") == ("False", "SpecValid")
+
+
+def test_job_pods_get_no_api_token_but_a_running_pod_made_before_keeps_its_own():
+    from iflearner.controller.syncpass import legacy_token_mount
+
+    job = parse_job(JOB)
+    assert desired_resources(job, ClusterSettings()).pod["spec"]["automountServiceAccountToken"] is False
+    assert "automountServiceAccountToken" not in desired_resources(job, ClusterSettings(), True).pod["spec"]
+    asked = copy.deepcopy(JOB)
+    asked["spec"]["template"]["spec"]["automountServiceAccountToken"] = True
+    assert desired_resources(parse_job(asked), ClusterSettings()).pod["spec"]["automountServiceAccountToken"] is True
+    applied = {"applied": {"fingerprint": "f"}, "observedGeneration": 1}
+    old_pod = {"metadata": {"name": "p"}, "spec": {"containers": []}}
+    assert legacy_token_mount(old_pod, applied, 1)
+    assert not legacy_token_mount(old_pod, applied, 2), "a new generation gets the new Pod"
+    assert not legacy_token_mount({"spec": {"automountServiceAccountToken": False}}, applied, 1)
+    assert not legacy_token_mount(None, applied, 1)
