@@ -33,7 +33,13 @@ from enum import StrEnum
 from typing import Any
 
 from iflearner.api.podsecurity import parse_level
-from iflearner.api.tenancy import DEFAULT_SERVICE_ACCOUNT, TenancyPolicy, check_domain, parse_networks
+from iflearner.api.tenancy import (
+    DEFAULT_RECORDS_PER_NAMESPACE,
+    DEFAULT_SERVICE_ACCOUNT,
+    TenancyPolicy,
+    check_domain,
+    parse_networks,
+)
 from iflearner.certrenewal import DEFAULT_RENEWAL_FRACTION, check_fraction
 from iflearner.job import ZONE_KEY_PREFIX, IflearnerJob, Role, short_hash
 
@@ -135,6 +141,7 @@ class ClusterSettings:
     job_domains: tuple[str, ...] = ()
     refused_peer_networks: tuple[str, ...] = ()
     allowed_peer_networks: tuple[str, ...] = ()
+    dns_records_per_namespace: int = DEFAULT_RECORDS_PER_NAMESPACE
 
     def __post_init__(self) -> None:
         for name, key in (("job_service_accounts", "jobServiceAccounts"), ("job_domains", "jobDomains"),
@@ -144,6 +151,9 @@ class ClusterSettings:
             if isinstance(value, str) or not isinstance(value, list | tuple):
                 raise ValueError(f"{key} must be a list, got {value!r}")
             object.__setattr__(self, name, tuple(str(v) for v in value))  # from YAML: a list
+        if not isinstance(self.dns_records_per_namespace, int) or self.dns_records_per_namespace < 1:
+            raise ValueError("dnsRecordsPerNamespace must be a positive integer, "
+                             f"got {self.dns_records_per_namespace!r}")
         self.tenancy_policy()  # a clear error for a bad level, domain or network
         try:
             Transport(self.transport)
@@ -160,7 +170,8 @@ class ClusterSettings:
             pod_security=parse_level(self.pod_security), service_accounts=self.job_service_accounts,
             domains=tuple(check_domain(d) for d in self.job_domains),
             refused_peer_networks=parse_networks("refusedPeerNetworks", self.refused_peer_networks),
-            allowed_peer_networks=parse_networks("allowedPeerNetworks", self.allowed_peer_networks))
+            allowed_peer_networks=parse_networks("allowedPeerNetworks", self.allowed_peer_networks),
+            records_per_namespace=self.dns_records_per_namespace)
 
 
 @dataclass(frozen=True)

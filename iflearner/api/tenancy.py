@@ -23,8 +23,12 @@ REASON_SERVICE_ACCOUNT = "ServiceAccountNotAllowed"
 REASON_HOST_NOT_ALLOWED = "HostNotAllowed"
 REASON_PEER_ADDRESS = "PeerAddressNotAllowed"
 REASON_HOST_CONFLICT = "HostConflict"
+REASON_RECORD_LIMIT = "DnsRecordLimit"
 REASONS = (REASON_POD_SECURITY, REASON_SERVICE_ACCOUNT, REASON_HOST_NOT_ALLOWED, REASON_PEER_ADDRESS,
-           REASON_HOST_CONFLICT)
+           REASON_HOST_CONFLICT, REASON_RECORD_LIMIT)
+# DNS records (hosts and peer hosts) the jobs of one namespace may publish: at most ~650 bytes
+# each, so a namespace at its ceiling holds ~170 KB of a records shard's 1 MiB.
+DEFAULT_RECORDS_PER_NAMESPACE = 256
 DEFAULT_SERVICE_ACCOUNT = "default"
 # Never a peer's ingress: this host, the link-local metadata endpoints, nothing, multicast, reserved.
 ALWAYS_REFUSED_NETWORKS = ("0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4")
@@ -63,6 +67,7 @@ class TenancyPolicy:
     refused_peer_networks: tuple[ipaddress.IPv4Network, ...] = ()
     # Allowed although refused above (the local multi-cluster setups' gateway addresses).
     allowed_peer_networks: tuple[ipaddress.IPv4Network, ...] = ()
+    records_per_namespace: int = DEFAULT_RECORDS_PER_NAMESPACE
 
 
 @dataclass(frozen=True)
@@ -167,6 +172,22 @@ def host_conflicts(job: IflearnerJob, created: str, others: Iterable[HostClaim])
                  for field, host in named if host in holders)
 
 
+def record_limit_problems(job: IflearnerJob, created: str, claims: Iterable[HostClaim],
+                          limit: int) -> tuple[Problem, ...]:
+    """The job's records past its namespace's ceiling, counting the distinct hosts of the
+    namespace's jobs in the order they were created (the newest job is the one refused)."""
+    mine = HostClaim(job.namespace, job.name, created, frozenset({job.host, *(p.host for p in job.peers)}))
+    earlier = sorted((c for c in claims if c.namespace == job.namespace and c.order < mine.order),
+                     key=lambda c: c.order)
+    published = set().union(*(c.hosts for c in earlier)) if earlier else set()
+    total = len(published | mine.hosts)
+    if total <= limit:
+        return ()
+    return (Problem("spec.peers", (
+        f"the jobs of namespace {job.namespace} would publish {total} DNS records, over its limit of {limit} "
+        "(the bootstrap's iflearner:dnsRecordsPerNamespace): remove peers, or delete jobs that no longer run")),)
+
+
 def refusal(job: IflearnerJob, policy: TenancyPolicy, created: str = "",
             others: Iterable[HostClaim] = ()) -> Refusal | None:
     """The first policy the job breaks (with every field at fault under it), or None."""
@@ -174,7 +195,9 @@ def refusal(job: IflearnerJob, policy: TenancyPolicy, created: str = "",
               (REASON_SERVICE_ACCOUNT, lambda: service_account_problems(job, policy)),
               (REASON_HOST_NOT_ALLOWED, lambda: host_problems(job, policy)),
               (REASON_PEER_ADDRESS, lambda: peer_address_problems(job, policy)),
-              (REASON_HOST_CONFLICT, lambda: host_conflicts(job, created, others)))
+              (REASON_HOST_CONFLICT, lambda: host_conflicts(job, created, others)),
+              (REASON_RECORD_LIMIT, lambda: record_limit_problems(job, created, others,
+                                                                  policy.records_per_namespace)))
     for reason, check in checks:
         problems = check()
         if problems:

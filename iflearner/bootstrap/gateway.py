@@ -20,6 +20,13 @@ Why the static configuration is what it is:
   answered by the proxy.
 - Gateway and Ingress status carry ``ingressAddress`` (what jobs' DNS
   records point at), so ``kubectl get gateway`` shows where a job is reached.
+- Traefik reads Secrets, Services and routes only in the namespaces it serves
+  (its own and the job namespaces): a Role in each, the Gateway API provider's
+  ``namespaces`` list and the NGINX provider's namespace label selector (it
+  takes one namespace or a selector, not a list). Cluster-wide it lists only
+  Namespaces, GatewayClasses and IngressClasses (Traefik v3.6.12's informers);
+  the CA Secret and kube-system's are never readable to it. Only a cluster
+  whose jobs may live anywhere (``jobNamespaces: ["*"]``) keeps one ClusterRole.
 """
 
 from __future__ import annotations
@@ -42,6 +49,9 @@ HTTP_PORT, HTTPS_PORT, ADMIN_PORT = 8000, 8443, 9000
 HTTPS_NODE_PORT = 30031
 SERVICE_TYPES = ("NodePort", "LoadBalancer", "ClusterIP")
 LABELS = {"app.kubernetes.io/name": NAME, "app.kubernetes.io/part-of": "iflearner-operator"}
+# Namespaces whose Ingresses, Services and Secrets the gateway reads (the NGINX provider's selector).
+WATCHED_LABEL = "gateway.iflearner.git.iflytek.com/served"
+WATCHED_VALUE = "true"
 
 
 @dataclass(frozen=True)
@@ -54,6 +64,14 @@ class GatewayConfig:
     ingress_address: str | None = None  # written to Gateway and Ingress status
     replicas: int = 1
     log_level: str = "INFO"
+    # The job namespaces Traefik serves (besides its own); None: every namespace (jobNamespaces ["*"]).
+    job_namespaces: tuple[str, ...] | None = None
+
+    @property
+    def watched_namespaces(self) -> tuple[str, ...] | None:
+        if self.job_namespaces is None:
+            return None
+        return tuple(dict.fromkeys((NAMESPACE, *self.job_namespaces)))
 
     def __post_init__(self) -> None:
         if self.service_type not in SERVICE_TYPES:
@@ -84,6 +102,9 @@ def traefik_args(config: GatewayConfig) -> list[str]:
         f"--providers.kubernetesingressnginx.ingressClass={NGINX_CLASS}",
         f"--providers.kubernetesingressnginx.controllerClass={NGINX_CONTROLLER}",
     ]
+    if config.watched_namespaces is not None:
+        args += [f"--providers.kubernetesgateway.namespaces={','.join(config.watched_namespaces)}",
+                 f"--providers.kubernetesingressnginx.watchNamespaceSelector={WATCHED_LABEL}={WATCHED_VALUE}"]
     for entry_point in ("web", "websecure"):
         prefix = f"--entryPoints.{entry_point}.transport.respondingTimeouts"
         args += [f"{prefix}.readTimeout=0s", f"{prefix}.writeTimeout=0s", f"{prefix}.idleTimeout=3600s"]
@@ -97,27 +118,68 @@ def traefik_args(config: GatewayConfig) -> list[str]:
     return args
 
 
-def cluster_role_rules() -> list[dict[str, Any]]:
-    """What Traefik's Gateway API and NGINX providers list, watch and write (read from their clients)."""
-    read = ["get", "list", "watch"]
+_READ = ["get", "list", "watch"]
+
+
+def cluster_scoped_rules() -> list[dict[str, Any]]:
+    """What Traefik's providers read and write outside any namespace (informers of v3.6.12)."""
     return [
-        {"apiGroups": [""], "resources": ["namespaces", "services", "secrets", "configmaps"], "verbs": read},
-        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": read},
-        {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses", "ingressclasses"], "verbs": read},
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": _READ},
+        {"apiGroups": ["networking.k8s.io"], "resources": ["ingressclasses"], "verbs": _READ},
+        {"apiGroups": [GATEWAY_API_GROUP], "resources": ["gatewayclasses"], "verbs": _READ},
+        {"apiGroups": [GATEWAY_API_GROUP], "resources": ["gatewayclasses/status"], "verbs": ["update"]},
+    ]
+
+
+def namespace_rules() -> list[dict[str, Any]]:
+    """What Traefik's providers read and write in each namespace they serve."""
+    return [
+        {"apiGroups": [""], "resources": ["services", "secrets", "configmaps"], "verbs": _READ},
+        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": _READ},
+        {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses"], "verbs": _READ},
         {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses/status"], "verbs": ["update"]},
         {"apiGroups": [GATEWAY_API_GROUP],
-         "resources": ["gatewayclasses", "gateways", "httproutes", "grpcroutes", "referencegrants",
-                       "backendtlspolicies"], "verbs": read},
+         "resources": ["gateways", "httproutes", "grpcroutes", "referencegrants", "backendtlspolicies"],
+         "verbs": _READ},
         {"apiGroups": [GATEWAY_API_GROUP],
-         "resources": ["gatewayclasses/status", "gateways/status", "httproutes/status", "grpcroutes/status",
-                       "backendtlspolicies/status"], "verbs": ["update"]},
-        {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
+         "resources": ["gateways/status", "httproutes/status", "grpcroutes/status", "backendtlspolicies/status"],
+         "verbs": ["update"]},
     ]
+
+
+def cluster_role_rules() -> list[dict[str, Any]]:
+    """Every rule, cluster-wide: only for a cluster whose jobs may be in any namespace."""
+    return cluster_scoped_rules() + namespace_rules()
+
+
+def rbac(config: GatewayConfig) -> list[dict[str, Any]]:
+    """Traefik's ClusterRole (cluster-scoped kinds; everything when it serves every namespace),
+    and a Role in each namespace it serves."""
+    subject = [{"kind": "ServiceAccount", "name": NAME, "namespace": NAMESPACE}]
+    role_ref = {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "iflearner-traefik"}
+    watched = config.watched_namespaces
+    objects: list[dict[str, Any]] = [
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+         "metadata": _meta("iflearner-traefik", None),
+         "rules": cluster_role_rules() if watched is None else cluster_scoped_rules()},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+         "metadata": _meta("iflearner-traefik", None), "roleRef": role_ref, "subjects": subject},
+    ]
+    for namespace in watched or ():
+        objects += [
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+             "metadata": _meta("iflearner-traefik", namespace), "rules": namespace_rules()},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+             "metadata": _meta("iflearner-traefik", namespace),
+             "roleRef": {**role_ref, "kind": "Role"}, "subjects": subject},
+        ]
+    return objects
 
 
 def traefik(config: GatewayConfig) -> list[dict[str, Any]]:
     """Namespace, RBAC, Deployment and Service of the gateway."""
-    subject = [{"kind": "ServiceAccount", "name": NAME, "namespace": NAMESPACE}]
+    namespace_meta = _meta(NAMESPACE, None)
+    namespace_meta["labels"][WATCHED_LABEL] = WATCHED_VALUE  # its own Service and default certificate
     container = {
         "name": NAME,
         "image": config.image,
@@ -144,14 +206,9 @@ def traefik(config: GatewayConfig) -> list[dict[str, Any]]:
     if config.cluster_ip:
         service_spec["clusterIP"] = config.cluster_ip
     return [
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": _meta(NAMESPACE, None)},
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": namespace_meta},
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(NAME)},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-         "metadata": _meta("iflearner-traefik", None), "rules": cluster_role_rules()},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-         "metadata": _meta("iflearner-traefik", None),
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "iflearner-traefik"},
-         "subjects": subject},
+        *rbac(config),
         {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(NAME), "spec": {
             "replicas": config.replicas,
             "selector": {"matchLabels": dict(LABELS)},

@@ -40,7 +40,9 @@ class GatewaySetup:
     config: gateway.GatewayConfig
 
 
-def read_config(config: pulumi.Config, ingress_address: str | None, gateway_class_name: str) -> GatewaySetup:
+def read_config(config: pulumi.Config, ingress_address: str | None, gateway_class_name: str,
+                job_namespaces: tuple[str, ...] | None = None) -> GatewaySetup:
+    """``job_namespaces``: the namespaces Traefik serves besides its own (None: every namespace)."""
     controller = config.get("ingressController")
     if controller is None:
         controller = "none" if config.get_bool("installIngressNginx") is False else "traefik"
@@ -58,6 +60,7 @@ def read_config(config: pulumi.Config, ingress_address: str | None, gateway_clas
             https_node_port=gateway.HTTPS_NODE_PORT if node_port is None else (node_port or None),
             cluster_ip=config.get("gatewayClusterIP"),
             ingress_address=ingress_address,
+            job_namespaces=job_namespaces,
         ),
     )
 

@@ -21,7 +21,7 @@ from iflearner.bootstrap.corefile import RECORDS_DIR, ZoneTemplate, render_block
 from iflearner.bootstrap.generated_secret import GeneratedSecret
 from iflearner.bootstrap.jobs_guard import DeclaredResources
 from iflearner.bootstrap.operator import DEFAULT_BACKEND_URL, OperatorConfig, deployment, rbac
-from iflearner.bootstrap.rbac import parse_job_namespaces
+from iflearner.bootstrap.rbac import is_cluster_wide, parse_job_namespaces
 from iflearner.bootstrap.tenancy import labelled_namespaces, namespace_labels, tenancy_settings
 from iflearner.desired import BOOTSTRAP_DNS_RECORD_SHARDS, ClusterSettings, Transport, dns_configmap_names
 from iflearner.operator_record import BACKEND_KEY, SETTINGS_CONFIGMAP, SETTINGS_KEY, redact_url
@@ -84,7 +84,10 @@ def bootstrap() -> None:
     if not settings.job_domains:
         pulumi.log.warn("iflearner:jobDomains is not set: jobs may ask for a certificate, a route and DNS answers "
                         "for any host; set it to the federation's domains (README: Security model)")
-    gateway_setup = gateway_stack.read_config(config, settings.ingress_address, settings.gateway_class_name)
+    # Raw text: a plain string or an empty list gets an error saying what to write.
+    job_namespaces = parse_job_namespaces(config.get("jobNamespaces"))
+    gateway_setup = gateway_stack.read_config(config, settings.ingress_address, settings.gateway_class_name,
+                                              None if is_cluster_wide(job_namespaces) else job_namespaces)
     zones = [ZoneTemplate(z["zone"], z["address"]) for z in (config.get_object("zones") or [])]
     peers: dict[str, list[str]] = config.get_object("peerCaCertificates") or {}
     operator = OperatorConfig(
@@ -96,8 +99,7 @@ def bootstrap() -> None:
         service_account_annotations=dict(config.get_object("operatorServiceAccountAnnotations") or {}),
         state_storage_class=config.get("stateStorageClass"),
         state_host_path=config.get("stateHostPath"),
-        # Raw text: a plain string or an empty list gets an error saying what to write.
-        job_namespaces=parse_job_namespaces(config.get("jobNamespaces")),
+        job_namespaces=job_namespaces,
     )
     operator.validate(settings)  # before anything is declared: a clear error, nothing half-made
     passphrase = config.get_secret("statePassphrase") or GeneratedSecret("operator-state-passphrase").value

@@ -1,9 +1,9 @@
 """The bootstrap's tenancy config: what a job author may ask for in this cluster.
 
 ``iflearner:podSecurity`` (default ``baseline``), ``iflearner:jobServiceAccounts``
-(default ``[default]``), ``iflearner:jobDomains``, ``iflearner:refusedPeerNetworks``
-and ``iflearner:allowedPeerNetworks`` become the operator's cluster settings
-(see :mod:`iflearner.api.tenancy`). The Pod Security level is also enforced by
+(default ``[default]``), ``iflearner:jobDomains``, ``iflearner:refusedPeerNetworks``,
+``iflearner:allowedPeerNetworks`` and ``iflearner:dnsRecordsPerNamespace`` (default 256)
+become the operator's cluster settings (see :mod:`iflearner.api.tenancy`). The Pod Security level is also enforced by
 the API server itself: each job namespace carries the matching
 ``pod-security.kubernetes.io/enforce`` label, which the operator's own Pod
 creations meet too. Pure, so tests read it without a cluster.
@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from iflearner.bootstrap.gateway import WATCHED_LABEL, WATCHED_VALUE
 from iflearner.bootstrap.rbac import is_cluster_wide
 
 ENFORCE_LABEL = "pod-security.kubernetes.io/enforce"
@@ -41,12 +42,19 @@ def tenancy_settings(get: Callable[[str], str | None], get_object: Callable[[str
             raise TenancyConfigError(f"iflearner:{key} must be a list of strings, got {raw!r}: e.g. "
                                      f"`pulumi config set --path 'iflearner:{key}[0]' ...`")
         values[field] = tuple(raw)
+    records = get("dnsRecordsPerNamespace")
+    if records is not None:
+        try:
+            values["dns_records_per_namespace"] = int(records)
+        except ValueError:
+            raise TenancyConfigError(f"iflearner:dnsRecordsPerNamespace must be an integer, got {records!r}") from None
     return values
 
 
 def namespace_labels(level: str) -> dict[str, str]:
-    """The Pod Security admission labels of a job namespace."""
-    return {ENFORCE_LABEL: level, ENFORCE_VERSION_LABEL: "latest"}
+    """A job namespace's labels: Pod Security admission's, and the one by which the gateway's
+    NGINX provider finds the namespaces it may read (see :mod:`iflearner.bootstrap.gateway`)."""
+    return {ENFORCE_LABEL: level, ENFORCE_VERSION_LABEL: "latest", WATCHED_LABEL: WATCHED_VALUE}
 
 
 def labelled_namespaces(job_namespaces: Sequence[str], operator_namespace: str) -> list[str]:

@@ -140,3 +140,21 @@ def test_settings_from_yaml_lists_become_tuples():
     settings = ClusterSettings(job_domains=["server.iflearner.com"])  # type: ignore[arg-type]
     assert settings.job_domains == ("server.iflearner.com",)
     assert copy.deepcopy(settings) == settings
+
+
+def test_a_namespace_cannot_publish_more_records_than_its_ceiling():
+    policy = ClusterSettings(dns_records_per_namespace=3).tenancy_policy()
+    first = manifest("team-a", "job1", host="job1.server.iflearner.com",
+                     peers=[{"host": "job1.a.party.iflearner.com", "address": "10.1.2.3"}])
+    first["metadata"]["creationTimestamp"] = "2026-12-01T00:00:00Z"
+    second = manifest("team-a", "job2", host="job2.server.iflearner.com",
+                      peers=[{"host": "job1.a.party.iflearner.com", "address": "10.1.2.3"},  # shared: counted once
+                             {"host": "job1.b.party.iflearner.com", "address": "10.1.2.4"}])
+    second["metadata"]["creationTimestamp"] = "2026-12-02T00:00:00Z"
+    elsewhere = manifest("team-b", "job3", host="job3.server.iflearner.com")
+    claims = [tenancy.claim_of(j) for j in (first, second, elsewhere)]
+    assert tenancy.refusal(parse_job(first), policy, "2026-12-01T00:00:00Z", claims) is None
+    refused = tenancy.refusal(parse_job(second), policy, "2026-12-02T00:00:00Z", claims)
+    assert refused is not None and refused.reason == "DnsRecordLimit"
+    assert "4 DNS records, over its limit of 3" in refused.problems[0].message
+    assert tenancy.refusal(parse_job(elsewhere), policy, "2026-12-03T00:00:00Z", claims) is None

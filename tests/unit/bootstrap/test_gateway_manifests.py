@@ -116,3 +116,25 @@ def test_operator_may_manage_the_gateway_objects_of_jobs():
 def test_gateway_class_description_fits_the_crds_limit():
     gateway_class = by_kind(gateway.classes(CONFIG))["GatewayClass"]
     assert len(gateway_class["spec"]["description"].encode()) <= 64
+
+
+def test_traefik_reads_secrets_only_in_the_namespaces_it_serves():
+    config = gateway.GatewayConfig(image="traefik:test", job_namespaces=("default", "ml"))
+    objects = gateway.traefik(config)
+    cluster_role = next(o for o in objects if o["kind"] == "ClusterRole")
+    cluster_wide = {r for rule in cluster_role["rules"] for r in rule["resources"]}
+    assert cluster_wide == {"namespaces", "ingressclasses", "gatewayclasses", "gatewayclasses/status"}
+    roles = {o["metadata"]["namespace"]: o for o in objects if o["kind"] == "Role"}
+    assert set(roles) == {gateway.NAMESPACE, "default", "ml"}
+    assert any("secrets" in rule["resources"] for rule in roles["ml"]["rules"])
+    bindings = {o["metadata"]["namespace"] for o in objects if o["kind"] == "RoleBinding"}
+    assert bindings == set(roles)
+    args = gateway.traefik_args(config)
+    assert f"--providers.kubernetesgateway.namespaces={gateway.NAMESPACE},default,ml" in args
+    assert f"--providers.kubernetesingressnginx.watchNamespaceSelector={gateway.WATCHED_LABEL}=true" in args
+    namespace = next(o for o in objects if o["kind"] == "Namespace")
+    assert namespace["metadata"]["labels"][gateway.WATCHED_LABEL] == "true"
+    # Jobs anywhere ("*"): one ClusterRole, as before.
+    everywhere = gateway.traefik(gateway.GatewayConfig(image="traefik:test"))
+    assert not any(o["kind"] == "Role" for o in everywhere)
+    assert not any("namespaces=" in a for a in gateway.traefik_args(gateway.GatewayConfig(image="t")))

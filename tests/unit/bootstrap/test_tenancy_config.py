@@ -40,7 +40,8 @@ def test_a_string_where_a_list_belongs_says_how_to_set_it():
 
 def test_job_namespaces_get_the_pod_security_labels_but_not_the_operators_own():
     assert namespace_labels("baseline") == {"pod-security.kubernetes.io/enforce": "baseline",
-                                            "pod-security.kubernetes.io/enforce-version": "latest"}
+                                            "pod-security.kubernetes.io/enforce-version": "latest",
+                                            "gateway.iflearner.git.iflytek.com/served": "true"}
     assert labelled_namespaces(("default", "ml", "iflearner-system"), "iflearner-system") == ["default", "ml"]
     assert labelled_namespaces(("*",), "iflearner-system") == []
 
