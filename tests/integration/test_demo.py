@@ -57,6 +57,8 @@ def _job_in_another_namespace(kubeconfig: Path) -> None:
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="elsewhere")))
     manifest = yaml.safe_load((REPO_ROOT / "examples" / "party-a.yaml").read_text())
     manifest["metadata"]["namespace"] = "elsewhere"
+    # A host of its own: the demo's party-a in `default` holds job1.a.party.iflearner.com.
+    manifest["spec"]["host"] = "job2.a.party.iflearner.com"
     custom.create_namespaced_custom_object(GROUP, VERSION, "elsewhere", PLURAL, manifest)
     deadline = time.monotonic() + 180
     while (custom.get_namespaced_custom_object(GROUP, VERSION, "elsewhere", PLURAL, manifest["metadata"]["name"])
