@@ -113,16 +113,18 @@ def main() -> int:
         traefik_image, grpcapp_image = images["traefik"], images["grpcapp"]
         figures.append(f"traefik binary {binary.stat().st_size / 2**20:.1f} MiB, image archive "
                        f"{traefik_image.archive.stat().st_size / 2**20:.1f} MiB ({traefik_image.reference})")
+        api = config.new_client_from_config(config_file=str(state.kubeconfig))
+        custom, core, apps = client.CustomObjectsApi(api), client.CoreV1Api(api), client.AppsV1Api(api)
+        # The job namespace exists before the bootstrap: Traefik gets a Role there and serves it.
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=NAMESPACE)))
         config_file = root / "Pulumi.bench.yaml"
         config_file.write_text(yaml.safe_dump({"config": {
             "iflearner:clusterRole": "all", "iflearner:operatorReplicas": 0, "iflearner:ingressAddress": ADDRESS,
             "iflearner:gatewayClusterIP": ADDRESS, "iflearner:transport": "gateway",
-            "iflearner:gatewayImage": traefik_image.reference}}))
+            "iflearner:gatewayImage": traefik_image.reference, "iflearner:jobNamespaces": [NAMESPACE]}}))
         bootstrap = BootstrapProject("bench", state.kubeconfig, root / "state", "bench-gateway", config_file)
         started = time.monotonic()
         bootstrap.up()
-        api = config.new_client_from_config(config_file=str(state.kubeconfig))
-        custom, core, apps = client.CustomObjectsApi(api), client.CoreV1Api(api), client.AppsV1Api(api)
         wait("Traefik", lambda: (apps.read_namespaced_deployment(gateway.NAME, gateway.NAMESPACE)
                                  .status.available_replicas or 0) >= 1, 300)
         figures.append(f"bootstrap up -> Traefik available: {time.monotonic() - started:.1f} s")
@@ -131,7 +133,6 @@ def main() -> int:
         controller = ControllerProcess(state.kubeconfig, root / "operator", root / "controller.log",
                                        "--cluster-settings", str(settings)).start()
         controller.wait_ready()
-        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=NAMESPACE)))
 
         programmed: list[float] = []
         for index in range(args.jobs):
@@ -170,7 +171,7 @@ def main() -> int:
         wait("the prober", lambda: core.read_namespaced_pod("prober", NAMESPACE).status.phase
              in ("Succeeded", "Failed"), 600, interval=0.5)
         results = {r["name"]: r for r in (json.loads(line) for line in
-                                         core.read_namespaced_pod_log("prober", NAMESPACE).splitlines()
+                                         (core.read_namespaced_pod_log("prober", NAMESPACE) or "").splitlines()
                                          if line.startswith("{"))}
         if not all(r.get("ok") for r in results.values()):
             raise SystemExit(f"bench: the prober failed: {results}")

@@ -23,7 +23,7 @@ from iflearner.toolchain import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "tests" / "integration" / "controller"))
 from controller_harness import ControllerProcess, wait_for  # noqa: E402
-from gateway_harness import GATEWAY_ADDRESS, GatewayCluster  # noqa: E402
+from gateway_harness import GATEWAY_ADDRESS, JOB_NAMESPACES, GatewayCluster  # noqa: E402
 
 
 def _traefik_ready(apps: client.AppsV1Api) -> bool:
@@ -41,12 +41,17 @@ def gateway_cluster(real_cluster, real_api: client.ApiClient,
     root = tmp_path_factory.mktemp("gateway")
     images = gateway_images(NodeLayout(real_cluster.cluster.data_dir).containerd_socket,
                             progress=lambda m: print(f"gateway images: {m}"))
+    core = client.CoreV1Api(real_api)
+    for namespace in JOB_NAMESPACES:
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
     config_file = root / "Pulumi.gateway.yaml"
     config_file.write_text(yaml.safe_dump({"config": {
         "iflearner:clusterRole": "all", "iflearner:operatorReplicas": 0,
         "iflearner:ingressAddress": GATEWAY_ADDRESS, "iflearner:gatewayClusterIP": GATEWAY_ADDRESS,
         "iflearner:ingressController": "traefik", "iflearner:transport": "gateway",
         "iflearner:gatewayImage": images["traefik"].reference,
+        # Traefik reads Secrets and routes only here (and in its own namespace).
+        "iflearner:jobNamespaces": list(JOB_NAMESPACES),
     }}))
     bootstrap = BootstrapProject("gateway", kubeconfig, root / "state", "gateway-test", config_file)
     started = time.monotonic()
@@ -61,11 +66,13 @@ def gateway_cluster(real_cluster, real_api: client.ApiClient,
     try:
         controller.wait_ready()
         yield GatewayCluster(kubeconfig, real_api, images["grpcapp"].reference, images["traefik"].reference,
-                             controller, bootstrap)
+                             controller, bootstrap, list(JOB_NAMESPACES))
     finally:
         _delete_all_jobs(real_api)
         controller.stop()
         bootstrap.destroy(progress=lambda line: print(f"destroy: {line}"))
+        for namespace in JOB_NAMESPACES:
+            core.delete_namespace(namespace)
 
 
 def _delete_all_jobs(api: client.ApiClient) -> None:

@@ -77,17 +77,15 @@ def run_probes(gw: GatewayCluster, ns: str, name: str, checks: list[dict[str, An
 
 
 @pytest.fixture
-def ns(gateway_cluster: GatewayCluster, request: pytest.FixtureRequest):
-    core = client.CoreV1Api(gateway_cluster.api)
-    name = f"gw-{abs(hash(request.node.nodeid)) % 10**6}"
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+def ns(gateway_cluster: GatewayCluster):
+    """A job namespace of the bootstrap's (Traefik serves those only) that no test used before."""
+    name = gateway_cluster.free_namespaces.pop(0)
     yield name
     custom = client.CustomObjectsApi(gateway_cluster.api)
     for job in custom.list_namespaced_custom_object(GROUP, VERSION, name, PLURAL)["items"]:
         custom.delete_namespaced_custom_object(GROUP, VERSION, name, PLURAL, job["metadata"]["name"])
     wait_for("the namespace's jobs to go", lambda: not custom.list_namespaced_custom_object(
         GROUP, VERSION, name, PLURAL)["items"], 180)
-    core.delete_namespace(name)
 
 
 def test_grpc_through_the_gateway_on_both_transports(gateway_cluster: GatewayCluster, ns: str) -> None:
