@@ -1,6 +1,7 @@
 """The operator the way users run it: a Pod from its image (built by the project's image builder),
 deployed by the bootstrap's real `pulumi up` on the real node, with its ServiceAccount, RBAC and a
-state volume; restarted, stopped and brought back."""
+state volume; restarted, stopped and brought back. On the real node a job author cannot get root on
+the host through a job, nor make the cluster's DNS answer for a name outside the federation."""
 
 from __future__ import annotations
 
@@ -35,6 +36,8 @@ OPERATOR_LABEL = "app.kubernetes.io/name=iflearner-operator"
 ORIGINAL_IMAGE = "ghcr.io/iflytek/iflearner:v0.1.0"
 EXAMPLES = ("server.yaml", "party-a.yaml", "party-b.yaml")
 MERGE = "application/merge-patch+json"
+JOB_DOMAINS = ["server.iflearner.com", "party.iflearner.com"]
+RECORDS = ("kube-system", "iflearner-dns-records")
 
 
 def _wait(what: str, check: Any, timeout: float = 180, interval: float = 1.0, describe: Any = None) -> Any:
@@ -103,6 +106,7 @@ def bootstrapped(real_cluster: RealCluster, real_api: client.ApiClient, operator
         "iflearner:stateHostPath": str(state), "iflearner:ingressAddress": "10.96.200.1",
         "iflearner:transport": "ingress", "iflearner:installIngressNginx": False,
         "iflearner:ingressController": "none",
+        "iflearner:podSecurity": "baseline", "iflearner:jobDomains": JOB_DOMAINS,
     }}))
     assert real_cluster.state is not None
     project = BootstrapProject("local-real", real_cluster.state.kubeconfig, root / "bootstrap", "operator-pod-test",
@@ -265,3 +269,71 @@ def test_operator_pod_on_the_postgres_backend(bootstrapped, pod_postgres, real_c
                                           _content_type=MERGE)
     _wait("the changed job to be Ready at generation 2", lambda: _job_ready(custom, "default", names[1], 2), 240)
     assert _metrics(pod)["iflearner_pulumi_runs_total"] == 1
+
+
+def _stalled(custom: client.CustomObjectsApi, name: str) -> dict[str, Any] | None:
+    job = custom.get_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, name)
+    found = [c for c in (job.get("status") or {}).get("conditions") or [] if c["type"] == "Stalled"]
+    return job if found and found[0]["status"] == "True" else None
+
+
+def _answer(name: str) -> str:
+    """What the cluster's DNS says for ``name``, from this host: the addresses, or the error's kind."""
+    from iflearner.localcluster.dnsprobe import query_a
+    from iflearner.localcluster.nodeconfig import CLUSTER_DNS
+
+    try:
+        return ",".join(sorted(query_a(CLUSTER_DNS, name, timeout=2.0)))
+    except ValueError as error:
+        return f"error: {error}".replace(name, "<name>")
+    except OSError as error:
+        return f"no answer: {type(error).__name__}"
+
+
+def test_a_job_gets_no_root_on_the_node_and_no_dns_outside_the_federation(bootstrapped, real_core, real_api):
+    custom = client.CustomObjectsApi(real_api)
+    assert real_core.read_namespace("default").metadata.labels["pod-security.kubernetes.io/enforce"] == "baseline"
+    root = _example("server.yaml")
+    root["metadata"]["name"] = "root-on-the-node"
+    root["spec"]["host"] = "root.server.iflearner.com"
+    root["spec"]["template"]["spec"]["hostPID"] = True
+    root["spec"]["template"]["spec"]["containers"][0]["securityContext"] = {"privileged": True}
+    dns = _example("party-a.yaml")
+    dns["metadata"]["name"] = "dns-outside"
+    dns["spec"]["host"] = "dns.a.party.iflearner.com"
+    dns["spec"]["peers"] = [{"host": "example.org", "address": "10.1.2.3"}]
+    before = _answer("example.org")
+    for job in (root, dns):
+        custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, job)
+    stalled_root = _wait("the privileged job to stall", lambda: _stalled(custom, "root-on-the-node"), 120)
+    stalled_dns = _wait("the job with a peer outside the domains to stall",
+                        lambda: _stalled(custom, "dns-outside"), 120)
+    assert [c["reason"] for c in stalled_root["status"]["conditions"] if c["type"] == "Stalled"] == ["PodSecurity"]
+    assert [c["reason"] for c in stalled_dns["status"]["conditions"] if c["type"] == "Stalled"] == ["HostNotAllowed"]
+    for name in ("root-on-the-node", "dns-outside"):
+        with pytest.raises(ApiException) as missing:
+            real_core.read_namespaced_pod(name, "default")
+        assert missing.value.status == 404, f"{name}: no Pod"
+
+    # Even a record that reached the records ConfigMaps some other way (an older operator, a hand
+    # edit) is never served outside the job domains: CoreDNS loads it and answers as before.
+    real_core.patch_namespaced_config_map(RECORDS[1], RECORDS[0], {"data": {
+        "db.example.org": "$ORIGIN example.org.\n@ 60 IN SOA ns.dns. hostmaster.example.org. 1 7200 3600 "
+                          "1209600 60\n@ 60 IN NS ns.dns.\n@ 60 IN A 10.1.2.3\n",
+        "db.probe.server.iflearner.com": "$ORIGIN probe.server.iflearner.com.\n@ 60 IN SOA ns.dns. "
+                                         "hostmaster.probe.server.iflearner.com. 1 7200 3600 1209600 60\n"
+                                         "@ 60 IN NS ns.dns.\n@ 60 IN A 10.1.2.4\n"}})
+    try:
+        _wait("CoreDNS to load the records (the one inside the domains answers)",
+              lambda: _answer("probe.server.iflearner.com") == "10.1.2.4", 180, interval=2.0)
+        # Not the record's address: whatever the rest of the server block says (here, with no
+        # upstream reachable, no answer), as before the record existed.
+        after = _answer("example.org")
+        assert "10.1.2.3" not in after, (before, after)
+        print(f"example.org before the record: {before!r}; after: {after!r}")
+        assert _answer("kubernetes.default.svc.cluster.local") == "10.96.0.1"
+    finally:
+        real_core.patch_namespaced_config_map(RECORDS[1], RECORDS[0], {"data": {
+            "db.example.org": None, "db.probe.server.iflearner.com": None}})
+        for name in ("root-on-the-node", "dns-outside"):
+            custom.delete_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, name)
