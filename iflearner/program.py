@@ -63,7 +63,9 @@ def job_program(
     def program() -> None:
         provider = k8s.Provider(
             "cluster",
-            kubeconfig=kubeconfig,
+            # The provider's schema does not mark it secret: an operator outside the cluster would
+            # leave its (admin) kubeconfig readable in every job's state. Secret, it is encrypted.
+            kubeconfig=pulumi.Output.secret(kubeconfig) if kubeconfig is not None else None,
             # Objects are named by the job, never auto-named by Pulumi.
             enable_server_side_apply=True,
         )
