@@ -139,12 +139,14 @@ class ClusterSettings:
     pod_security: str = "baseline"
     job_service_accounts: tuple[str, ...] = (DEFAULT_SERVICE_ACCOUNT,)
     job_domains: tuple[str, ...] = ()
+    peer_domains: tuple[str, ...] = ()  # other clusters' domains peer hosts may name too
     refused_peer_networks: tuple[str, ...] = ()
     allowed_peer_networks: tuple[str, ...] = ()
     dns_records_per_namespace: int = DEFAULT_RECORDS_PER_NAMESPACE
 
     def __post_init__(self) -> None:
         for name, key in (("job_service_accounts", "jobServiceAccounts"), ("job_domains", "jobDomains"),
+                          ("peer_domains", "peerDomains"),
                           ("refused_peer_networks", "refusedPeerNetworks"),
                           ("allowed_peer_networks", "allowedPeerNetworks")):
             value = getattr(self, name)
@@ -169,6 +171,8 @@ class ClusterSettings:
         return TenancyPolicy(
             pod_security=parse_level(self.pod_security), service_accounts=self.job_service_accounts,
             domains=tuple(check_domain(d) for d in self.job_domains),
+            peer_domains=tuple(check_domain(d, "peerDomains") for d in self.peer_domains),
+            ingress_address=self.ingress_address,
             refused_peer_networks=parse_networks("refusedPeerNetworks", self.refused_peer_networks),
             allowed_peer_networks=parse_networks("allowedPeerNetworks", self.allowed_peer_networks),
             records_per_namespace=self.dns_records_per_namespace)

@@ -21,20 +21,21 @@ SETTINGS_KEY = "cluster-settings.yaml"
 BACKEND_KEY = "state-backend-url"
 PASSPHRASE_KEY = "passphrase"
 REDACTED = "REDACTED"
-# Query parameters of backend URLs that carry a credential (libpq's, the Go CDK blob drivers', SAS).
+# Query parameters of backend URLs that carry a credential themselves (libpq's, the Go CDK blob
+# drivers', SAS). Not sslkey/sslcert: libpq takes paths there, the key stays in a file.
 CREDENTIAL_PARAMETERS = frozenset({
-    "password", "sslpassword", "secret", "token", "key", "sslkey", "access_key", "secret_key",
-    "secret_access_key", "session_token", "access_token", "account_key", "sas", "sig", "sas_token",
+    "password", "sslpassword", "secret", "token", "secret_key", "secret_access_key", "session_token",
+    "access_token", "account_key", "sig", "sas_token",
 })
 
 
 def url_credentials(url: str) -> list[str]:
-    """The parts of ``url`` that carry a credential: its user info and credential query
-    parameters (empty when there are none)."""
+    """The parts of ``url`` that carry a credential: a password in its user info, and credential
+    query parameters (empty when there are none; a user name alone is no secret)."""
     parts = urllib.parse.urlsplit(url)
     found = []
-    if parts.username is not None or parts.password is not None:
-        found.append("the user info before '@'")
+    if parts.password is not None:
+        found.append("the password in the user info")
     for key, _ in urllib.parse.parse_qsl(parts.query, keep_blank_values=True):
         if key.lower() in CREDENTIAL_PARAMETERS:
             found.append(f"the query parameter {key!r}")

@@ -33,7 +33,7 @@ SAFE_SYSCTLS = frozenset({
     "kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range", "net.ipv4.ip_unprivileged_port_start",
     "net.ipv4.tcp_syncookies", "net.ipv4.ping_group_range", "net.ipv4.ip_local_reserved_ports",
     "net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_intvl",
-    "net.ipv4.tcp_keepalive_probes",
+    "net.ipv4.tcp_keepalive_probes", "net.ipv4.tcp_rmem", "net.ipv4.tcp_wmem",
 })
 SELINUX_TYPES = frozenset({"", "container_t", "container_init_t", "container_kvm_t", "container_engine_t"})
 RESTRICTED_VOLUME_TYPES = frozenset({
@@ -42,6 +42,8 @@ RESTRICTED_VOLUME_TYPES = frozenset({
 })
 CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
 APPARMOR_ANNOTATION = "container.apparmor.security.beta.kubernetes.io/"
+PROBES = ("livenessProbe", "readinessProbe", "startupProbe")
+HOOKS = ("postStart", "preStop")
 
 
 def parse_level(value: object) -> Level:
@@ -56,13 +58,20 @@ def _mapping(value: object) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
+def _list(value: object) -> list[Any]:
+    """A list field; anything else is no entries (the API server's own validation refuses it)."""
+    return value if isinstance(value, list) else []
+
+
+def _strings(value: object) -> list[str]:
+    return [str(v) for v in _list(value)]
+
+
 def _containers(pod_spec: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
     for key in CONTAINER_LISTS:
-        items = pod_spec.get(key)
-        if isinstance(items, list):
-            for index, container in enumerate(items):
-                if isinstance(container, Mapping):
-                    yield f"{TEMPLATE}.spec.{key}[{index}]", container
+        for index, container in enumerate(_list(pod_spec.get(key))):
+            if isinstance(container, Mapping):
+                yield f"{TEMPLATE}.spec.{key}[{index}]", container
 
 
 def _baseline_context(where: str, context: Mapping[str, Any], problems: list[Problem]) -> None:
@@ -70,7 +79,7 @@ def _baseline_context(where: str, context: Mapping[str, Any], problems: list[Pro
     if _mapping(context.get("windowsOptions")).get("hostProcess") is True:
         problems.append(Problem(f"{where}.windowsOptions.hostProcess", "must not be true (host process)"))
     selinux = _mapping(context.get("seLinuxOptions"))
-    if selinux.get("type", "") not in SELINUX_TYPES:
+    if (selinux.get("type") or "") not in SELINUX_TYPES:
         problems.append(Problem(f"{where}.seLinuxOptions.type",
                                 f"must be unset or one of {', '.join(sorted(SELINUX_TYPES - {''}))}"))
     for key in ("user", "role"):
@@ -89,39 +98,53 @@ def _baseline(template: Mapping[str, Any], problems: list[Problem]) -> None:
             problems.append(Problem(f"{TEMPLATE}.spec.{key}", "must not be true (the host's namespaces)"))
     pod_context = _mapping(spec.get("securityContext"))
     _baseline_context(f"{TEMPLATE}.spec.securityContext", pod_context, problems)
-    for index, sysctl in enumerate(pod_context.get("sysctls") or []):
+    for index, sysctl in enumerate(_list(pod_context.get("sysctls"))):
         name = _mapping(sysctl).get("name")
         if name not in SAFE_SYSCTLS:
             problems.append(Problem(f"{TEMPLATE}.spec.securityContext.sysctls[{index}].name",
                                     f"{name!r} is not a safe sysctl"))
-    for index, volume in enumerate(spec.get("volumes") or []):
+    for index, volume in enumerate(_list(spec.get("volumes"))):
         if isinstance(volume, Mapping) and "hostPath" in volume:
             problems.append(Problem(f"{TEMPLATE}.spec.volumes[{index}].hostPath", "must not be used (host files)"))
     annotations = _mapping(_mapping(template.get("metadata")).get("annotations"))
     for key, value in annotations.items():
-        if str(key).startswith(APPARMOR_ANNOTATION) and value == "unconfined":
-            problems.append(Problem(f"{TEMPLATE}.metadata.annotations[{key}]", "must not be 'unconfined'"))
+        if str(key).startswith(APPARMOR_ANNOTATION) and value not in ("", "runtime/default") \
+                and not str(value).startswith("localhost/"):
+            problems.append(Problem(f"{TEMPLATE}.metadata.annotations[{key}]",
+                                    "must be runtime/default or localhost/<profile>"))
     for where, container in _containers(spec):
         context = _mapping(container.get("securityContext"))
         at = f"{where}.securityContext"
         if context.get("privileged") is True:
             problems.append(Problem(f"{at}.privileged", "must not be true"))
-        added = _mapping(context.get("capabilities")).get("add") or []
-        extra = sorted(str(c) for c in added if str(c) not in BASELINE_CAPABILITIES)
+        added = _strings(_mapping(context.get("capabilities")).get("add"))
+        extra = sorted(c for c in added if c not in BASELINE_CAPABILITIES)
         if extra:
             problems.append(Problem(f"{at}.capabilities.add", f"must not add {', '.join(extra)}"))
         if context.get("procMount") not in (None, "Default"):
             problems.append(Problem(f"{at}.procMount", "must be unset or Default"))
         _baseline_context(at, context, problems)
-        for port_index, port in enumerate(container.get("ports") or []):
+        for port_index, port in enumerate(_list(container.get("ports"))):
             if _mapping(port).get("hostPort") not in (None, 0):
                 problems.append(Problem(f"{where}.ports[{port_index}].hostPort", "must be unset or 0"))
+        _no_host_in_handlers(where, container, problems)
+
+
+def _no_host_in_handlers(where: str, container: Mapping[str, Any], problems: list[Problem]) -> None:
+    """Probes and lifecycle hooks reach only the Pod itself: their ``host`` stays unset."""
+    handlers = [(f"{where}.{probe}", _mapping(container.get(probe))) for probe in PROBES]
+    lifecycle = _mapping(container.get("lifecycle"))
+    handlers += [(f"{where}.lifecycle.{hook}", _mapping(lifecycle.get(hook))) for hook in HOOKS]
+    for at, handler in handlers:
+        for kind in ("httpGet", "tcpSocket"):
+            if _mapping(handler.get(kind)).get("host") not in (None, ""):
+                problems.append(Problem(f"{at}.{kind}.host", "must be unset (a probe or hook may reach only its Pod)"))
 
 
 def _restricted(template: Mapping[str, Any], problems: list[Problem]) -> None:
     spec = _mapping(template.get("spec"))
     pod_context = _mapping(spec.get("securityContext"))
-    for index, volume in enumerate(spec.get("volumes") or []):
+    for index, volume in enumerate(_list(spec.get("volumes"))):
         kinds = [k for k in _mapping(volume) if k != "name"]
         bad = [k for k in kinds if k not in RESTRICTED_VOLUME_TYPES and k != "hostPath"]  # hostPath: baseline
         if bad:
@@ -129,6 +152,8 @@ def _restricted(template: Mapping[str, Any], problems: list[Problem]) -> None:
                                     f"must be one of {', '.join(sorted(RESTRICTED_VOLUME_TYPES))}"))
     if pod_context.get("runAsUser") == 0:
         problems.append(Problem(f"{TEMPLATE}.spec.securityContext.runAsUser", "must not be 0 (root)"))
+    if pod_context.get("runAsNonRoot") is False:
+        problems.append(Problem(f"{TEMPLATE}.spec.securityContext.runAsNonRoot", "must be true or unset"))
     pod_non_root = pod_context.get("runAsNonRoot") is True
     pod_seccomp = _mapping(pod_context.get("seccompProfile")).get("type") in ("RuntimeDefault", "Localhost")
     for where, container in _containers(spec):
@@ -147,9 +172,9 @@ def _restricted(template: Mapping[str, Any], problems: list[Problem]) -> None:
             problems.append(Problem(f"{at}.seccompProfile.type", "must be RuntimeDefault or Localhost "
                                     "(here or in spec.template.spec.securityContext)"))
         capabilities = _mapping(context.get("capabilities"))
-        if "ALL" not in (capabilities.get("drop") or []):
+        if "ALL" not in _strings(capabilities.get("drop")):
             problems.append(Problem(f"{at}.capabilities.drop", "must include ALL"))
-        added = [str(c) for c in capabilities.get("add") or []]
+        added = _strings(capabilities.get("add"))
         if any(c != "NET_BIND_SERVICE" for c in added) and all(c in BASELINE_CAPABILITIES for c in added):
             problems.append(Problem(f"{at}.capabilities.add", "may add only NET_BIND_SERVICE"))
 

@@ -19,6 +19,7 @@ Stack config (``iflearner:*``):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,8 +77,10 @@ def gateway_api_crds_file() -> Path:
     return path
 
 
-def declare(setup: GatewaySetup, provider: k8s.Provider, ca: CertificateAuthority) -> list[pulumi.Resource]:
-    """Everything of the gateway; the returned resources are what jobs depend on."""
+def declare(setup: GatewaySetup, provider: k8s.Provider, ca: CertificateAuthority,
+            after: Sequence[pulumi.Resource] = ()) -> list[pulumi.Resource]:
+    """Everything of the gateway; the returned resources are what jobs depend on. Traefik starts
+    ``after`` these (the labels of the namespaces it serves)."""
     opts = pulumi.ResourceOptions(provider=provider)
     declared: list[pulumi.Resource] = []
     if setup.install_crds:
@@ -88,7 +91,7 @@ def declare(setup: GatewaySetup, provider: k8s.Provider, ca: CertificateAuthorit
     workload = k8s.yaml.v2.ConfigGroup(
         "gateway", objs=gateway.traefik(setup.config),
         # Traefik's readiness is its probes'; `up` must not wait for an image pull.
-        skip_await=True, opts=opts)
+        skip_await=True, opts=pulumi.ResourceOptions(provider=provider, depends_on=list(after)))
     classes = k8s.yaml.v2.ConfigGroup("gateway-classes", objs=gateway.classes(setup.config), opts=after_crds)
     certificate = SignedCertificate(
         "gateway-default-certificate", ca_cert_pem=ca.cert_pem, ca_key_pem=ca.private_key_pem,

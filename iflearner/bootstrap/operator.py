@@ -6,6 +6,9 @@ without a cluster.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +89,14 @@ class OperatorConfig:
                 "(set iflearner:stateBackendUrl to s3://, gs://, azblob:// or postgres://), or use 1 replica")
 
 
+SETTINGS_DIGEST = "iflearner.git.iflytek.com/settings-digest"
+
+
+def settings_digest(settings: ClusterSettings) -> str:
+    text = json.dumps(dataclasses.asdict(settings), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def _meta(name: str, namespace: str | None = None) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": name, "labels": {"app.kubernetes.io/name": NAME}}
     if namespace:
@@ -155,13 +166,16 @@ def deployment(settings: ClusterSettings, config: OperatorConfig) -> list[dict[s
     }
     if config.backend_secret:
         container["envFrom"] = [{"secretRef": {"name": config.backend_secret}}]
+    pod_metadata = {"labels": labels, "annotations": {SETTINGS_DIGEST: settings_digest(settings)}}
     objects += [
         {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(NAME, ns), "spec": {
             "replicas": config.replicas,
             # Leader election makes a second replica a hot standby.
             "strategy": {"type": "Recreate"} if file_backend else {"type": "RollingUpdate"},
             "selector": {"matchLabels": labels},
-            "template": {"metadata": {"labels": labels}, "spec": {
+            # The settings are read at start: a new Pod when they change (a new podSecurity,
+            # jobDomains, ... takes effect at once, not at the next restart).
+            "template": {"metadata": pod_metadata, "spec": {
                 "serviceAccountName": NAME,
                 # SIGTERM: in-flight reconciles get --shutdown-grace (25 s), then running
                 # Pulumi runs are stopped (SIGTERM, a grace, SIGKILL): more than the default 30 s.

@@ -137,12 +137,15 @@ def bootstrap() -> None:
     )
     # Pod Security admission on the job namespaces: the API server refuses what the level forbids,
     # from anyone, the operator included. Server-side apply of these labels only: destroy removes them.
-    for job_namespace in labelled_namespaces(operator.job_namespaces, settings.operator_namespace):
+    # Traefik's NGINX provider reads the namespace label selector once, at its start: labels first.
+    namespace_labelling = [
         k8s.core.v1.NamespacePatch(
             f"pod-security-{job_namespace}",
             metadata={"name": job_namespace, "labels": namespace_labels(settings.pod_security)},
             opts=opts,
         )
+        for job_namespace in labelled_namespaces(operator.job_namespaces, settings.operator_namespace)
+    ]
     k8s.core.v1.ConfigMap(
         "trust-bundle",
         metadata={"name": settings.trust_configmap_name, "namespace": settings.operator_namespace},
@@ -164,7 +167,7 @@ def bootstrap() -> None:
     )
     # The gateway (Traefik, Gateway API CRDs, classes, the shared Gateway) in place of ingress-nginx;
     # before the operator, which watches Gateways and GRPCRoutes only where the API serves them.
-    gateway_resources = gateway_stack.declare(gateway_setup, provider, ca)
+    gateway_resources = gateway_stack.declare(gateway_setup, provider, ca, after=namespace_labelling)
     k8s.yaml.v2.ConfigGroup(
         "operator", objs=[*rbac(settings, operator.job_namespaces, operator.service_account_annotations),
                           *deployment(settings, operator)],
@@ -186,7 +189,8 @@ def bootstrap() -> None:
     ]
     RecordsVolume("coredns-records-volume", configmaps=list(dns_configmap_names(settings)), mount_path=RECORDS_DIR,
                   kubeconfig=kubeconfig, opts=pulumi.ResourceOptions(depends_on=shards))
-    CorefileBlock("corefile", block=render_block(zones, settings.job_domains), kubeconfig=kubeconfig,
+    CorefileBlock("corefile", block=render_block(zones, (*settings.job_domains, *settings.peer_domains)),
+                  kubeconfig=kubeconfig,
                   opts=pulumi.ResourceOptions(depends_on=shards))
 
 

@@ -1,7 +1,7 @@
 """The bootstrap's tenancy config: what a job author may ask for in this cluster.
 
 ``iflearner:podSecurity`` (default ``baseline``), ``iflearner:jobServiceAccounts``
-(default ``[default]``), ``iflearner:jobDomains``, ``iflearner:refusedPeerNetworks``,
+(default ``[default]``), ``iflearner:jobDomains``, ``iflearner:peerDomains``, ``iflearner:refusedPeerNetworks``,
 ``iflearner:allowedPeerNetworks`` and ``iflearner:dnsRecordsPerNamespace`` (default 256)
 become the operator's cluster settings (see :mod:`iflearner.api.tenancy`). The Pod Security level is also enforced by
 the API server itself: each job namespace carries the matching
@@ -20,7 +20,7 @@ from iflearner.bootstrap.rbac import is_cluster_wide
 ENFORCE_LABEL = "pod-security.kubernetes.io/enforce"
 ENFORCE_VERSION_LABEL = "pod-security.kubernetes.io/enforce-version"
 # Config key -> ClusterSettings field (lists unless noted).
-LIST_KEYS = {"jobServiceAccounts": "job_service_accounts", "jobDomains": "job_domains",
+LIST_KEYS = {"jobServiceAccounts": "job_service_accounts", "jobDomains": "job_domains", "peerDomains": "peer_domains",
              "refusedPeerNetworks": "refused_peer_networks", "allowedPeerNetworks": "allowed_peer_networks"}
 
 

@@ -124,12 +124,22 @@ def observe(
     return {object_key(ref[1], ref[3]): version_of(ref[1], lookup(ref)) for ref in refs}
 
 
-def applied_record(fingerprint_value: str, versions: Mapping[str, str | None]) -> dict[str, Any]:
-    """What ``status.applied`` holds after a successful ``up``."""
-    return {
+def applied_record(fingerprint_value: str, versions: Mapping[str, str | None], host: str | None = None,
+                   records: Mapping[str, str] | None = None, template: str | None = None) -> dict[str, Any]:
+    """What ``status.applied`` holds after a successful ``up``: the fingerprint and the owned
+    objects' versions (gating); the host the job serves and the DNS records it publishes (what
+    it holds against other namespaces: iflearner.api.tenancy); its Pod template's digest."""
+    record: dict[str, Any] = {
         "fingerprint": fingerprint_value,
         "objects": {key: value for key, value in sorted(versions.items()) if value is not None},
     }
+    if host is not None:
+        record["host"] = host
+    if records is not None:
+        record["records"] = dict(sorted(records.items()))
+    if template is not None:
+        record["template"] = template
+    return record
 
 
 def decide(

@@ -396,10 +396,11 @@ class Reconciler:
             # The API server refused this generation's Pod: nothing changes that
             # verdict but a new spec, so no dry-run and no Pulumi run until then.
             return Result()
+        applied = syncpass.applied_before(previous, generation)
         refused = tenancy.refusal(job, self.policy, str(obj["metadata"].get("creationTimestamp") or ""),
-                                  self._host_claims())
+                                  tenancy.ClusterJobs.of(self.jobs.list(), (job.namespace, job.name)), applied)
         warning: tuple[str, str] | None = None
-        if refused is not None and syncpass.applied_before(previous, generation):
+        if refused is not None and applied:
             warning = (refused.reason, "; ".join(f"{p.field}: {p.message}" for p in refused.problems))
         elif refused is not None:
             self._stalled(key, obj, previous, refused.problems, now, logger, reason=refused.reason)
@@ -433,16 +434,14 @@ class Reconciler:
         self._ready_events(obj, written_over, new)
         return Result(requeue_after=requeue)
 
-    def _host_claims(self) -> list[tenancy.HostClaim]:
-        """The hosts every cached job claims (its own and its peers'), for host ownership."""
-        return [claim for claim in map(tenancy.claim_of, self.jobs.list()) if claim is not None]
-
     def _view(self, job: IflearnerJob, generation: int, previous: Mapping[str, Any],
               now: datetime.datetime, policy_warning: tuple[str, str] | None = None) -> syncpass.JobView:
         """Everything a pass over a valid job reads before it decides: the previous status,
         parsed once here, and the caches."""
         pod = self._cached(("v1", "Pod", job.namespace, base_name(job.namespace, job.name)))
-        desired = desired_resources(job, self.settings, syncpass.legacy_token_mount(pod, previous, generation))
+        template = syncpass.template_digest(job.template)
+        desired = desired_resources(job, self.settings, syncpass.legacy_token_mount(pod, previous, generation,
+                                                                                    template))
         fingerprint = gating.fingerprint(desired, self.settings,
                                          self.stack_inputs(desired) if self.stack_inputs is not None else None)
         last, failures = Operation.from_status(previous.get("lastOperation")), failure_count_of(previous)
@@ -463,7 +462,7 @@ class Reconciler:
         # choice flip in between, the job is signed by the newer choice and the fingerprint records
         # the older, so the next pass sees a change and runs again, rather than never.
         return syncpass.JobView(desired, generation, job.host, previous, now, fingerprint, gate, last, failures,
-                                served, self.issuer(), trust, outputs, fraction, policy_warning)
+                                served, self.issuer(), trust, outputs, fraction, policy_warning, template)
 
     def _update(self, obj: Mapping[str, Any], job: IflearnerJob, view: syncpass.JobView,
                 logger: logging.LoggerAdapter) -> syncpass.UpdateOutcome:  # type: ignore[type-arg]
@@ -607,9 +606,11 @@ class Reconciler:
         was the job's (see :mod:`iflearner.controller.orphans`), say so, and only then succeed."""
         metadata = obj["metadata"]
         claim = tenancy.claim_of(obj)
-        others = [c for c in self._host_claims() if (c.namespace, c.name) != (metadata["namespace"], metadata["name"])]
-        keys = orphans.record_keys(claim.hosts if claim is not None else (),
-                                   (h for c in others for h in c.hosts))
+        others = tenancy.ClusterJobs.of(self.jobs.list(), (metadata["namespace"], metadata["name"])).claims
+        spec_hosts = tenancy.hosts_of(obj)
+        # What the job published: its applied records (a status of an older version: its spec's hosts).
+        own = claim.records if claim is not None and claim.records else (spec_hosts.hosts if spec_hosts else ())
+        keys = orphans.record_keys(own, (h for c in others for h in c.records))
         kinds = [_RESOURCES_BY_KIND[kind] for kind in self.owned if kind in _RESOURCES_BY_KIND]
         try:
             deleted = orphans.delete_job_objects(self.api, kinds, self.settings, metadata["namespace"],

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import datetime
 import enum
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -66,6 +68,7 @@ class JobView:
     renewal_fraction: float
     # (reason, message): a tenancy policy this job, applied before it, breaks (status.POLICY_VIOLATION).
     policy_warning: tuple[str, str] | None = None
+    template: str = ""  # template_digest of the job's Pod template
 
     def observation(self, **fields: Any) -> Observation:
         """An :class:`Observation` of this job with the pass's own ``fields``."""
@@ -96,13 +99,29 @@ def applied_before(previous: Mapping[str, Any], generation: int) -> bool:
     return bool(previous.get("applied")) and previous.get("observedGeneration") == generation
 
 
-def legacy_token_mount(pod: Mapping[str, Any] | None, previous: Mapping[str, Any], generation: int) -> bool:
+def template_digest(template: Mapping[str, Any]) -> str:
+    """A stable digest of a job's Pod template (``status.applied.template``)."""
+    text = json.dumps(template, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def legacy_token_mount(pod: Mapping[str, Any] | None, previous: Mapping[str, Any], generation: int,
+                       template: str) -> bool:
     """Whether the job's running Pod predates ``automountServiceAccountToken: false`` (its spec
-    leaves the field out) and this generation was applied with it: keep it as it is until the spec
-    changes, rather than replace a training Pod at an operator upgrade."""
+    leaves the field out) and was made from the template the job has now: keep it as it is (the
+    field is immutable: a change would replace a training Pod at an operator upgrade, or at an
+    edit of the job that does not touch its template). A status from before template digests:
+    this generation was applied with that Pod."""
     if pod is None or (pod.get("metadata") or {}).get("deletionTimestamp"):
         return False
-    return "automountServiceAccountToken" not in (pod.get("spec") or {}) and applied_before(previous, generation)
+    if "automountServiceAccountToken" in (pod.get("spec") or {}):
+        return False
+    applied = previous.get("applied")
+    if not isinstance(applied, Mapping):
+        return False
+    if applied.get("template") is not None:
+        return bool(applied["template"] == template)
+    return applied_before(previous, generation)
 
 
 def plan(view: JobView) -> Plan:
@@ -145,7 +164,10 @@ def outcome_of(view: JobView, result: StackResult, finished: datetime.datetime,
     if result.succeeded:
         operation = Operation("up", RESULT_SUCCEEDED, rfc3339(finished), result.changes, seconds=result.seconds,
                               fingerprint=view.fingerprint)
-        return UpdateOutcome(operation, 0, gating.applied_record(view.fingerprint, versions or {}),
+        applied = gating.applied_record(view.fingerprint, versions or {}, host=view.host,
+                                        records={r.fqdn: r.address for r in view.desired.dns_records},
+                                        template=view.template)
+        return UpdateOutcome(operation, 0, applied,
                              view.trust.bundle if view.trust is not None else None, None, None)
     failures = view.failures + 1
     operation = Operation("up", RESULT_FAILED, rfc3339(finished), result.changes, error=result.error,

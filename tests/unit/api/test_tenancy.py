@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from iflearner.api import tenancy
 from iflearner.api.podsecurity import Level, violations
@@ -104,26 +106,80 @@ def test_an_allowed_network_lets_a_local_multi_cluster_setup_point_peers_at_its_
     assert tenancy.refusal(parse_job(job), settings.tenancy_policy()) is None
 
 
-def test_a_host_belongs_to_the_namespace_whose_job_claimed_it_first():
-    holder = manifest("team-a", "job1")
-    holder["metadata"]["creationTimestamp"] = "2026-12-01T00:00:00Z"
-    same_ns = manifest("team-a", "job2")
-    same_ns["metadata"]["creationTimestamp"] = "2026-12-02T00:00:00Z"
-    intruder = manifest("team-b", "job1", peers=[{"host": "job9.server.iflearner.com", "address": "10.1.2.3"}])
-    intruder["metadata"]["creationTimestamp"] = "2026-12-03T00:00:00Z"
-    claims = [tenancy.claim_of(j) for j in (holder, same_ns, intruder)]
-    policy = ClusterSettings().tenancy_policy()
+def applied(job: dict[str, Any], created: str, records: dict[str, str] | None = None) -> dict[str, Any]:
+    """``job`` as the cache shows it once applied (status.applied records what it holds)."""
+    job = copy.deepcopy(job)
+    job["metadata"]["creationTimestamp"] = created
+    job["status"] = {"applied": {"fingerprint": "f", "objects": {}, "host": job["spec"]["host"],
+                                 "records": records or {}}}
+    return job
 
-    refused = tenancy.refusal(parse_job(intruder), policy, "2026-12-03T00:00:00Z", claims)
+
+INGRESS = "10.96.200.1"
+POLICY = ClusterSettings(ingress_address=INGRESS).tenancy_policy()
+
+
+def test_a_host_belongs_to_the_namespace_that_applied_it_first():
+    holder = applied(manifest("team-a", "job1"), "2026-12-01T00:00:00Z", {"job1.server.iflearner.com": INGRESS})
+    cluster = tenancy.ClusterJobs.of([holder], ("", ""))
+    intruder = manifest("team-b", "job1", peers=[{"host": "job9.server.iflearner.com", "address": "10.1.2.3"}])
+    refused = tenancy.refusal(parse_job(intruder), POLICY, "2026-12-03T00:00:00Z", cluster)
     assert refused is not None and refused.reason == "HostConflict"
     assert [p.field for p in refused.problems] == ["spec.host"]
-    assert "team-a/job1" in refused.problems[0].message
-    # Jobs of one namespace share a host; the first claimant keeps it.
-    assert tenancy.refusal(parse_job(same_ns), policy, "2026-12-02T00:00:00Z", claims) is None
-    assert tenancy.refusal(parse_job(holder), policy, "2026-12-01T00:00:00Z", claims) is None
-    # A peer host is a claim too: a job of another namespace cannot serve a host another publishes.
-    later = manifest("team-c", "job1", host="job9.server.iflearner.com")
-    assert tenancy.refusal(parse_job(later), policy, "2026-12-04T00:00:00Z", claims).reason == "HostConflict"
+    assert "served by job team-a/job1" in refused.problems[0].message
+    # Jobs of one namespace share a host (iflearner-flow's server and client jobs do).
+    assert tenancy.refusal(parse_job(manifest("team-a", "job2")), POLICY, "2026-12-02T00:00:00Z", cluster) is None
+
+
+def test_an_old_job_edited_to_name_a_running_jobs_host_cannot_take_it():
+    victim = applied(manifest("team-a", "job1", host="victim.server.iflearner.com"), "2026-12-05T00:00:00Z",
+                     {"victim.server.iflearner.com": INGRESS})
+    # Created long before the victim, then edited: its spec claims nothing until it is applied.
+    attacker = manifest("team-b", "old", host="old.server.iflearner.com",
+                        peers=[{"host": "victim.server.iflearner.com", "address": "10.9.9.9"}])
+    attacker["metadata"]["creationTimestamp"] = "2020-01-01T00:00:00Z"
+    cluster = tenancy.ClusterJobs.of([victim, attacker], ("team-b", "old"))
+    refused = tenancy.refusal(parse_job(attacker), POLICY, "2020-01-01T00:00:00Z", cluster, applied=False)
+    assert refused is not None and refused.reason == "HostConflict"
+    assert [p.field for p in refused.problems] == ["spec.peers[0].host"]
+    # The victim is not disturbed by a spec that was never applied.
+    victim_view = tenancy.ClusterJobs.of([victim, attacker], ("team-a", "job1"))
+    assert tenancy.refusal(parse_job(victim), POLICY, "2026-12-05T00:00:00Z", victim_view, applied=True) is None
+
+
+def test_two_namespaces_may_publish_the_same_record_for_a_peer_but_not_another_address():
+    first = applied(manifest("team-a", "job1", host="a1.server.iflearner.com"), "2026-12-01T00:00:00Z",
+                    {"a1.server.iflearner.com": INGRESS, "peer.party.iflearner.com": "172.31.164.54"})
+    cluster = tenancy.ClusterJobs.of([first], ("", ""))
+    same = manifest("team-b", "job1", host="b1.server.iflearner.com",
+                    peers=[{"host": "peer.party.iflearner.com", "address": "172.31.164.54"}])
+    assert tenancy.refusal(parse_job(same), POLICY, "2026-12-02T00:00:00Z", cluster) is None
+    other = manifest("team-b", "job2", host="b2.server.iflearner.com",
+                     peers=[{"host": "peer.party.iflearner.com", "address": "172.31.164.99"}])
+    refused = tenancy.refusal(parse_job(other), POLICY, "2026-12-02T00:00:00Z", cluster)
+    assert refused is not None and refused.reason == "HostConflict"
+    assert "resolves to 172.31.164.54 for job team-a/job1" in refused.problems[0].message
+
+
+def test_of_two_applied_claimants_only_the_newer_is_told():
+    older = applied(manifest("team-a", "job1"), "2026-12-01T00:00:00Z")
+    newer = applied(manifest("team-b", "job1"), "2026-12-02T00:00:00Z")
+    both = [older, newer]
+    assert tenancy.refusal(parse_job(older), POLICY, "2026-12-01T00:00:00Z",
+                           tenancy.ClusterJobs.of(both, ("team-a", "job1")), applied=True) is None
+    told = tenancy.refusal(parse_job(newer), POLICY, "2026-12-02T00:00:00Z",
+                           tenancy.ClusterJobs.of(both, ("team-b", "job1")), applied=True)
+    assert told is not None and told.reason == "HostConflict"
+
+
+def test_a_peer_may_lie_under_the_peer_domains_but_a_host_may_not():
+    settings = ClusterSettings(job_domains=("a.party.iflearner.com",), peer_domains=("b.party.iflearner.com",))
+    peer = manifest(host="job1.a.party.iflearner.com", peers=[{"host": "job1.b.party.iflearner.com",
+                                                               "address": "172.31.164.54"}])
+    assert tenancy.refusal(parse_job(peer), settings.tenancy_policy()) is None
+    host = manifest(host="job1.b.party.iflearner.com")
+    refused = tenancy.refusal(parse_job(host), settings.tenancy_policy())
+    assert refused is not None and [p.field for p in refused.problems] == ["spec.host"]
 
 
 @pytest.mark.parametrize(("setting", "value", "expected"), [
@@ -152,9 +208,45 @@ def test_a_namespace_cannot_publish_more_records_than_its_ceiling():
                              {"host": "job1.b.party.iflearner.com", "address": "10.1.2.4"}])
     second["metadata"]["creationTimestamp"] = "2026-12-02T00:00:00Z"
     elsewhere = manifest("team-b", "job3", host="job3.server.iflearner.com")
-    claims = [tenancy.claim_of(j) for j in (first, second, elsewhere)]
-    assert tenancy.refusal(parse_job(first), policy, "2026-12-01T00:00:00Z", claims) is None
-    refused = tenancy.refusal(parse_job(second), policy, "2026-12-02T00:00:00Z", claims)
+    jobs = [first, second, elsewhere]
+    assert tenancy.refusal(parse_job(first), policy, "2026-12-01T00:00:00Z",
+                           tenancy.ClusterJobs.of(jobs, ("team-a", "job1"))) is None
+    refused = tenancy.refusal(parse_job(second), policy, "2026-12-02T00:00:00Z",
+                              tenancy.ClusterJobs.of(jobs, ("team-a", "job2")))
     assert refused is not None and refused.reason == "DnsRecordLimit"
     assert "4 DNS records, over its limit of 3" in refused.problems[0].message
-    assert tenancy.refusal(parse_job(elsewhere), policy, "2026-12-03T00:00:00Z", claims) is None
+    assert tenancy.refusal(parse_job(elsewhere), policy, "2026-12-03T00:00:00Z",
+                           tenancy.ClusterJobs.of(jobs, ("team-b", "job3"))) is None
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 5) | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=12), inner, max_size=3),
+    max_leaves=8,
+)
+POD_FIELDS = ("securityContext", "volumes", "hostPID", "initContainers", "serviceAccountName", "hostUsers")
+CONTAINER_FIELDS = ("securityContext", "ports", "livenessProbe", "lifecycle")
+
+
+@settings(max_examples=300, deadline=None)
+@given(pod=st.dictionaries(st.sampled_from(POD_FIELDS), json_values, max_size=4),
+       container=st.dictionaries(st.sampled_from(CONTAINER_FIELDS), json_values, max_size=3),
+       level=st.sampled_from(list(Level)))
+def test_any_template_gets_a_verdict_never_a_crash(pod, container, level):
+    job = manifest()
+    pod_spec(job).update(pod)
+    pod_spec(job)["containers"][0].update(container)
+    template = job["spec"]["template"]
+    for problem in violations(template, level):
+        assert problem.field.startswith("spec.template.") and problem.message
+
+
+def test_the_kubernetes_1_36_baseline_details():
+    job = manifest()
+    pod_spec(job)["securityContext"] = {"sysctls": [{"name": "net.ipv4.tcp_rmem", "value": "4096 87380 6291456"}],
+                                        "seLinuxOptions": {"type": None}}
+    pod_spec(job)["containers"][0]["livenessProbe"] = {"httpGet": {"host": "169.254.169.254", "port": 80}}
+    job["spec"]["template"]["metadata"] = {"annotations": {
+        "container.apparmor.security.beta.kubernetes.io/s": "localhost/custom"}}
+    assert [p.field for p in violations(job["spec"]["template"], Level.BASELINE)] == [
+        "spec.template.spec.containers[0].livenessProbe.httpGet.host"]

@@ -68,7 +68,7 @@ def test_backend_credentials_come_from_a_secret_never_from_args():
 
     from iflearner.bootstrap.operator import OperatorConfigError
 
-    with pytest.raises(OperatorConfigError, match="holds a credential.*user info.*stateBackendSecret"):
+    with pytest.raises(OperatorConfigError, match="holds a credential.*password in the user info.*stateBackendSecret"):
         deployment(ClusterSettings(), OperatorConfig(backend_url="postgres://op:s3cret@db:5432/state"))
     # The password check of old missed credentials in the query string (issue 18).
     for url, part in (("postgres://op@db:5432/state?password=s3cret", "'password'"),
@@ -76,6 +76,8 @@ def test_backend_credentials_come_from_a_secret_never_from_args():
                       ("azblob://container?sas_token=abc", "'sas_token'")):
         with pytest.raises(OperatorConfigError, match=f"holds a credential.*{part}"):
             deployment(ClusterSettings(), OperatorConfig(backend_url=url))
+    # A user name, or a client key's path, is no secret.
+    OperatorConfig(backend_url="postgres://iflearner@db/state?sslmode=verify-full&sslkey=/etc/pg/key").validate()
     container = _container(OperatorConfig(backend_secret="state-backend"))
     assert container["envFrom"] == [{"secretRef": {"name": "state-backend"}}]
     assert not any(a.startswith("--backend-url") for a in container["args"])

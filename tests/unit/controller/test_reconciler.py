@@ -519,6 +519,7 @@ def test_a_job_applied_before_the_policy_keeps_running_with_a_warning_until_its_
 def test_a_host_held_by_another_namespace_stalls_until_its_holder_goes(world, reconciler):
     holder = copy.deepcopy(JOB)
     holder["metadata"].update(namespace="team-a", uid="holder-uid", creationTimestamp="2024-01-01T00:00:00Z")
+    holder["status"] = {"applied": {"fingerprint": "f", "objects": {}, "host": JOB["spec"]["host"]}}
     world.jobs.store["team-a/iflearnerjob-server"] = holder
     world.jobs.store[KEY]["metadata"]["creationTimestamp"] = "2024-06-01T00:00:00Z"
     result = reconciler.reconcile(KEY)
@@ -533,7 +534,7 @@ def test_a_host_held_by_another_namespace_stalls_until_its_holder_goes(world, re
 
 
 def test_job_pods_get_no_api_token_but_a_running_pod_made_before_keeps_its_own():
-    from iflearner.controller.syncpass import legacy_token_mount
+    from iflearner.controller.syncpass import legacy_token_mount, template_digest
 
     job = parse_job(JOB)
     assert desired_resources(job, ClusterSettings()).pod["spec"]["automountServiceAccountToken"] is False
@@ -541,9 +542,16 @@ def test_job_pods_get_no_api_token_but_a_running_pod_made_before_keeps_its_own()
     asked = copy.deepcopy(JOB)
     asked["spec"]["template"]["spec"]["automountServiceAccountToken"] = True
     assert desired_resources(parse_job(asked), ClusterSettings()).pod["spec"]["automountServiceAccountToken"] is True
-    applied = {"applied": {"fingerprint": "f"}, "observedGeneration": 1}
     old_pod = {"metadata": {"name": "p"}, "spec": {"containers": []}}
-    assert legacy_token_mount(old_pod, applied, 1)
-    assert not legacy_token_mount(old_pod, applied, 2), "a new generation gets the new Pod"
-    assert not legacy_token_mount({"spec": {"automountServiceAccountToken": False}}, applied, 1)
-    assert not legacy_token_mount(None, applied, 1)
+    digest = template_digest(JOB["spec"]["template"])
+    # A status of the version before: this generation was applied with that Pod.
+    before = {"applied": {"fingerprint": "f"}, "observedGeneration": 1}
+    assert legacy_token_mount(old_pod, before, 1, digest)
+    assert not legacy_token_mount(old_pod, before, 2, digest)
+    # Once applied by this version: as long as the template is the one the Pod was made from,
+    # whatever else of the job changes (its peers, say).
+    now = {"applied": {"fingerprint": "f", "template": digest}, "observedGeneration": 1}
+    assert legacy_token_mount(old_pod, now, 5, digest)
+    assert not legacy_token_mount(old_pod, now, 5, template_digest({"spec": {"containers": []}}))
+    assert not legacy_token_mount({"spec": {"automountServiceAccountToken": False}}, now, 1, digest)
+    assert not legacy_token_mount(None, now, 1, digest)

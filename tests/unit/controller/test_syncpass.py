@@ -37,7 +37,7 @@ def view(manifest=SERVER, *, run: bool = True, last: Operation | None = None, fa
         desired=desired_resources(job, ClusterSettings()), generation=2, host=job.host, previous=previous or {},
         now=NOW, fingerprint="fp-2", gate=Decision(run, "spec changed" if run else "unchanged"), last=last,
         failures=failures, served=served, issuer=IssuerChoice(ISSUING_KEYS, None, "one CA", switch_at),
-        trust=trust, outputs={"podName": "iflearnerjob-server"}, renewal_fraction=2 / 3)
+        trust=trust, outputs={"podName": "iflearnerjob-server"}, renewal_fraction=2 / 3, template="t-1")
 
 
 def afterwards(phase: str | None = "Running", uid: str | None = "pod-1",
@@ -83,7 +83,10 @@ def test_a_successful_update_records_what_it_applied_and_resets_failures():
     outcome = syncpass.outcome_of(updating, result, NOW, {"Pod/p": "uid-1"})
     assert outcome.succeeded and outcome.failures == 0 and outcome.retry_at is None
     status, requeue = syncpass.conclude(updating, syncpass.plan(updating), outcome, afterwards(), starting)
-    assert status["applied"] == {"fingerprint": "fp-2", "objects": {"Pod/p": "uid-1"}}
+    # The owned objects' versions (gating), and what the job holds against other namespaces (its
+    # host; its DNS records: none here, the settings have no ingress address) and its template digest.
+    assert status["applied"] == {"fingerprint": "fp-2", "objects": {"Pod/p": "uid-1"},
+                                 "host": "job1.server.iflearner.com", "records": {}, "template": "t-1"}
     assert status["lastOperation"]["failureCount"] == 0 and "nextRetryTime" not in status["lastOperation"]
     assert requeue is None
 
