@@ -47,7 +47,10 @@ EXPLICIT = (
     [("container", "foo", 1)],  # an unknown field: server-side apply refuses it
 )
 FIELD = re.compile(r"\b(spec|metadata)\.[A-Za-z]")
-STALL_REASONS = {"InvalidSpec", "InvalidPodTemplate", "NameConflict"}
+# With the tenancy policy's reasons: a generated Pod may break the Pod Security level (hostNetwork,
+# securityContext, ...) or name a service account that is not allowed.
+STALL_REASONS = {"InvalidSpec", "InvalidPodTemplate", "NameConflict", "PodSecurity", "ServiceAccountNotAllowed",
+                 "HostNotAllowed", "PeerAddressNotAllowed", "HostConflict", "DnsRecordLimit"}
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(allow_nan=False, allow_infinity=False)

@@ -148,7 +148,7 @@ def test_a_job_author_gets_a_job_and_nothing_more(tenancy_controller, kubeconfig
     assert again["status"]["lastOperation"] == ready["status"]["lastOperation"], "no run caused by the others"
 
 
-def test_a_host_belongs_to_the_namespace_that_claimed_it_first(tenancy_controller, kubeconfig, custom, core,
+def test_a_host_belongs_to_the_namespace_that_applied_it_first(tenancy_controller, kubeconfig, custom, core,
                                                                jobs_ns, request):
     holder = job_manifest("holder", jobs_ns, host="shared.server.iflearner.com")
     create_job(custom, holder)
@@ -163,7 +163,7 @@ def test_a_host_belongs_to_the_namespace_that_claimed_it_first(tenancy_controlle
     author = _author_api(kubeconfig, core, other)
     create_job(author, job_manifest("intruder", other, host="shared.server.iflearner.com"))
     job = _stalled(custom, other, "intruder", "HostConflict", tenancy_controller)
-    assert f"held by job {jobs_ns}/holder" in condition(job, "Stalled")["message"]
+    assert f"served by job {jobs_ns}/holder" in condition(job, "Stalled")["message"]
     assert gone(lambda: core.read_namespaced_secret("intruder-tls", other)), "no certificate for a held host"
     assert condition(get_job(custom, jobs_ns, "holder"), "Ready")["status"] == "True"
 
