@@ -105,11 +105,12 @@ def test_up_installs_the_gateway_and_destroy_removes_it(cluster) -> None:
 
 
 def _traefik_may(api: client.ApiClient, verb: str, resource: str, namespace: str | None = None,
-                 name: str | None = None) -> bool:
+                 name: str | None = None, group: str = "") -> bool:
     review = client.AuthorizationV1Api(api).create_subject_access_review(client.V1SubjectAccessReview(
         spec=client.V1SubjectAccessReviewSpec(user=TRAEFIK, groups=["system:serviceaccounts"],
                                               resource_attributes=client.V1ResourceAttributes(
-                                                  verb=verb, resource=resource, namespace=namespace, name=name))))
+                                                  verb=verb, resource=resource, namespace=namespace, name=name,
+                                                  group=group))))
     return bool(review.status.allowed)
 
 
@@ -141,4 +142,7 @@ def _tenancy_is_declared(api: client.ApiClient) -> None:
     assert not _traefik_may(api, "list", "secrets")
     assert not _traefik_may(api, "list", "secrets", "kube-system")
     assert not _traefik_may(api, "get", "secrets", "iflearner-system", "iflearner-ca")
-    assert _traefik_may(api, "list", "gatewayclasses") and _traefik_may(api, "list", "namespaces")
+    assert _traefik_may(api, "list", "gatewayclasses", group="gateway.networking.k8s.io")
+    assert _traefik_may(api, "list", "namespaces")
+    assert not _traefik_may(api, "list", "grpcroutes", group="gateway.networking.k8s.io")  # only where it serves
+    assert _traefik_may(api, "list", "grpcroutes", "default", group="gateway.networking.k8s.io")

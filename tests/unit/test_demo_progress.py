@@ -60,6 +60,6 @@ def test_an_unexpected_failure_says_where_and_keeps_the_traceback_then_cleans_up
 
     assert cleaned == [True]
     out = capsys.readouterr().out
-    assert "failed with AttributeError at test_demo.py:" in out and "in broken_bring_up" in out
+    assert "failed with AttributeError at test_demo_progress.py:" in out and "in broken_bring_up" in out
     assert str(demo.failure_log) in out
     assert "text.splitlines()" in demo.failure_log.read_text()
