@@ -41,19 +41,9 @@ fi
 export CGO_ENABLED=0 GOWORK=off GOFLAGS=-buildvcs=false GOPROXY="${GOPROXY:-https://proxy.golang.org}"
 START_ALL=$SECONDS
 
-log() { printf '[toolchain %4ds] %s\n' "$((SECONDS - START_ALL))" "$*"; }
-
-# run PROGRAM STEP CMD...: runs a step, appending to the program's log; on
-# failure says which program and step failed and where the log is.
-run() {
-  local prog=$1 step=$2; shift 2
-  echo "+ [$step] $*" >>"$LOGS/$prog.log"
-  if ! "$@" >>"$LOGS/$prog.log" 2>&1; then
-    log "FAILED: $prog, step '$step'. Log kept at $LOGS/$prog.log; last lines:"
-    tail -n 25 "$LOGS/$prog.log" >&2
-    exit 1
-  fi
-}
+# log, run (a step with its log and a heartbeat), last_line: scripts/build-progress.sh.
+# shellcheck source=build-progress.sh
+source "$(dirname "${BASH_SOURCE[0]}")/build-progress.sh"
 
 moddir() { go mod download -json "$1" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d.get("Dir") or sys.exit(d.get("Error","no Dir")))'; }
 
@@ -80,7 +70,7 @@ build_pulumi() {
   run pulumi download fresh_copy "github.com/pulumi/pulumi/pkg/v3@$PULUMI_VERSION" "$d"
   cd "$d"
   run pulumi edit-go-mod go mod edit -dropreplace=github.com/pulumi/pulumi/sdk/v3 -require="github.com/pulumi/pulumi/sdk/v3@$PULUMI_VERSION"
-  run pulumi build go build -mod=mod -tags osusergo,grpcnotrace \
+  run pulumi build go build -v -mod=mod -tags osusergo,grpcnotrace \
     -ldflags "-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=$PULUMI_VERSION" -o "$BIN/pulumi" ./cmd/pulumi
   cd "$WORK"; rm -rf "$d"
 }
@@ -118,7 +108,7 @@ build_kubernetes_provider() {
   cd cmd/pulumi-resource-kubernetes
   VERSION=$K8S_PROVIDER_VERSION run kubernetes-provider generate go run -mod=mod generate.go
   cd "$d"
-  run kubernetes-provider build go build -mod=mod \
+  run kubernetes-provider build go build -v -mod=mod \
     -ldflags "-s -w -X github.com/pulumi/pulumi-kubernetes/provider/v4/pkg/version.Version=v$K8S_PROVIDER_VERSION" \
     -o "$PROVIDERS/pulumi-resource-kubernetes" ./cmd/pulumi-resource-kubernetes
   cd "$WORK"; rm -rf "$d"
@@ -129,7 +119,7 @@ build_etcd() {
   rm -rf "$d"; mkdir -p "$d"; cd "$d"
   run etcd init go mod init iflearner.local/etcd-wrapper
   run etcd get go get -tool "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
-  run etcd build go build -ldflags "-s -w" -o "$BIN/etcd" go.etcd.io/etcd/server/v3
+  run etcd build go build -v -ldflags "-s -w" -o "$BIN/etcd" go.etcd.io/etcd/server/v3
   cd "$WORK"; rm -rf "$d"
 }
 
@@ -168,7 +158,7 @@ build_kube_programs() { # build_kube_programs STEP PROG...
   kube_wrapper "$d" "$prog" "$@"
   ldflags=$(kube_ldflags)
   for c in "$@"; do
-    run "$prog" "build-$c" go build -pgo=off -ldflags "$ldflags" -o "$BIN/$c" "k8s.io/kubernetes/cmd/$c"
+    run "$prog" "build-$c" go build -v -pgo=off -ldflags "$ldflags" -o "$BIN/$c" "k8s.io/kubernetes/cmd/$c"
   done
   cd "$WORK"; rm -rf "$d"
 }
@@ -201,7 +191,7 @@ build_coredns() {
   rm -rf "$d"; mkdir -p "$d"; cd "$d"
   run coredns init go mod init iflearner.local/coredns-wrapper
   run coredns get go get -tool "github.com/coredns/coredns@$COREDNS_VERSION"
-  run coredns build go build -ldflags "-s -w" -o "$BIN/coredns" github.com/coredns/coredns
+  run coredns build go build -v -ldflags "-s -w" -o "$BIN/coredns" github.com/coredns/coredns
   cd "$WORK"; rm -rf "$d"
 }
 
@@ -214,7 +204,7 @@ build_traefik() {
   local d="$WORK/traefik"
   run traefik download fresh_copy "github.com/traefik/traefik/v3@$TRAEFIK_VERSION" "$d"
   cd "$d"
-  run traefik build go build -mod=mod -trimpath \
+  run traefik build go build -v -mod=mod -trimpath \
     -ldflags "-s -w -X github.com/traefik/traefik/v3/pkg/version.Version=$TRAEFIK_VERSION" \
     -o "$BIN/traefik" ./cmd/traefik
   cd "$WORK"; rm -rf "$d"

@@ -1,0 +1,40 @@
+# Progress of a long build, sourced by build-toolchain.sh (and its test):
+# log, and run PROGRAM STEP CMD... which keeps a step's output in
+# $LOGS/PROGRAM.log and says every $HEARTBEAT seconds that it still runs.
+# Needs LOGS and START_ALL set by the caller.
+
+log() { printf '[toolchain %4ds] %s\n' "$((SECONDS - START_ALL))" "$*"; }
+
+# Seconds between "still building" lines while a step runs (a cold build is
+# minutes of silence otherwise), and what each program took cold on 2 cores.
+HEARTBEAT="${IFLEARNER_BUILD_HEARTBEAT:-60}"
+declare -A COLD_SECONDS=([pulumi]=280 [kubernetes-provider]=500 [etcd]=35 [kwok]=100 [kube]=250
+                         [kube-node]=30 [coredns]=120 [traefik]=350)
+
+# The step's latest log line, short: what a Go build or download is at.
+last_line() { grep -v '^[[:space:]]*$' "$1" 2>/dev/null | tail -n 1 | cut -c1-100; }
+
+# run PROGRAM STEP CMD...: runs a step, appending to the program's log, and
+# says every HEARTBEAT seconds that it is still running (how long, of about
+# how long cold, and its last log line); on failure says which program and
+# step failed and where the log is.
+run() {
+  local prog=$1 step=$2; shift 2
+  echo "+ [$step] $*" >>"$LOGS/$prog.log"
+  "$@" >>"$LOGS/$prog.log" 2>&1 &
+  local pid=$! started=$SECONDS next=$((SECONDS + HEARTBEAT)) expected=""
+  [[ -n "${COLD_SECONDS[$prog]:-}" ]] && expected=" of about ${COLD_SECONDS[$prog]}s cold"
+  while kill -0 "$pid" 2>/dev/null; do
+    if ((SECONDS >= next)); then
+      log "$prog: still at step '$step', $((SECONDS - started))s$expected; last: $(last_line "$LOGS/$prog.log")"
+      next=$((SECONDS + HEARTBEAT))
+    fi
+    sleep 1
+  done
+  if ! wait "$pid"; then
+    log "FAILED: $prog, step '$step'. Log kept at $LOGS/$prog.log; last lines:"
+    tail -n 25 "$LOGS/$prog.log" >&2
+    exit 1
+  fi
+}
+

@@ -1,0 +1,35 @@
+"""The toolchain build's progress (scripts/build-progress.sh): a long step says that it still runs,
+how long it has run and what it is at, instead of minutes of silence; a failed step names itself."""
+
+from __future__ import annotations
+
+import subprocess
+
+from iflearner.toolchain import REPO_ROOT
+
+SCRIPT = REPO_ROOT / "scripts" / "build-progress.sh"
+
+
+def _run(tmp_path, command: str) -> subprocess.CompletedProcess[str]:
+    shell = (f"set -euo pipefail; LOGS={tmp_path}; START_ALL=$SECONDS; IFLEARNER_BUILD_HEARTBEAT=1; "
+             f"source {SCRIPT}; {command}")
+    return subprocess.run(["bash", "-c", shell], capture_output=True, text=True, timeout=60)
+
+
+def test_a_long_step_says_it_still_runs_and_what_it_is_at(tmp_path):
+    result = _run(tmp_path, "run kube build bash -c 'echo k8s.io/apiserver/pkg/a; sleep 2.5; "
+                            "echo k8s.io/kubernetes/cmd/kubelet; sleep 2'; echo after")
+    assert result.returncode == 0, result.stderr
+    beats = [line for line in result.stdout.splitlines() if "still at step 'build'" in line]
+    assert len(beats) >= 2, result.stdout
+    assert "of about 250s cold" in beats[0] and "last: k8s.io/apiserver/pkg/a" in beats[0]
+    assert "last: k8s.io/kubernetes/cmd/kubelet" in beats[-1]
+    assert result.stdout.rstrip().endswith("after")
+    assert "k8s.io/kubernetes/cmd/kubelet" in (tmp_path / "kube.log").read_text()
+
+
+def test_a_failed_step_names_program_step_and_log(tmp_path):
+    result = _run(tmp_path, "run traefik build bash -c 'echo broken import >&2; exit 3'; echo never")
+    assert result.returncode == 1
+    assert "FAILED: traefik, step 'build'" in result.stdout and "never" not in result.stdout
+    assert "broken import" in result.stderr
