@@ -60,6 +60,7 @@ TRAINER = WORKLOAD / "trainer.py"
 PLOT = WORKLOAD / "plot.py"
 SERVER_HOST = "job1.server.iflearner.com"
 EXIT_TLS = 3  # trainer.EXIT_TLS (the trainer runs in the workload venv, not importable here)
+EXIT_UNREACHABLE = 4  # trainer.EXIT_UNREACHABLE
 
 
 # --- the workload's virtualenv -------------------------------------------------------------------
@@ -332,10 +333,16 @@ class Federation:
 
 def run_federation(python: Path, workdir: Path, certs: Certificates, epochs: int = 3,
                    parties: list[str] | None = None, timeout: float = 180.0,
-                   progress: Callable[[str], None] = print) -> Federation:
+                   progress: Callable[[str], None] = print, secure_aggregation: bool = False) -> Federation:
     """Server, TLS terminator and parties; returns when every process ended
-    (the server exits on its own once all parties completed)."""
+    (the server exits on its own once all parties completed).
+
+    ``secure_aggregation``: the parties also run iflearner's ``--peers``
+    exchange (each its peer server on a port of its own, plaintext here:
+    the real node's test does it through the gateways with TLS), so every
+    upload carries a mask and only the server's sum is clear."""
     parties = parties or ["party-a", "party-b"]
+    peer_ports = {party: free_port() for party in parties}
     result = Federation(workdir, epochs, parties)
     grpc_port, http_port = free_port(), free_port()
     server = start(python, SERVER, [f"-n={len(parties)}", f"--epochs={epochs}", f"--addr=127.0.0.1:{grpc_port}",
@@ -352,6 +359,7 @@ def run_federation(python: Path, workdir: Path, certs: Certificates, epochs: int
             processes[party] = start(python, TRAINER, [
                 f"--name={party}", f"--epochs={epochs}", f"--server=127.0.0.1:{tls_port}",
                 f"--cert={certs.ca}", f"--server-name={SERVER_HOST}", "--connect-timeout=60",
+                *([_peers_flag(party, peer_ports)] if secure_aggregation else []),
             ], workdir / party, party)
         deadline = started + timeout
         for party, process in processes.items():
@@ -371,6 +379,12 @@ def run_federation(python: Path, workdir: Path, certs: Certificates, epochs: int
     return result
 
 
+def _peers_flag(party: str, peer_ports: dict[str, int]) -> str:
+    """iflearner's ``--peers``: this party's own listen address first, then every other party's."""
+    others = [f"127.0.0.1:{port}" for name, port in peer_ports.items() if name != party]
+    return "--peers=" + ";".join([f"127.0.0.1:{peer_ports[party]}", *others])
+
+
 def _wait(process: subprocess.Popen[bytes], deadline: float) -> int | None:
     try:
         return process.wait(timeout=max(0.1, deadline - time.monotonic()))
@@ -379,9 +393,12 @@ def _wait(process: subprocess.Popen[bytes], deadline: float) -> int | None:
 
 
 def run_untrusting_party(python: Path, workdir: Path, certs: Certificates, name: str = "party-wrong",
-                         timeout: float = 60.0) -> tuple[int | None, str, str]:
+                         timeout: float = 60.0, trust: Path | None = None, server_name: str = SERVER_HOST,
+                         extra_args: tuple[str, ...] = ("--tls-grace=0", "--connect-timeout=10"),
+                         ) -> tuple[int | None, str, str]:
     """A party whose --cert holds a CA that did not sign the server's
-    certificate, against the same TLS terminator: (exit status, its log,
+    certificate (``trust``, by default ``certs.wrong_ca``), against the same
+    TLS terminator, verifying it as ``server_name``: (exit status, its log,
     what it wrote as its Kubernetes termination message)."""
     termination_log = workdir / name / "termination-log"
     termination_log.parent.mkdir(parents=True, exist_ok=True)
@@ -390,8 +407,8 @@ def run_untrusting_party(python: Path, workdir: Path, certs: Certificates, name:
     port = terminator.start()
     try:
         process = start(python, TRAINER, [
-            f"--name={name}", "--epochs=2", f"--server=127.0.0.1:{port}", f"--cert={certs.wrong_ca}",
-            f"--server-name={SERVER_HOST}", "--tls-grace=0", "--connect-timeout=10",
+            f"--name={name}", "--epochs=2", f"--server=127.0.0.1:{port}", f"--cert={trust or certs.wrong_ca}",
+            f"--server-name={server_name}", *extra_args,
         ], workdir / name, name, {"TERMINATION_LOG": str(termination_log)})
         rc = _wait(process, time.monotonic() + timeout)
         if rc is None:
@@ -430,12 +447,15 @@ def main() -> int:
     parser.add_argument("--parties", type=int, default=2)
     parser.add_argument("--keep", action="store_true", help="keep the processes' logs")
     parser.add_argument("--plot", type=Path, help="write the metric per epoch as a PNG here")
+    parser.add_argument("--secure-aggregation", action="store_true",
+                        help="the parties exchange masks (iflearner's --peers) before training")
     args = parser.parse_args()
     python = workload_python()
     names = [f"party-{chr(ord('a') + i)}" for i in range(args.parties)]
     with _workdir(args.keep) as workdir:
         certs = write_certificates(workdir / "tls")
-        fed = run_federation(python, workdir, certs, epochs=args.epochs, parties=names)
+        fed = run_federation(python, workdir, certs, epochs=args.epochs, parties=names,
+                             secure_aggregation=args.secure_aggregation)
         problems = server_log_problems(fed.log("server"), names, args.epochs)
         rounds = fed.round_times()
         print(f"\nfederation: {len(names)} parties, {args.epochs} epochs, TLS as {SERVER_HOST}, local processes")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-EVENTS = ("FL-START", "FL-EPOCH", "FL-ROUND", "FL-DONE", "FL-SERVER")
+EVENTS = ("FL-START", "FL-MASK", "FL-EPOCH", "FL-ROUND", "FL-DONE", "FL-SERVER")
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,9 @@ def describe(event: Event) -> str | None:
     if event.kind == "FL-EPOCH":
         return (f"{party} epoch {event.fields.get('epoch')}: loss {event.number('loss'):.4f}, "
                 f"accuracy {event.number('accuracy'):.3f}")
+    if event.kind == "FL-MASK":
+        # Never the mask itself: a person needs to know it happened, not its value.
+        return f"{party} exchanged keys and masks with {event.fields.get('peers')} peer(s): its uploads are masked"
     if event.kind == "FL-ROUND":
         return (f"{party} round {event.fields.get('epoch')} aggregated by the server in "
                 f"{event.number('round_s'):.1f}s: global accuracy {event.number('global_accuracy'):.3f}")

@@ -116,6 +116,19 @@ def test_party_with_wrong_trust_file_fails_tls_verification(workload_python: Pat
     assert termination_message.startswith("TLS verification failed"), termination_message
 
 
+def test_a_certificate_for_another_host_is_waited_for_not_refused(workload_python: Path, certs, tmp_path: Path):
+    """A gateway answers a host it has no route for (yet) with another certificate (its default):
+    the party keeps waiting for the host's route, up to --connect-timeout, even with --tls-grace=0,
+    and then says what it saw. (Before, it failed at once as if its trust file were wrong.)"""
+    rc, log, termination_message = fl.run_untrusting_party(
+        workload_python, tmp_path, certs, trust=certs.ca, server_name="job1.b.party.iflearner.com",
+        extra_args=("--tls-grace=0", "--connect-timeout=4"))
+    assert rc == fl.EXIT_UNREACHABLE, log
+    assert "TLS verification failed" not in log, log
+    assert "presents a certificate not issued for job1.b.party.iflearner.com" in termination_message, log
+    assert "is the server job's route there yet?" in termination_message, termination_message
+
+
 GUARD_CHECK = """
 import sys
 sys.path.insert(0, sys.argv[1])
@@ -146,3 +159,35 @@ def test_trainer_guards_iflearners_lost_aggregate_race(workload_python: Path, tm
     result = subprocess.run([str(workload_python), "-I", "-c", GUARD_CHECK, str(fl.WORKLOAD)], cwd=tmp_path,
                             capture_output=True, text=True, timeout=120, env={"MPLBACKEND": "Agg"})
     assert result.returncode == 0 and "guarded" in result.stdout, result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def masked_federation(workload_python: Path, certs, tmp_path_factory: pytest.TempPathFactory):
+    """The same federation (same seeds) with iflearner's secure aggregation: ``--peers``."""
+    return fl.run_federation(workload_python, tmp_path_factory.mktemp("masked"), certs,
+                             epochs=EPOCHS, parties=PARTIES, timeout=180, secure_aggregation=True)
+
+
+def test_secure_aggregation_masks_every_upload_and_the_masks_cancel(federation, masked_federation):
+    """Each party exchanged a key and a mask with the other, added a non-zero mask to its upload, the
+    masks sum to zero, and the server's aggregate (each party's global metric per round) equals the
+    unmasked run's: float32 parameters plus masks below 1 lose at most ~1e-7, far under 1e-5."""
+    assert masked_federation.party_rcs == {p: 0 for p in PARTIES}, _logs(masked_federation)
+    masks = {}
+    for party in PARTIES:
+        other = next(p for p in PARTIES if p != party)
+        records = masked_federation.records(party)
+        steps = [(r["step"], r.get("served")) for r in records if r["kind"] == "PEER"]
+        assert ("key", None) in steps and ("mask", None) in steps, masked_federation.log(party)
+        assert ("key-served", other) in steps and ("mask-served", other) in steps, masked_federation.log(party)
+        (mask,) = [float(r["mask"]) for r in records if r["kind"] == "MASK"]
+        masks[party] = mask
+    assert all(abs(m) > 0 for m in masks.values()), masks
+    assert abs(sum(masks.values())) < 1e-9, masks
+    for party in PARTIES:
+        plain = {int(r["epoch"]): r for r in federation.records(party) if r["kind"] == "ROUND"}
+        masked = {int(r["epoch"]): r for r in masked_federation.records(party) if r["kind"] == "ROUND"}
+        assert sorted(masked) == sorted(plain) == list(range(1, EPOCHS))
+        for epoch, record in plain.items():
+            assert abs(float(masked[epoch]["global_loss"]) - float(record["global_loss"])) < 1e-5, (party, epoch)
+            assert masked[epoch]["global_accuracy"] == record["global_accuracy"], (party, epoch)

@@ -36,3 +36,11 @@ def test_a_started_container_that_printed_nothing_yet_is_followed_once_it_prints
     assert follower.new_events("p") == []
     assert follower.new_events("p") == []
     assert [e.kind for e in follower.new_events("p")] == ["FL-START", "FL-EPOCH"]
+
+
+def test_secure_aggregation_is_reported_without_the_mask():
+    event = parse_event("FL-MASK party=client1 peers=1 mask=0.624551")
+    assert event is not None
+    line = describe(event)
+    assert line == "client1 exchanged keys and masks with 1 peer(s): its uploads are masked"
+    assert "0.62" not in line

@@ -260,15 +260,27 @@ def fail(status: int, message: str) -> NoReturn:
     raise SystemExit(status)
 
 
-def check_server_tls(address: str, server_name: str, cafile: str, connect_timeout: float,
-                     tls_grace: float) -> None:
-    """Handshake with the server as gRPC will, verifying against ``cafile``.
+# Verification errors that mean "this is not the host's certificate (yet)", not
+# "the host's certificate is untrusted": a gateway answers a name it has no route
+# for with its default, self-signed certificate, or with another host's.
+_NOT_THIS_HOSTS_CERTIFICATE = {
+    18,  # X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT: e.g. Traefik's default certificate
+    62,  # X509_V_ERR_HOSTNAME_MISMATCH
+}
 
-    Connection errors (DNS not there yet, refused, reset) are retried until
-    ``connect_timeout``: the server's Pod and route come up in any order. A
-    certificate that fails verification is retried for ``tls_grace`` only,
-    because a gateway serves its default certificate until the job's route
-    is programmed; after that the party exits with :data:`EXIT_TLS`.
+
+def check_tls(address: str, server_name: str, cafile: str, connect_timeout: float, tls_grace: float,
+              *, peer: str = "server", flag: str = "--cert",
+              mounted: str = "/etc/server-iflearner-secret.crt") -> None:
+    """Handshake with ``peer`` (the server, or another party's peer server) as
+    gRPC will, verifying against ``cafile``.
+
+    Connection errors (DNS not there yet, refused, reset) and a certificate
+    that is not issued for ``server_name`` (a gateway's default certificate
+    until the host's route is programmed: the other job may start later) are
+    retried until ``connect_timeout``. A certificate for the name that
+    ``cafile`` does not accept is retried for ``tls_grace`` only, then the
+    party exits with :data:`EXIT_TLS`, saying which flag to fix.
     """
     host, port = split_host_port(address)
     try:
@@ -278,30 +290,92 @@ def check_server_tls(address: str, server_name: str, cafile: str, connect_timeou
     context.set_alpn_protocols(["h2"])  # what gRPC offers; a gateway must select it
     started = time.monotonic()
     first_refusal: float | None = None
+    last_problem = ""
     while True:
         try:
             with socket.create_connection((host, port), timeout=10) as raw, \
                     context.wrap_socket(raw, server_hostname=server_name) as tls:
                 if tls.selected_alpn_protocol() != "h2":
-                    fail(EXIT_TLS, f"TLS to {server_name} at {host}:{port} works, but the server did not select "
+                    fail(EXIT_TLS, f"TLS to {server_name} at {host}:{port} works, but the {peer} did not select "
                          f"HTTP/2 (ALPN {tls.selected_alpn_protocol()!r}); gRPC needs h2: check that the "
                          "gateway's route for this host is a gRPC route")
                 print(f"TLS to {server_name} at {host}:{port} verified with {cafile}", flush=True)
                 return
         except ssl.SSLCertVerificationError as error:
-            now = time.monotonic()
-            first_refusal = now if first_refusal is None else first_refusal
-            if now - first_refusal >= tls_grace:
-                fail(EXIT_TLS, f"TLS verification failed: the server {server_name} at {host}:{port} presented a "
-                     f"certificate that {cafile} does not accept ({error.verify_message}). --cert must "
-                     "hold the CA that signed the server's certificate (in a cluster, the operator mounts "
-                     "it at /etc/server-iflearner-secret.crt), and the certificate must be issued for "
-                     f"{server_name}.")
+            if error.verify_code in _NOT_THIS_HOSTS_CERTIFICATE:
+                last_problem = (f"{host}:{port} presents a certificate not issued for {server_name} "
+                                f"({error.verify_message}): is the {peer} job's route there yet?")
+            else:
+                now = time.monotonic()
+                first_refusal = now if first_refusal is None else first_refusal
+                if now - first_refusal >= tls_grace:
+                    fail(EXIT_TLS, f"TLS verification failed: the {peer} {server_name} at {host}:{port} presented "
+                         f"a certificate that {cafile} does not accept ({error.verify_message}). {flag} must "
+                         f"hold the CA that signed the {peer}'s certificate (in a cluster, the operator mounts "
+                         f"it at {mounted}), and the certificate must be issued for {server_name}.")
         except OSError as error:  # includes ssl.SSLError other than verification, and DNS errors
-            if time.monotonic() - started >= connect_timeout:
-                fail(EXIT_UNREACHABLE, f"cannot reach the server {server_name} at {host}:{port} after "
-                     f"{connect_timeout:.0f}s: {error}; check that the server job is running and its host resolves")
+            last_problem = str(error)
+        if time.monotonic() - started >= connect_timeout:
+            fail(EXIT_UNREACHABLE, f"cannot reach the {peer} {server_name} at {host}:{port} after "
+                 f"{connect_timeout:.0f}s: {last_problem}; check that the {peer} job is running and its host "
+                 "resolves")
         time.sleep(1.0)
+
+
+def parse_peers(peers: str) -> tuple[str, list[str]]:
+    """iflearner's ``--peers "<own listen address>;<peer host:port>;..."``:
+    (where this party's peer server listens, the other parties' addresses)."""
+    parts = [part.strip() for part in peers.split(";")]
+    if len(parts) < 2 or not all(parts):
+        raise SystemExit(f"--peers must be '<own listen address>;<peer host:port>[;...]' (e.g. "
+                         f"'0.0.0.0:50001;job1.b.party.iflearner.com:30031'), got {peers!r}")
+    for address in parts:
+        split_host_port(address)
+    return parts[0], parts[1:]
+
+
+def _trace_peer_exchange(party: str, peer_client: ModuleType, peer_server: ModuleType,
+                         controller: type) -> None:
+    """``FL-PEER`` / ``FL-MASK`` lines for iflearner's secure aggregation
+    (``--peers``), which logs only numbers: which peer's key and mask this
+    party received (and through which trust file), which peers' requests
+    its own peer server answered, and the mask it adds to every parameter
+    it uploads (the masks of all parties sum to zero). Class-level, in this
+    process only; iflearner's behaviour is unchanged."""
+    client_cls, server_cls = peer_client.PeerClient, peer_server.PeerServer
+    client_init, get_key, get_mask = client_cls.__init__, client_cls.get_DH_public_key, client_cls.get_SMPC_random_key
+    serve, do_smpc = server_cls.send, controller.do_smpc
+
+    def init(self: Any, server_addr: str, party_name: str, peer_cert: str | None = None) -> None:  # noqa: ANN401
+        client_init(self, server_addr, party_name, peer_cert)
+        self._fl_peer, self._fl_tls = server_addr, peer_cert or "none"
+
+    def get_DH_public_key(self: Any) -> Any:  # noqa: ANN401, N802 - iflearner's names
+        key = get_key(self)
+        emit("PEER", party=party, peer=self._fl_peer, step="key", tls=self._fl_tls)
+        return key
+
+    def get_SMPC_random_key(self: Any, secret: str) -> float:  # noqa: ANN401, N802
+        value = get_mask(self, secret)
+        emit("PEER", party=party, peer=self._fl_peer, step="mask", tls=self._fl_tls)
+        return value
+
+    def send(self: Any, request: Any, context: Any) -> Any:  # noqa: ANN401
+        response = serve(self, request, context)
+        step = {"msg_dh_public_key": "key-served", "msg_smpc_random_key": "mask-served"}.get(request.type, request.type)
+        emit("PEER", party=party, served=request.party_name, step=step)
+        return response
+
+    def smpc(self: Any) -> None:  # noqa: ANN401
+        do_smpc(self)
+        if self._args.peers is not None:
+            emit("MASK", party=party, peers=len(parse_peers(self._args.peers)[1]), mask=float(self._sum_random_value))
+
+    client_cls.__init__ = init
+    client_cls.get_DH_public_key = get_DH_public_key
+    client_cls.get_SMPC_random_key = get_SMPC_random_key
+    server_cls.send = send
+    controller.do_smpc = smpc
 
 
 def _override_server_name(controller: Any, args: argparse.Namespace) -> None:  # noqa: ANN401
@@ -346,7 +420,17 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.cert is not None:
         server_name = args.server_name or split_host_port(args.server)[0]
-        check_server_tls(args.server, server_name, args.cert, args.connect_timeout, args.tls_grace)
+        check_tls(args.server, server_name, args.cert, args.connect_timeout, args.tls_grace)
+    if args.peers is not None:
+        _, peers = parse_peers(args.peers)
+        if args.peer_cert is not None:
+            # Every peer's gateway and certificate, checked before iflearner dials them (it would
+            # retry a refused certificate forever): other parties may start later, in any order.
+            for peer in peers:
+                check_tls(peer, split_host_port(peer)[0], args.peer_cert, args.connect_timeout, args.tls_grace,
+                          peer="peer party", flag="--peer-cert", mounted="/etc/party-iflearner-secret.crt")
+        _trace_peer_exchange(args.name, sys.modules["iflearner.communication.peer.peer_client"],
+                             sys.modules["iflearner.communication.peer.peer_server"], train_client.Controller)
     trainer = LogisticTrainer(args.name, args.epochs, args.samples, args.lr, args.batch_size)
     controller = train_client.Controller(args, trainer)
     if args.cert is not None and args.server_name:
