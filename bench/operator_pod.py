@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 from kubernetes import client
 
-from iflearner.demo import GROUP, NAMESPACE, OPERATOR_LABEL, PLURAL, VERSION, Demo
+from iflearner.local.demo import GROUP, NAMESPACE, OPERATOR_LABEL, PLURAL, VERSION, Demo
 from iflearner.toolchain import REPO_ROOT
 
 

@@ -168,7 +168,7 @@ def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from iflearner.demo import Demo, DemoError, default_data_dir
+    from iflearner.local.demo import Demo, DemoError, default_data_dir
 
     node = args.node
     if node == "auto":

@@ -10,7 +10,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from iflearner.demo import FEDERATION_DIR, WORKLOAD_PLACEHOLDER
+from iflearner.local.demo import FEDERATION_DIR, WORKLOAD_PLACEHOLDER
 
 GROUP, VERSION, PLURAL = "git.iflytek.com", "v1", "iflearnerjobs"
 

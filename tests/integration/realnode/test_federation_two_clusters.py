@@ -40,8 +40,8 @@ from kubernetes import client, config
 from realnode_harness import RealCluster
 
 from iflearner.bootstrap.cli_runner import BootstrapProject
-from iflearner.demo import FEDERATION_DIR, WORKLOAD_PLACEHOLDER, load_federation_images
 from iflearner.desired import ClusterSettings
+from iflearner.local.demo import FEDERATION_DIR, WORKLOAD_PLACEHOLDER, load_federation_images
 from iflearner.localcluster import LocalCluster
 from iflearner.localcluster.nodeconfig import NodeLayout, NodeNetwork
 from iflearner.toolchain import REPO_ROOT

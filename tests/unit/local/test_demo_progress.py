@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from iflearner import demo as demo_module
-from iflearner.demo import Demo
+from iflearner.local import demo as demo_module
+from iflearner.local.demo import Demo
 
 
 def _job(name: str, phase: str) -> dict[str, Any]:

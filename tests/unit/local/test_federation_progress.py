@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from iflearner.federation_progress import LogFollower, describe, final_metrics, parse_event
+from iflearner.local.progress import LogFollower, describe, final_metrics, parse_event
 
 
 def test_epoch_round_and_final_lines_become_progress():

@@ -37,7 +37,7 @@ from kubernetes import client
 
 from iflearner.bootstrap.cli_runner import BootstrapProject
 from iflearner.desired import ClusterSettings
-from iflearner.federation_progress import Event, LogFollower, describe, final_metrics
+from iflearner.local.progress import Event, LogFollower, describe, final_metrics
 from iflearner.localcluster import LocalCluster
 from iflearner.operator_record import read_operator_record
 from iflearner.toolchain import REPO_ROOT
