@@ -179,7 +179,12 @@ def _demo(args: argparse.Namespace) -> int:
         if reason and not args.down:
             print(f"demo: this machine cannot run a real node ({reason}); running the simulated demo "
                   "(kwok: Pods reach Running without containers, nothing trains)", flush=True)
-    demo = Demo((args.data_dir or default_data_dir()).resolve(), timeout=args.timeout, node=node)
+    try:
+        demo = Demo((args.data_dir or default_data_dir()).resolve(), timeout=args.timeout, node=node,
+                    topology=args.topology)
+    except DemoError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILED
     demo.data_dir.mkdir(parents=True, exist_ok=True)
     if args.down:
         return EXIT_OK if demo.down() else EXIT_FAILED
@@ -238,6 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--node", choices=["auto", "real", "kwok"], default="auto",
                       help="real: real containers, the operator as a Pod and a federation that trains; "
                            "kwok: simulated Pods; auto (default): real where this machine can run it")
+    demo.add_argument("--topology", choices=["one", "original"], default="one",
+                      help="one: every job in one cluster (default, fast); original: the original README's "
+                           "three clusters (server, party a, party b) with secure aggregation between the "
+                           "parties (needs a real node)")
     demo.set_defaults(handler=_demo)
     return parser
 

@@ -38,19 +38,30 @@ from kubernetes import client
 from iflearner.bootstrap.cli_runner import BootstrapProject
 from iflearner.desired import ClusterSettings
 from iflearner.local.progress import Event, LogFollower, describe, final_metrics
+from iflearner.local.topology import (
+    FEDERATION_DIR,
+    GROUP,
+    NAMESPACE,
+    OPERATOR_UID,
+    PLURAL,
+    SERVER,
+    SIDES,
+    VERSION,
+    WORKLOAD_PLACEHOLDER,
+    OriginalTopology,
+    example_job,
+    load_federation_images,
+)
 from iflearner.localcluster import LocalCluster
 from iflearner.operator_record import read_operator_record
 from iflearner.toolchain import REPO_ROOT
 
 EXAMPLES = ("server.yaml", "party-a.yaml", "party-b.yaml")
-FEDERATION_DIR = REPO_ROOT / "examples" / "federation"
-# examples/federation name the workload image by this placeholder (its real tag is content-addressed).
-WORKLOAD_PLACEHOLDER = "iflearner.local/iflearner-workload:local"
-GROUP, VERSION, PLURAL = "git.iflytek.com", "v1", "iflearnerjobs"
-NAMESPACE = "default"
 OPERATOR_LABEL = "app.kubernetes.io/name=iflearner-operator"
-OPERATOR_UID = 65532  # the operator image's user: owns its hostPath state volume
 NODE_KINDS = ("kwok", "real")
+# "one": every job in one cluster (fast, the default); "original": the original README's three
+# clusters (server, party a, party b) with secure aggregation between the parties (real node only).
+TOPOLOGIES = ("one", "original")
 
 
 def say(message: str) -> None:
@@ -70,12 +81,19 @@ class Demo:
     ``cluster up``). State of a cluster that is gone is never reused.
     """
 
-    def __init__(self, data_dir: Path, timeout: float, node: str = "kwok") -> None:
+    def __init__(self, data_dir: Path, timeout: float, node: str = "kwok", topology: str = "one") -> None:
         if node not in NODE_KINDS:
             raise DemoError(f"unknown node kind {node!r}; choose one of {', '.join(NODE_KINDS)}")
+        if topology not in TOPOLOGIES:
+            raise DemoError(f"unknown topology {topology!r}; choose one of {', '.join(TOPOLOGIES)}")
+        if topology == "original" and node != "real":
+            raise DemoError("--topology original runs three clusters of real containers: it needs --node real "
+                            "(this machine must be able to run a real node)")
         self.data_dir = data_dir
         self.timeout = timeout
         self.node = node
+        self.topology = topology
+        self.original_dir = data_dir / "original"  # the three clusters' stacks and party clusters
         self.cluster = LocalCluster(data_dir / "cluster")
         self.failure_log = data_dir / "demo-failure.log"  # the traceback of the last unexpected failure
         self.poll_interval = 1.0
@@ -123,6 +141,9 @@ class Demo:
         done = "trained" if self.node == "real" else "is Running"
         say(f"the federation {done} ({time.monotonic() - started:.0f}s in all)")
         if keep:
+            if self.topology == "original":
+                for side in SIDES:
+                    say(f"the {side.stack} cluster: export KUBECONFIG={self._original().kubeconfig(side)}")
             say(f"left running; explore it with: export KUBECONFIG={kubeconfig}; kubectl get iflearnerjobs")
             say("stop it with: .venv/bin/python -m iflearner demo --down")
         else:
@@ -160,7 +181,36 @@ class Demo:
         print(_table(self._wait_running(api)), flush=True)
         return state.kubeconfig
 
+    def _original(self) -> OriginalTopology:
+        return OriginalTopology(self.original_dir, self._passphrase(), progress=lambda m: say(f"  {m}"),
+                                clusters={SERVER.stack: self.cluster})
+
+    def _bring_up_original(self) -> Path:
+        # run() refused a running demo: whatever the directory holds describes clusters that are gone.
+        shutil.rmtree(self.original_dir, ignore_errors=True)
+        topology = self._original()
+        say("starting three control planes with real nodes: the server's (slot 0), party a's (slot 1) and "
+            "party b's (slot 2), each in a network of its own")
+        topology.up_clusters()
+        self._forget_state_of_other_clusters(self.cluster.kubeconfig)
+        say("building the operator, Traefik and workload images (cached after the first run), importing them "
+            "into every node")
+        images = topology.load_images()
+        say("bootstrapping each cluster with its stack from stacks/ in the README's order (server, party-a, "
+            "party-b), then again with the CAs of the clusters that came after it")
+        topology.bootstrap(images)
+        for side in SIDES:
+            job = example_job(side, images[side.stack]["iflearner-workload"])
+            topology.apply([(side, job)])
+            say(f"applied examples/federation/{side.example} ({job['metadata']['name']}) in the {side.stack} "
+                "cluster")
+        jobs = self.follow_training(topology.list_jobs, topology.read_log)
+        print(_table(jobs), flush=True)
+        return self.cluster.kubeconfig
+
     def _bring_up_real(self) -> Path:
+        if self.topology == "original":
+            return self._bring_up_original()
         say("starting the local control plane with a real node (containerd, kubelet, kube-proxy, CoreDNS)")
         state = self.cluster.up(node="real", progress=lambda m: say(f"  {m}"))
         self._forget_state_of_other_clusters(state.kubeconfig)
@@ -339,6 +389,13 @@ class Demo:
         """Delete the jobs of every namespace (their stacks destroyed by the
         operator), destroy the bootstrap stack, stop the cluster and forget its
         state. True when all of it succeeded or nothing was left to clean."""
+        clean = True
+        if self.original_dir.exists():
+            # The original topology: every job deleted and stack destroyed in all three clusters, the
+            # three clusters stopped (the server's is this demo's own cluster).
+            say("cleaning the three clusters of the original topology")
+            clean = self._original().down()
+            shutil.rmtree(self.original_dir, ignore_errors=True)
         state = self.cluster.running_state()
         if state is None:
             stop_pid_file(self.pid_file)
@@ -346,9 +403,9 @@ class Demo:
                 say("the demo's cluster is not running; removing the state it left behind")
                 self._remove_cluster_state()
             self.cluster.down()  # records of processes that died with a reboot
-            say("nothing left to clean")
-            return True
-        clean = True
+            if clean:
+                say("nothing left to clean")
+            return clean
         node = state.node
         try:
             if node == "kwok" and not pid_alive(self.pid_file):
@@ -396,25 +453,6 @@ class Demo:
                 names = ", ".join(f"{j['metadata']['namespace']}/{j['metadata']['name']}" for j in remaining)
                 raise TimeoutError(f"jobs were not finalized within 300s: {names}")
             time.sleep(1)
-
-
-def load_federation_images(containerd_socket: Path, progress: Callable[[str], None]) -> dict[str, str]:
-    """The operator, Traefik and workload images, built (or found cached) and
-    imported into a real node's containerd: name -> reference."""
-    from iflearner import toolchain
-    from iflearner.images import ImageBuilder, import_image, project_spec
-    from iflearner.images.gateway_images import traefik
-
-    builder = ImageBuilder(progress=progress)
-    specs = {"iflearner-operator": project_spec("iflearner-operator", builder),
-             "iflearner-workload": project_spec("iflearner-workload", builder),
-             "traefik": traefik(toolchain.tool("traefik"))}
-    references = {}
-    for name, spec in specs.items():
-        built = builder.build(spec)
-        import_image(built, containerd_socket)
-        references[name] = built.reference
-    return references
 
 
 def cluster_identity(kubeconfig: Path) -> str:

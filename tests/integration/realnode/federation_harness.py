@@ -10,7 +10,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from iflearner.local.demo import FEDERATION_DIR, WORKLOAD_PLACEHOLDER
+from iflearner.local.topology import FEDERATION_DIR, WORKLOAD_PLACEHOLDER
 
 GROUP, VERSION, PLURAL = "git.iflytek.com", "v1", "iflearnerjobs"
 
@@ -108,3 +108,37 @@ def assert_failed_for_tls(status: dict[str, Any]) -> None:
     assert "exited with code 3" in ready["message"], ready
     # Failed is final for a party that exited: no Pulumi retries, no restart loop.
     assert status["lastOperation"]["result"] == "Succeeded", status["lastOperation"]
+
+
+# What iflearner-flow does: poll the server's status API by its Service name. Prints each new
+# answer; ends once every party is complete (the server exits a few seconds later).
+_PROBE_SCRIPT = """
+import json, sys, time, urllib.request
+url, parties = sys.argv[1], int(sys.argv[2])
+last, deadline = None, time.monotonic() + 900
+while time.monotonic() < deadline:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            body = json.loads(answer.read())
+    except Exception as error:
+        body = None
+        if str(error) != last:
+            print("STATUS-ERROR", error, flush=True)
+            last = str(error)
+    if body is not None and body != last:
+        print("STATUS", json.dumps(body, sort_keys=True), flush=True)
+        last = body
+        if len(body) >= parties and all(v.get("complete") for v in body.values()):
+            sys.exit(0)
+    time.sleep(0.3)
+sys.exit(1)
+"""
+
+
+def status_probe_pod(name: str, image: str, status_url: str, parties: int) -> dict[str, Any]:
+    """A Pod that follows a server's status API (``http://<job>.<namespace>:82/v1/status``) the way
+    iflearner-flow does, printing ``STATUS <json>`` per new answer, until ``parties`` are complete."""
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"restartPolicy": "Never", "containers": [{
+                "name": "probe", "image": image, "imagePullPolicy": "IfNotPresent",
+                "command": ["python", "-u", "-c", _PROBE_SCRIPT, status_url, str(parties)]}]}}

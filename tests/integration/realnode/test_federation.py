@@ -35,6 +35,7 @@ from federation_harness import (
     cluster_snapshot,
     delete_jobs,
     ended_jobs,
+    status_probe_pod,
     wait,
     wait_back_to,
     wrong_trust_party,
@@ -53,30 +54,6 @@ WRONG_PARTY = "iflearnerjob-client-wrongca"
 PROBE = "scheduler-status-probe"
 STATUS_URL = f"http://iflearnerjob-server.{NAMESPACE}:82/v1/status"
 OPERATOR_UID = 65532
-
-# What iflearner-flow does: poll the server's status API by its Service name. Prints each new
-# answer; ends once both parties are complete (the server exits a few seconds later).
-PROBE_SCRIPT = f"""
-import json, sys, time, urllib.request
-last, deadline = None, time.monotonic() + 900
-while time.monotonic() < deadline:
-    try:
-        with urllib.request.urlopen({STATUS_URL!r}, timeout=5) as answer:
-            body = json.loads(answer.read())
-    except Exception as error:
-        body = None
-        if str(error) != last:
-            print("STATUS-ERROR", error, flush=True)
-            last = str(error)
-    if body is not None and body != last:
-        print("STATUS", json.dumps(body, sort_keys=True), flush=True)
-        last = body
-        if len(body) >= 2 and all(v.get("complete") for v in body.values()):
-            sys.exit(0)
-    time.sleep(0.3)
-sys.exit(1)
-"""
-
 
 def _foreign_ca_pem() -> str:
     """A CA that signed nothing the cluster serves: the wrong trust file."""
@@ -151,11 +128,7 @@ def federation(bootstrap: BootstrapProject, real_api: client.ApiClient,
     image = federation_images["iflearner-workload"]
     core.create_namespaced_config_map(NAMESPACE, client.V1ConfigMap(
         metadata=client.V1ObjectMeta(name="wrong-ca"), data={"ca.crt": _foreign_ca_pem()}))
-    core.create_namespaced_pod(NAMESPACE, {
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": PROBE},
-        "spec": {"restartPolicy": "Never", "containers": [{
-            "name": "probe", "image": image, "imagePullPolicy": "IfNotPresent",
-            "command": ["python", "-u", "-c", PROBE_SCRIPT]}]}})
+    core.create_namespaced_pod(NAMESPACE, status_probe_pod(PROBE, image, STATUS_URL, parties=2))
     jobs = [yaml.safe_load((FEDERATION_DIR / name).read_text().replace(WORKLOAD_PLACEHOLDER, image))
             for name in EXAMPLES] + [wrong_trust_party(image, WRONG_PARTY, "wrong-ca")]
     started = time.monotonic()
