@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -147,4 +148,40 @@ def test_real_node_demo_trains_the_federation(tmp_path):
         _demo(data_dir, "--down", node="real")
         # The node's images and containers (about 2.3 GB): left behind, a few runs fill the disk
         # and the next real node starts under DiskPressure with nothing schedulable.
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def test_original_topology_demo_cleans_all_three_clusters_after_ctrl_c(tmp_path):
+    """`demo --topology original` interrupted once its three clusters run (the worst moment for a
+    person to give up: three control planes, two network namespaces): all three are stopped."""
+    sys.path.insert(0, str(Path(__file__).parent / "realnode"))
+    from realnode_harness import wait_until_host_free
+
+    wait_until_host_free()
+    data_dir = Path("/tmp") / f"ifl-orig-{os.getpid()}"  # short: containerd's socket path is limited
+    argv = [sys.executable, "-m", "iflearner", "demo", "--data-dir", str(data_dir), "--node", "real",
+            "--topology", "original"]
+    process = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line)
+            if "party-b cluster up:" in line:  # all three clusters run now
+                process.send_signal(signal.SIGINT)
+                break
+        lines += process.stdout.read().splitlines(keepends=True)
+        out = "".join(lines)
+        assert process.wait(timeout=300) == 130, out[-3000:]
+        assert "interrupted; cleaning up" in out and "cleaning the three clusters" in out, out[-3000:]
+        for stack in ("party-b", "party-a", "server"):
+            assert f"stopping the {stack} cluster" in out, out[-3000:]
+        assert not _processes_mentioning(str(data_dir)), "every cluster's processes must be gone"
+        netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+        assert "iflr-node1" not in netns and "iflr-node2" not in netns, netns
+        assert "nothing left to clean" in _ok(_demo(data_dir, "--down", node="real"))
+    finally:
+        if process.poll() is None:
+            process.kill()
+        _demo(data_dir, "--down", node="real")
         shutil.rmtree(data_dir, ignore_errors=True)
