@@ -389,8 +389,8 @@ class Demo:
         """Delete the jobs of every namespace (their stacks destroyed by the
         operator), destroy the bootstrap stack, stop the cluster and forget its
         state. True when all of it succeeded or nothing was left to clean."""
-        clean = True
-        if self.original_dir.exists():
+        clean, cleaned_original = True, self.original_dir.exists()
+        if cleaned_original:
             # The original topology: every job deleted and stack destroyed in all three clusters, the
             # three clusters stopped (the server's is this demo's own cluster).
             say("cleaning the three clusters of the original topology")
@@ -403,7 +403,7 @@ class Demo:
                 say("the demo's cluster is not running; removing the state it left behind")
                 self._remove_cluster_state()
             self.cluster.down()  # records of processes that died with a reboot
-            if clean:
+            if not cleaned_original:
                 say("nothing left to clean")
             return clean
         node = state.node
