@@ -105,10 +105,14 @@ def job_program(
         # object too, and two jobs would conflict on it.) One patch per shard the
         # job's records hash to; shard 0 keeps the resource name records had
         # before shards, so existing stacks keep their records where they are.
+        # patchForce: a key of this job's changed by hand belongs to whoever changed it; the repair
+        # (controller/dnsrecords.py) takes it back instead of failing on the conflict. Every job
+        # sets the same annotation value, which server-side apply lets managers share.
         for shard in desired.dns_shards:
             k8s.core.v1.ConfigMapPatch(
                 "dns-records" if shard.index == 0 else f"dns-records-{shard.index}",
-                metadata={"name": shard.configmap, "namespace": settings.dns_namespace},
+                metadata={"name": shard.configmap, "namespace": settings.dns_namespace,
+                          "annotations": dict(FORCE_OWNERSHIP)},
                 data=dict(shard.files),
                 opts=opts,
             )

@@ -15,7 +15,10 @@ change nothing. ``up`` runs only when:
     time while a replaced Pod gets a new uid; for objects with a
     ``metadata.generation`` such as the Ingress, uid and generation, so that
     status written by an ingress controller does not count);
-(d) the last ``up`` did not succeed (failed, or was interrupted).
+(d) the last ``up`` did not succeed (failed, or was interrupted);
+(e) the cluster DNS does not serve the job's records as declared: a zone-file key
+    missing from (or changed in) the shared records ConfigMaps
+    (:mod:`iflearner.controller.dnsrecords`).
 
 The reconciler adds one more reason, a certificate due for renewal (see
 :mod:`iflearner.controller.renewal`). After a successful ``up`` the reconciler records
@@ -166,6 +169,15 @@ def decide(
         if str(recorded[key]) != current:
             return Decision(True, f"{key} was changed outside the operator", refresh=True)
     return Decision(False, "up to date")
+
+
+def with_record_problem(decision: Decision, problem: str | None) -> Decision:
+    """Gating's decision, or a run with a refresh when nothing else asks for one but the job's DNS
+    records are not served as declared (``problem``: why). The refresh lets ``up`` see the records
+    patch's keys as the cluster has them, so that it applies them again."""
+    if decision.should_run or problem is None:
+        return decision
+    return Decision(True, problem, refresh=True)
 
 
 def retry_time(

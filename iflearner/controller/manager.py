@@ -27,6 +27,7 @@ from typing import Any
 from kubernetes import client, config
 
 from iflearner.controller.clusterinputs import ClusterInputs
+from iflearner.controller.dnsrecords import DnsRecords, jobs_holding
 from iflearner.controller.events import EventRecorder
 from iflearner.controller.health import HealthServer
 from iflearner.controller.informers import (
@@ -130,6 +131,8 @@ class Controller:
         # The CA and the trust bundle the stacks read: a change re-queues every job.
         self.cluster_inputs = ClusterInputs(self.api, options.settings, self.resync)
         self.cluster_inputs.watch_jobs(self.jobs)
+        # The shared DNS records ConfigMaps: a job's record removed or changed by hand is repaired.
+        self.dns_records = DnsRecords(self.api, options.settings, self._on_records_changed)
         self.identity = options.identity or default_identity()
         self.events = EventRecorder(self.api, instance=self.identity)
         # The Pulumi runs this controller fences: its own registry, so that a second
@@ -141,7 +144,8 @@ class Controller:
                                      self.kubeconfig_text, self.events, self.metrics,
                                      stack_inputs=self.cluster_inputs.for_stack,
                                      trust_cas=self.cluster_inputs.trust_cas,
-                                     issuer=self.cluster_inputs.issuer)
+                                     issuer=self.cluster_inputs.issuer,
+                                     record_problem=self.dns_records.problem)
         self.stop_event = threading.Event()
         self.exit_code = EXIT_OK
         self._workers: list[threading.Thread] = []
@@ -212,6 +216,10 @@ class Controller:
         if key is not None:
             self.queue.add(key)
 
+    def _on_records_changed(self, keys: set[str]) -> None:
+        for key in jobs_holding(keys, self.jobs.list()):
+            self.queue.add(key)
+
     def _on_owned_pod(self, event: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
         if event in (ADDED, DELETED) or _pod_changed(old, new):
             self._on_owned(event, old, new)
@@ -219,7 +227,7 @@ class Controller:
     # -- probes and metrics -----------------------------------------------------------------------
 
     def _informers(self) -> list[Informer]:
-        return [self.jobs, *self.owned.values(), *self.cluster_inputs.informers]
+        return [self.jobs, *self.owned.values(), *self.cluster_inputs.informers, *self.dns_records.informers]
 
     def synced(self) -> bool:
         return all(i.has_synced() for i in self._informers())

@@ -179,6 +179,7 @@ class Reconciler:
         trust_cas: Callable[[], Mapping[str, Any] | None] | None = None,
         signer: Signer | None = None,
         issuer: Callable[[], IssuerChoice] | None = None,
+        record_problem: Callable[[DesiredResources], str | None] | None = None,
     ) -> None:
         self.api = api
         self.jobs = jobs
@@ -194,6 +195,8 @@ class Reconciler:
         self.stack_inputs = stack_inputs
         # The CAs of the cluster trust bundle, for status.trust (clients).
         self.trust_cas = trust_cas
+        # Why the cluster DNS does not serve a job's records as declared (dnsrecords), or None.
+        self.record_problem = record_problem
         # The only reader of the CA key: stacks get the job's certificate, never the CA.
         self.signer = signer if signer is not None else Signer(api, settings.operator_namespace,
                                                                 settings.ca_secret_name)
@@ -449,8 +452,10 @@ class Reconciler:
         fraction = self.settings.certificate_renewal_fraction
         served = renewal.served_certificate(self._cached(("v1", "Secret", job.namespace, desired.names.tls_secret)))
         # Renewal: a certificate past its renewal time needs a run although nothing changed.
-        gate = renewal.gate(gating.decide(fingerprint, previous.get("applied"), gating.observe(refs, self._cached),
-                                          last), served, now, fraction)
+        decision = gating.decide(fingerprint, previous.get("applied"), gating.observe(refs, self._cached), last)
+        if self.record_problem is not None:
+            decision = gating.with_record_problem(decision, self.record_problem(desired))
+        gate = renewal.gate(decision, served, now, fraction)
         trust: syncpass.TrustView | None = None
         if desired.trust_configmap is not None and self.trust_cas is not None:
             # Which CAs the client's Pod trusts: what it mounted, not what its ConfigMap holds now.

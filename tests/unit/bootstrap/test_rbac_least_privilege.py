@@ -56,8 +56,9 @@ def test_kube_system_only_the_records_configmaps_by_name():
     in_dns = [o for o in rbac(SETTINGS, ("a", "b")) if o["metadata"].get("namespace") == "kube-system"]
     rules = [r for o in in_dns for r in o.get("rules", [])]
     shards = ["iflearner-dns-records", *(f"iflearner-dns-records-{i}" for i in range(1, 8))]
+    # list/watch by name: the controller watches the shards to repair a job's record removed by hand.
     assert rules == [{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": shards,
-                      "verbs": ["get", "patch"]}]
+                      "verbs": ["get", "list", "watch", "patch"]}]
 
 
 def test_each_listed_namespace_gets_a_role_and_binding_and_a_watch_flag():
