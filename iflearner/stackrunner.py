@@ -392,6 +392,12 @@ class StackRunner:
         stack.import_stack(state)
         return True
 
+    def list_stacks(self) -> set[str]:
+        """The names of every job stack in the backend: one ``pulumi stack ls`` (raises when the
+        backend cannot be read)."""
+        workspace = auto.LocalWorkspace(**vars(self._workspace_options(INVENTORY_WORK_DIR)))
+        return {summary.name for summary in workspace.list_stacks()}
+
     def _exists(self, stack_name: str) -> bool:
         workspace = auto.LocalWorkspace(**vars(self._workspace_options(stack_name)))
         return any(summary.name == stack_name for summary in workspace.list_stacks())
@@ -409,6 +415,10 @@ class StackRunner:
             # credentials must never be written to the work dir's Pulumi.yaml.
             project_settings=auto.ProjectSettings(name=PROJECT_NAME, runtime="python"),
         )
+
+
+# The work directory of the inventory's listing (not a stack name: those hold a dot).
+INVENTORY_WORK_DIR = "_inventory"
 
 
 def backend_work_dir(settings: RunnerSettings) -> Path:

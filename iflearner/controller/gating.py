@@ -18,7 +18,8 @@ change nothing. ``up`` runs only when:
 (d) the last ``up`` did not succeed (failed, or was interrupted);
 (e) the cluster DNS does not serve the job's records as declared: a zone-file key
     missing from (or changed in) the shared records ConfigMaps
-    (:mod:`iflearner.controller.dnsrecords`).
+    (:mod:`iflearner.controller.dnsrecords`);
+(f) the job's stack is missing from the state backend (:mod:`iflearner.controller.inventory`).
 
 The reconciler adds one more reason, a certificate due for renewal (see
 :mod:`iflearner.controller.renewal`). After a successful ``up`` the reconciler records
@@ -178,6 +179,14 @@ def with_record_problem(decision: Decision, problem: str | None) -> Decision:
     if decision.should_run or problem is None:
         return decision
     return Decision(True, problem, refresh=True)
+
+
+def with_lost_stack(decision: Decision, lost: bool, reason: str) -> Decision:
+    """Gating's decision, or a run (no refresh: an empty stack has nothing to read back) when
+    nothing else asks for one but the job's stack was lost from the state backend."""
+    if decision.should_run or not lost:
+        return decision
+    return Decision(True, reason)
 
 
 def retry_time(

@@ -40,6 +40,7 @@ from iflearner.controller.informers import (
     describe_error,
     served_owned_resources,
 )
+from iflearner.controller.inventory import Inventory
 from iflearner.controller.kubeapi import KubeApi
 from iflearner.controller.leaderelection import (
     FencingPlan,
@@ -140,12 +141,15 @@ class Controller:
         self.runs: RunRegistry = getattr(runner, "registry", None) or RunRegistry(
             on_stop=lambda reason: self.metrics.pulumi_stopped.labels(reason).inc())
         self.runner = runner if runner is not None else self._make_runner()
+        # The backend's stacks, listed at start and every resync: a lost stack is rebuilt.
+        list_stacks = getattr(self.runner, "list_stacks", None)
+        self.inventory = Inventory(list_stacks) if list_stacks is not None else None
         self.reconciler = Reconciler(self.api, self.jobs, self.owned, self.runner, options.settings,
                                      self.kubeconfig_text, self.events, self.metrics,
                                      stack_inputs=self.cluster_inputs.for_stack,
                                      trust_cas=self.cluster_inputs.trust_cas,
                                      issuer=self.cluster_inputs.issuer,
-                                     record_problem=self.dns_records.problem)
+                                     record_problem=self.dns_records.problem, inventory=self.inventory)
         self.stop_event = threading.Event()
         self.exit_code = EXIT_OK
         self._workers: list[threading.Thread] = []
@@ -291,8 +295,19 @@ class Controller:
             self.queue.add(key)
 
     def _resync_loop(self) -> None:
+        self.take_inventory()
         while not self.stop_event.wait(self.options.resync_seconds):
+            self.take_inventory()
             self.resync()
+
+    def take_inventory(self) -> None:
+        """List the backend's stacks; re-queue the jobs whose stacks are lost (see inventory)."""
+        if self.inventory is None:
+            return
+        lost = self.inventory.take(self.jobs.list())
+        self.metrics.stack_inventory.labels("failed" if lost is None else "succeeded").inc()
+        for key in lost or ():
+            self.queue.add(key)
 
     def start_workers(self) -> None:
         if self._started_workers.is_set() or self.stop_event.is_set():

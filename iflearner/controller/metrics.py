@@ -62,6 +62,9 @@ class Metrics:
         self.pulumi_stopped = Counter(
             "iflearner_pulumi_runs_stopped", "Pulumi runs this process stopped: over the run timeout, fenced "
             "on losing the leader lease, or at shutdown", ["reason"], registry=registry)
+        self.stack_inventory = Counter(
+            "iflearner_stack_inventories", "Listings of the state backend's stacks (lost stacks are rebuilt), "
+            "by result", ["result"], registry=registry)
         self.leader = Gauge(
             "iflearner_leader", "1 while this process holds the leader lease", registry=registry)
         self.gated = Counter(
@@ -74,6 +77,8 @@ class Metrics:
         registry.register(self._jobs)
         for result in ("success", "requeue", "error"):
             self.reconciles.labels(result)
+        for result in ("succeeded", "failed"):
+            self.stack_inventory.labels(result)
         for reason in ("timeout", "fenced", "shutdown"):
             self.pulumi_stopped.labels(reason)
         for operation in ("up", "destroy"):

@@ -41,6 +41,7 @@ from iflearner.controller import gating, orphans, preflight, renewal, syncpass
 from iflearner.controller.carotation import ISSUING_KEYS, IssuerChoice
 from iflearner.controller.events import NORMAL, WARNING, EventRecorder
 from iflearner.controller.informers import ALL_OWNED_RESOURCES, JOBS, Informer, Resource
+from iflearner.controller.inventory import REBUILD_REASON, Inventory
 from iflearner.controller.kubeapi import MERGE_PATCH, KubeApi, object_path
 from iflearner.controller.logs import job_logger
 from iflearner.controller.metrics import Metrics
@@ -88,6 +89,7 @@ EVENT_EVERY_N_FAILURES = 5
 # A deletion held back by a name conflict looks again this often (reads only).
 DESTROY_CONFLICT_RECHECK_SECONDS = 30.0
 REASON_STACK_STATE_MISSING = "StackStateMissing"
+REASON_STACK_REBUILT = "StackRebuilt"
 _RESOURCES_BY_KIND: dict[str, Resource] = {r.kind: r for r in ALL_OWNED_RESOURCES}
 
 
@@ -180,6 +182,7 @@ class Reconciler:
         signer: Signer | None = None,
         issuer: Callable[[], IssuerChoice] | None = None,
         record_problem: Callable[[DesiredResources], str | None] | None = None,
+        inventory: Inventory | None = None,
     ) -> None:
         self.api = api
         self.jobs = jobs
@@ -197,6 +200,8 @@ class Reconciler:
         self.trust_cas = trust_cas
         # Why the cluster DNS does not serve a job's records as declared (dnsrecords), or None.
         self.record_problem = record_problem
+        # Which jobs' stacks the state backend lost (inventory): rebuilt by their next up.
+        self.inventory = inventory
         # The only reader of the CA key: stacks get the job's certificate, never the CA.
         self.signer = signer if signer is not None else Signer(api, settings.operator_namespace,
                                                                 settings.ca_secret_name)
@@ -427,6 +432,10 @@ class Reconciler:
             starting = syncpass.starting_status(view, self._pod_phase(job.namespace, view.desired.names.pod))
             self._write_status(key, obj, previous, starting)
             outcome = self._update(obj, job, view, logger)
+            if outcome.succeeded and self.inventory is not None and self.inventory.is_lost(key):
+                self.inventory.rebuilt(key)
+                self.events.event(obj, NORMAL, REASON_STACK_REBUILT, "the job's stack was missing from the state "
+                                  "backend; rebuilt by adopting the job's objects as they are (nothing replaced)")
 
         seen = self._afterwards(job, view.desired)
         new, requeue = syncpass.conclude(view, chosen, outcome, seen, starting)
@@ -455,6 +464,8 @@ class Reconciler:
         decision = gating.decide(fingerprint, previous.get("applied"), gating.observe(refs, self._cached), last)
         if self.record_problem is not None:
             decision = gating.with_record_problem(decision, self.record_problem(desired))
+        lost = self.inventory is not None and self.inventory.is_lost(f"{job.namespace}/{job.name}")
+        decision = gating.with_lost_stack(decision, lost, REBUILD_REASON)
         gate = renewal.gate(decision, served, now, fraction)
         trust: syncpass.TrustView | None = None
         if desired.trust_configmap is not None and self.trust_cas is not None:
