@@ -76,22 +76,24 @@ class ControllerProcess:
     """One controller process with its metrics/health endpoint on a free port."""
 
     def __init__(self, kubeconfig: Path, state_dir: Path, log_path: Path, *extra: str,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, code: Path = REPO_ROOT) -> None:
+        """``code``: the source tree to run (another commit's, for an upgrade test)."""
         self.port = free_port()
         self.log_path = log_path
+        self.code = code
         self.argv = [
             sys.executable, "-m", "iflearner.controller", "--kubeconfig", str(kubeconfig),
             "--state-dir", str(state_dir), "--metrics-address", f"127.0.0.1:{self.port}",
             "--log-level", "debug", *extra,
         ]
         self.env = {**os.environ, "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE, **(env or {})}
-        self.env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), self.env.get("PYTHONPATH")) if p)
+        self.env["PYTHONPATH"] = os.pathsep.join(p for p in (str(code), self.env.get("PYTHONPATH")) if p)
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ControllerProcess:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                                        cwd=str(REPO_ROOT), start_new_session=True)
+                                        cwd=str(self.code), start_new_session=True)
         log.close()
         return self
 
