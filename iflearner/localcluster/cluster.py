@@ -388,6 +388,23 @@ class LocalCluster:
             f"kube-apiserver did not become ready in time ({last_error}); "
             f"see {self.data_dir / 'logs'}")
 
+    def kill_and_restart(self, name: str) -> None:
+        """SIGKILL one control-plane process (``etcd``, ``kube-apiserver``, ...) and start it again
+        with the same command line, environment and log: a crash and its supervisor's restart, for
+        fault-injection runs. The cluster's record follows the new process (``down`` stops it)."""
+        state = ClusterState.load(self.data_dir)
+        record = next((p for p in state.processes if p.name == name), None) if state is not None else None
+        if state is None or record is None or not processes.is_alive(record):
+            raise ClusterError(f"no running {name} in the cluster at {self.data_dir}")
+        proc = Path(f"/proc/{record.pid}")
+        argv = [arg.decode() for arg in (proc / "cmdline").read_bytes().split(b"\0") if arg]
+        env = dict(item.decode().split("=", 1) for item in (proc / "environ").read_bytes().split(b"\0")
+                   if b"=" in item)
+        processes.kill(record)
+        new, _ = processes.start(name, argv, self.data_dir / "logs" / f"{name}.log", env=env)
+        state.processes[state.processes.index(record)] = new
+        state.save()
+
     def down(self) -> bool:
         """Stop every process of the cluster (and undo the real node's host
         changes); True if anything was running."""

@@ -85,6 +85,28 @@ def stop(record: ProcessRecord, grace_seconds: float = 10.0) -> None:
         time.sleep(0.05)
 
 
+def kill(record: ProcessRecord) -> None:
+    """SIGKILL the process's group at once (a crash, not a stop); returns once every thread of it
+    is gone, so that its ports are free: the thread-group leader turns zombie (``is_alive`` false)
+    while its other threads, which share its sockets, may still be exiting."""
+    try:
+        os.killpg(record.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    task = Path(f"/proc/{record.pid}/task")
+    while is_alive(record) or (_start_ticks(record.pid) is None and _threads(task) > 1):
+        _reap(record.pid)
+        time.sleep(0.05)
+    _reap(record.pid)
+
+
+def _threads(task: Path) -> int:
+    try:
+        return len(os.listdir(task))
+    except OSError:
+        return 0
+
+
 def _reap(pid: int) -> None:
     """Collect the exit status when the process is our own child."""
     try:
