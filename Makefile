@@ -47,6 +47,7 @@ bench: setup  ## Every benchmark of the controller: latency, burst, profile, DNS
 	$(PY) bench/scale.py --jobs 500 --rate 1
 	$(PY) bench/scale.py --jobs 100 --rate 1000 --operators 1 2
 	$(PY) bench/scale.py --jobs 100 --rate 1000 --operators 1 2 --cpus-per-operator 1
+	$(PY) bench/chaos.py --seed 7 --jobs 60 --faults 24
 
 clean-cluster:
 	$(PY) -m iflearner cluster down
