@@ -13,6 +13,7 @@ from controller_harness import create_job, job_manifest, wait_for, wait_ready_ru
 from iflearner.job import stack_name_of
 
 JOBS = ("lost-a", "lost-b")
+SECRET = "pg-secret-7f3a"
 
 
 def _stack_file(state_dir, namespace: str, name: str):
@@ -52,3 +53,40 @@ def test_lost_stacks_are_rebuilt_from_the_jobs_objects(start_controller, custom,
     events = core.list_namespaced_event(jobs_ns, field_selector="reason=StackRebuilt").items
     assert sorted(e.involved_object.name for e in events) == sorted(JOBS), [e.message for e in events]
     assert "nothing replaced" in events[0].message
+
+
+def test_an_unreachable_backend_rebuilds_nothing_and_a_job_that_must_change_says_why(
+        start_controller, custom, core, jobs_ns):
+    """A backend that answers nothing (here a PostgreSQL URL where nothing listens) is no proof of
+    loss: the running job is left as it is (no Pulumi run, the same Pod), and a job whose spec
+    changes waits, its Ready condition saying that the backend cannot be reached."""
+    controller = start_controller("--workers", "2")
+    create_job(custom, job_manifest("unreached", jobs_ns))
+    wait_ready_running(custom, jobs_ns, "unreached", controller)
+    pod = core.read_namespaced_pod("unreached", jobs_ns).metadata.uid
+    controller.stop()
+
+    # With a password in the URL (as a stateBackendSecret may hold it): never in a status or a log.
+    cut_off = start_controller("--workers", "2", "--backend-url",
+                               f"postgres://iflearner:{SECRET}@127.0.0.1:9/none?sslmode=disable")
+    wait_for("the inventory to fail", lambda: cut_off.metric("iflearner_stack_inventories_total", result="failed")
+             >= 1, 120, on_timeout=cut_off.log)
+    assert cut_off.pulumi_runs() == 0, cut_off.log()
+    assert core.read_namespaced_pod("unreached", jobs_ns).metadata.uid == pod
+
+    custom.patch_namespaced_custom_object("git.iflytek.com", "v1", jobs_ns, "iflearnerjobs", "unreached",
+                                          {"spec": {"template": {"metadata": {"annotations": {"x": "1"}}}}})
+
+    def says_why() -> dict | None:
+        job = custom.get_namespaced_custom_object("git.iflytek.com", "v1", jobs_ns, "iflearnerjobs", "unreached")
+        ready = next((c for c in (job.get("status") or {}).get("conditions") or [] if c["type"] == "Ready"), {})
+        return ready if ready.get("status") == "False" and "127.0.0.1:9" in ready.get("message", "") else None
+
+    ready = wait_for("the job to say its backend cannot be reached", says_why, 120, on_timeout=cut_off.log)
+    print(f"Ready: {ready['reason']}: {ready['message'][:300]}")
+    job = custom.get_namespaced_custom_object("git.iflytek.com", "v1", jobs_ns, "iflearnerjobs", "unreached")
+    assert SECRET not in str(job["status"]), job["status"]
+    assert SECRET not in cut_off.log(tail=100000)
+    assert core.read_namespaced_pod("unreached", jobs_ns).metadata.uid == pod, "nothing recreated"
+    cut_off.stop()
+    start_controller("--workers", "2")  # the real backend again: the job's deletion at the end needs it
