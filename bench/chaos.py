@@ -1,6 +1,6 @@
 """Faults together, at random moments: then the invariants a production operator must keep (issue 20).
 
-    .venv/bin/python bench/chaos.py [--seed 7] [--jobs 30] [--faults 12] [--keep]
+    .venv/bin/python bench/chaos.py [--seed 7] [--jobs 30] [--faults 12] [--backend file|postgres] [--keep]
 
 On its own local control plane (kwok: containers add nothing to what is tested here) with the
 operator as a process (the same code as ``iflearner-operator run``, file backend, DNS records on):
@@ -11,7 +11,9 @@ operator as a process (the same code as ``iflearner-operator run``, file backend
 * faults at seeded random moments over the same span, each printed: SIGKILL of the operator's
   whole process group (its container dying, Pulumi CLIs and providers with it; a new operator
   starts as its Deployment would), SIGKILL of one running Pulumi CLI or provider process,
-  SIGKILL of kube-apiserver or etcd (restarted at once with the same command line);
+  SIGKILL of kube-apiserver or etcd (restarted at once with the same command line); with
+  ``--backend postgres`` (Debian's PostgreSQL as the state backend) also a crash of the
+  PostgreSQL server (SIGKILL, restarted on the same port: it recovers from its WAL);
 * then, waiting for conditions only, the invariants: every remaining job Ready with its latest
   generation applied; every deleted job gone with nothing left (no object with its ``job-uid``
   label, no DNS record key, no stack, no lock); as many stacks as jobs; no Pod of an unchanged
@@ -30,6 +32,7 @@ import os
 import random
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -51,11 +54,13 @@ from run import Controller, _descendants, job_manifest, prepare_cluster  # noqa:
 from iflearner.desired import LABEL_JOB_UID, ClusterSettings, zone_file_key  # noqa: E402
 from iflearner.job import stack_name_of  # noqa: E402
 from iflearner.localcluster import LocalCluster  # noqa: E402
+from iflearner.localcluster.postgres import LocalPostgres  # noqa: E402
 
 GROUP, VERSION, PLURAL = "git.iflytek.com", "v1", "iflearnerjobs"
 NAMESPACE = "chaos"
 INGRESS = "10.96.200.1"  # the jobs' DNS records point here: records are part of what is checked
 FAULT_KINDS = ("operator", "pulumi", "apiserver", "etcd")
+BACKEND_FAULTS = {"file": (), "postgres": ("postgres",)}
 SETTINGS = ClusterSettings()
 
 
@@ -70,7 +75,7 @@ class Step:
     job: str = ""
 
 
-def schedule(seed: int, jobs: int, faults: int, rate: float) -> list[Step]:
+def schedule(seed: int, jobs: int, faults: int, rate: float, kinds: tuple[str, ...] = FAULT_KINDS) -> list[Step]:
     """The whole run, decided by the seed before it starts: reproducible, printed."""
     rng = random.Random(seed)
     steps: list[Step] = []
@@ -86,7 +91,7 @@ def schedule(seed: int, jobs: int, faults: int, rate: float) -> list[Step]:
             delay = rng.uniform(0.2, 1.0) if index % 2 == 0 else rng.uniform(4.0, 10.0)
             steps.append(Step(created + delay, "delete", name))
     for _ in range(faults):
-        steps.append(Step(rng.uniform(1.0, span + 8.0), rng.choice(FAULT_KINDS)))
+        steps.append(Step(rng.uniform(1.0, span + 8.0), rng.choice(kinds)))
     return sorted(steps, key=lambda s: s.at)
 
 
@@ -154,8 +159,11 @@ class PodWatch(threading.Thread):
 
 
 class Run:
-    def __init__(self, work: Path, seed: int, workers: int) -> None:
+    def __init__(self, work: Path, seed: int, workers: int, backend: str = "file") -> None:
         self.work = work
+        self.backend = backend
+        self.postgres = LocalPostgres(work / "postgres") if backend == "postgres" else None
+        self.backend_args: list[str] = []
         self.seed = seed
         self.workers = workers
         self.cluster = LocalCluster(work / "cluster")
@@ -172,7 +180,7 @@ class Run:
         self.restarts += 1
         self.controller = Controller(self.state.kubeconfig, self.work, self.workers,
                                      "--cluster-settings", str(self.settings_file), "--resync-period", "60",
-                                     log_name=f"operator-{self.restarts}.log")
+                                     *self.backend_args, log_name=f"operator-{self.restarts}.log")
 
     def fault(self, kind: str) -> bool:
         """Inject one fault; False when there was nothing to hit (no Pulumi process running)."""
@@ -194,6 +202,9 @@ class Run:
             self.cluster.kill_and_restart("kube-apiserver")
         elif kind == "etcd":
             self.cluster.kill_and_restart("etcd")
+        elif kind == "postgres":
+            assert self.postgres is not None
+            self.postgres.crash_and_restart()
         return True
 
     # -- the run ----------------------------------------------------------------------------------
@@ -205,6 +216,8 @@ class Run:
         self.core = client.CoreV1Api(self.api)
         prepare_cluster(self.state.kubeconfig, self.api)
         self.core.create_namespace({"metadata": {"name": NAMESPACE}})
+        if self.postgres is not None:
+            self.backend_args = ["--backend-url", self.postgres.up().url]
         pods = PodWatch(self.api)
         pods.start()
         self.start_operator()
@@ -281,12 +294,10 @@ class Run:
         for name in deleted:
             if zone_file_key(f"{name}.{_zone(name)}.iflearner.com") in records:
                 self.report.leftovers.append(f"DNS record of {name}")
-        backend = self.work / "state" / "state" / ".pulumi"
-        stacks = {p.stem for p in (backend / "stacks" / "iflearner-jobs").glob("*.json")}
+        stacks, locks = self._backend_keys()
         self.report.stacks = len(stacks)
         self.report.leftovers += [f"stack of {n}" for n in deleted if stack_name_of(NAMESPACE, n) in stacks]
-        self.report.leaked_locks = sorted(str(p.relative_to(backend)) for p in (backend / "locks").rglob("*.json")) \
-            if (backend / "locks").exists() else []
+        self.report.leaked_locks = locks
         for name in remaining:
             seen = pods.of(name)
             if name not in changed and len(seen) > 1:
@@ -294,9 +305,27 @@ class Run:
             elif name in changed and len(seen) > 2:
                 self.report.pods_recreated.append(f"{name} ({len(seen)} Pods for one change)")
 
+    def _backend_keys(self) -> tuple[set[str], list[str]]:
+        """The job stacks in the backend (by stack name), and its lock files."""
+        if self.postgres is None:
+            root = self.work / "state" / "state"
+            keys = [str(p.relative_to(root)) for p in (root / ".pulumi").rglob("*.json")]
+        else:
+            url = self.postgres.up().url.replace("?sslmode=disable", "")
+            keys = subprocess.run(["psql", url, "-tAc", "SELECT key FROM pulumi_state"], capture_output=True,
+                                  text=True, check=True).stdout.split()
+        # PostgreSQL keys carry the bucket's own prefix ("pulumi/.pulumi/..."): from ".pulumi/" on.
+        keys = [k[k.index(".pulumi/"):] for k in keys if ".pulumi/" in k]
+        prefix = ".pulumi/stacks/iflearner-jobs/"
+        stacks = {k.removeprefix(prefix).removesuffix(".json") for k in keys
+                  if k.startswith(prefix) and k.endswith(".json")}
+        return stacks, sorted(k for k in keys if k.startswith(".pulumi/locks/"))
+
     def close(self, keep: bool) -> None:
         if self.controller is not None:
             self.controller.stop()
+        if self.postgres is not None:
+            self.postgres.down(remove_data=not keep)
         self.cluster.down()
         if keep:
             say(f"kept: {self.work} (operator-*.log, cluster/logs)")
@@ -351,12 +380,12 @@ def _retry(call: Callable[[], Any], timeout: float = 60.0) -> Any:
 
 
 def run_chaos(seed: int, jobs: int, faults: int, rate: float = 1.0, workers: int = 4, bound: float = 300.0,
-              keep: bool = False) -> Report:
-    steps = schedule(seed, jobs, faults, rate)
-    say(f"seed {seed}: {jobs} jobs at {rate}/s, {faults} faults: "
-        + json.dumps([(round(s.at, 1), s.action, s.job) for s in steps if s.action in FAULT_KINDS]))
+              keep: bool = False, backend: str = "file") -> Report:
+    steps = schedule(seed, jobs, faults, rate, FAULT_KINDS + BACKEND_FAULTS[backend])
+    say(f"seed {seed}: {jobs} jobs at {rate}/s, {faults} faults, {backend} backend: "
+        + json.dumps([(round(s.at, 1), s.action) for s in steps if not s.job]))
     work = Path(tempfile.mkdtemp(prefix="iflearner-chaos-"))
-    run = Run(work, seed, workers)
+    run = Run(work, seed, workers, backend)
     try:
         return run.execute(steps, bound)
     finally:
@@ -371,9 +400,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=1.0, help="jobs created per second")
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--bound", type=float, default=300.0, help="seconds every job must converge within")
+    parser.add_argument("--backend", choices=sorted(BACKEND_FAULTS), default="file",
+                        help="the state backend: a directory, or Debian's PostgreSQL (its crashes are faults too)")
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args(argv)
-    report = run_chaos(args.seed, args.jobs, args.faults, args.rate, args.workers, args.bound, args.keep)
+    report = run_chaos(args.seed, args.jobs, args.faults, args.rate, args.workers, args.bound, args.keep,
+                       args.backend)
     for line in report.lines():
         say(line)
     return 0 if report.ok else 1

@@ -69,10 +69,12 @@ class LocalPostgres:
         if os.geteuid() == 0:
             shutil.chown(path, "postgres", "postgres")
 
-    def up(self, timeout: float = 60.0, address: str = "127.0.0.1", clients: tuple[str, ...] = ()) -> PostgresServer:
+    def up(self, timeout: float = 60.0, address: str = "127.0.0.1", clients: tuple[str, ...] = (),
+           port: int | None = None) -> PostgresServer:
         """Start (or find running) the server on ``address``; ``clients`` are
         CIDRs allowed to log in with the password besides loopback (e.g. the
-        real node's Pod subnet, for an operator Pod)."""
+        real node's Pod subnet, for an operator Pod). ``port``: the port of an
+        earlier start (the same URL again, after a crash); a free one by default."""
         running = self.running()
         if running is not None:
             return running
@@ -103,7 +105,7 @@ class LocalPostgres:
             if line not in text:
                 text += line + "\n"
         hba.write_text(text)
-        (port,) = processes.free_ports(1)
+        port = port or processes.free_ports(1)[0]
         record, _ = processes.start("postgres", [
             *self._as_postgres(), str(_bin("postgres")), "-D", str(pgdata), "-p", str(port),
             "-c", f"listen_addresses={address}", "-c", f"unix_socket_directories={sockets}", "-c", "fsync=off",
@@ -135,6 +137,16 @@ class LocalPostgres:
             last = check.stderr.strip()
             time.sleep(0.2)
         raise PostgresError(f"postgres did not accept connections in {timeout:.0f}s: {last}")
+
+    def crash_and_restart(self) -> PostgresServer:
+        """SIGKILL the server (a crash: it recovers from its WAL when it starts) and start it again
+        on the same port, so its URL stays valid; for fault-injection runs."""
+        server = self.running()
+        if server is None:
+            raise PostgresError(f"no PostgreSQL server is running from {self.data_dir}")
+        processes.kill(server.process)
+        (self.data_dir / STATE_FILE).unlink()
+        return self.up(port=server.port)
 
     def running(self) -> PostgresServer | None:
         path = self.data_dir / STATE_FILE
