@@ -141,7 +141,7 @@ def check_least_privilege(admin: client.ApiClient, operator: client.ApiClient) -
             assert secrets == [(("get", "list", "watch"), (SETTINGS.ca_secret_name,))], secrets
         elif namespace == SETTINGS.dns_namespace:
             assert secrets == [] and covering(rules, "configmaps") == [
-                (("get", "patch"), tuple(sorted(DNS_CONFIGMAPS)))], rules
+                (("get", "list", "patch", "watch"), tuple(sorted(DNS_CONFIGMAPS)))], rules
         else:
             assert {g for r in rules for g in r.api_groups or ()} <= SELF_REVIEW_GROUPS, (namespace, rules)
 
