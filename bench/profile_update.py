@@ -215,6 +215,12 @@ def main() -> int:
                 run = profile_run(runner, stack_name(job), program, work / "traces" / f"{index}-{kind}")
                 print(f"job {index} {kind}: {run['wall']:.2f}s wall, changes {run['changes']}", file=sys.stderr)
                 results[kind].append(run)
+            # An operator restart: a new runner, whose first run selects the stack again.
+            runner.forget_stack(stack_name(job))
+            restarted = stackrunner.StackRunner(runner.settings)
+            run = profile_run(restarted, stack_name(job), program, work / "traces" / f"{index}-restart")
+            print(f"job {index} after a restart: {run['wall']:.2f}s wall, changes {run['changes']}", file=sys.stderr)
+            results["no change, first after a restart"].append(run)
     finally:
         cluster.down()
         if not args.keep:

@@ -14,7 +14,13 @@ import yaml
 
 from iflearner.desired import ClusterSettings
 from iflearner.operator_record import SETTINGS_CONFIGMAP, OperatorRecord
-from iflearner.stackrunner import PASSPHRASE_ENV, RunnerSettings
+from iflearner.stackrunner import (
+    PASSPHRASE_ENV,
+    PASSPHRASE_PROVIDER,
+    RunnerSettings,
+    SecretsProviderError,
+    validate_secrets_provider,
+)
 
 BACKEND_URL_ENV = "IFLEARNER_BACKEND_URL"
 DEFAULT_STATE_DIR = Path.home() / ".cache" / "iflearner-operator" / "state"
@@ -121,14 +127,22 @@ def _work_dir(state_dir: Path | None) -> Path:
 
 
 def runner_settings(
-    backend_url: str | None, passphrase_file: Path | None, state_dir: Path | None = None
+    backend_url: str | None, passphrase_file: Path | None, state_dir: Path | None = None,
+    secrets_provider: str = PASSPHRASE_PROVIDER,
 ) -> RunnerSettings:
     """Where stacks live: a DIY backend URL if given, else a local file:// directory.
 
     The passphrase comes from --passphrase-file, else PULUMI_CONFIG_PASSPHRASE;
     only the default local backend may generate one (kept beside its state,
     mode 0600), so a shared backend is never encrypted with a throw-away key.
+    With a KMS ``secrets_provider`` a passphrase is optional: only stacks still
+    under the passphrase (created before the provider changed) need it.
     """
+    try:
+        secrets_provider = validate_secrets_provider(secrets_provider)
+    except SecretsProviderError as error:
+        raise SettingsError(str(error)) from None
+    kms = secrets_provider != PASSPHRASE_PROVIDER
     backend_url = backend_url or os.environ.get(BACKEND_URL_ENV)
     if passphrase_file is not None:
         try:
@@ -138,17 +152,17 @@ def runner_settings(
     else:
         passphrase = os.environ.get(PASSPHRASE_ENV, "")
     if backend_url:
-        if not passphrase:
+        if not passphrase and not kms:
             raise SettingsError(
                 f"a passphrase is required with backend {backend_url}: set {PASSPHRASE_ENV} or --passphrase-file"
             )
-        return RunnerSettings(backend_url, passphrase, _work_dir(state_dir))
+        return RunnerSettings(backend_url, passphrase, _work_dir(state_dir), secrets_provider)
     state_dir = state_dir or DEFAULT_STATE_DIR
-    if not passphrase:
+    if not passphrase and not kms:
         state_dir.mkdir(parents=True, exist_ok=True)
         key_file = state_dir / "passphrase"
         if not key_file.exists():
             key_file.touch(mode=0o600)
             key_file.write_text(secrets.token_urlsafe(32))
         passphrase = key_file.read_text().strip()
-    return RunnerSettings.local(state_dir, passphrase)
+    return RunnerSettings.local(state_dir, passphrase, secrets_provider)

@@ -27,10 +27,12 @@ Work directories hold nothing the state backend does not also hold. They are
 keyed by the backend URL (two backends never share one), and the stack's
 config file (``Pulumi.<stack>.yaml``, where ``stack init`` writes the
 passphrase salt) is removed before a runner first selects a stack: the engine
-then takes the secrets manager from the stack's own state. A stale file left
-by another backend, another passphrase or an earlier run can therefore never
-make a stack undecryptable, and a runner with fresh work directories resumes
-every stack.
+then takes the secrets manager from the stack's own state
+(``PULUMI_FALLBACK_TO_STATE_SECRETS_MANAGER``). A stale file left by another
+backend, another passphrase or an earlier run can therefore never make a stack
+undecryptable, and a runner with fresh work directories resumes every stack.
+With a KMS secrets provider the file is rewritten instead, naming only the
+provider (see ``StackRunner._reset_stack_config``).
 """
 
 from __future__ import annotations
@@ -65,6 +67,40 @@ log = logging.getLogger(__name__)
 
 PROJECT_NAME = "iflearner-jobs"
 PASSPHRASE_ENV = "PULUMI_CONFIG_PASSPHRASE"
+PASSPHRASE_PROVIDER = "passphrase"
+# Pulumi's secrets providers for DIY backends besides the passphrase: one KMS call wraps a random
+# data key per stack, where the passphrase costs a 1,000,000-round key derivation per CLI process.
+KMS_SCHEMES = ("awskms", "gcpkms", "azurekeyvault", "hashivault")
+# Settings every job stack's CLI runs with (measured in bench/README.md, "The levers"):
+RUNNER_PULUMI_ENV = {
+    # A stack's config file is removed before its first select (see the module's docstring):
+    # the secrets manager then comes from the stack's checkpoint, salt included. Without this
+    # the first run after a restart mints a new salt, and derives the passphrase key twice.
+    "PULUMI_FALLBACK_TO_STATE_SECRETS_MANAGER": "true",
+    # No copy of the checkpoint under .pulumi/backups per update: the backend keeps every
+    # update's history already, and the copies were never removed while a stack lived.
+    "PULUMI_DIY_BACKEND_DISABLE_CHECKPOINT_BACKUPS": "true",
+}
+
+
+class SecretsProviderError(ValueError):
+    """A secrets provider URL the runner cannot use; the message says what to set."""
+
+
+def validate_secrets_provider(value: str) -> str:
+    """``passphrase``, or a KMS URL (``awskms://...``); refused with what to fix otherwise."""
+    if value == PASSPHRASE_PROVIDER:
+        return value
+    parsed = urllib.parse.urlparse(value)
+    if parsed.scheme not in KMS_SCHEMES:
+        raise SecretsProviderError(
+            f"secrets provider {value!r} is not supported: use {PASSPHRASE_PROVIDER!r} or a KMS URL "
+            f"({', '.join(s + '://' for s in KMS_SCHEMES)}), e.g. awskms://alias/iflearner-jobs?region=us-east-1")
+    if parsed.password or parsed.username:
+        raise SecretsProviderError(
+            "the secrets provider URL holds a credential: pass credentials in the environment "
+            "(e.g. AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, VAULT_TOKEN), never in the URL")
+    return value
 
 
 @dataclass(frozen=True)
@@ -74,14 +110,16 @@ class RunnerSettings:
     backend_url: str
     passphrase: str
     work_dir: Path
+    # New stacks' secrets: "passphrase", or a KMS URL (see validate_secrets_provider).
+    secrets_provider: str = PASSPHRASE_PROVIDER
 
     @classmethod
-    def local(cls, state_dir: Path, passphrase: str) -> RunnerSettings:
+    def local(cls, state_dir: Path, passphrase: str, secrets_provider: str = PASSPHRASE_PROVIDER) -> RunnerSettings:
         """A ``file://`` backend under ``state_dir`` (the embedded default)."""
         state_dir.mkdir(parents=True, exist_ok=True)
         work_dir = state_dir / "workspace"
         work_dir.mkdir(exist_ok=True)
-        return cls(f"file://{(state_dir / 'state').resolve()}", passphrase, work_dir)
+        return cls(f"file://{(state_dir / 'state').resolve()}", passphrase, work_dir, secrets_provider)
 
 
 @dataclass
@@ -169,8 +207,11 @@ def _run_inline(stack: auto.Stack, program: Callable[[], None], args: list[str],
     server.start()
     with tempfile.TemporaryDirectory(prefix="iflearner-pulumi-") as temp:
         event_log = Path(temp) / "events.json"
+        # --skip-plugin-pre-install: the providers are registered in PULUMI_HOME at setup, and
+        # acquisition is off; the check costs each run a little CPU (bench/README.md).
         command = [*args, "--yes", "--skip-preview", "--color=never", "--suppress-progress",
-                   f"--client=127.0.0.1:{port}", "--exec-kind", "inline", "--event-log", str(event_log)]
+                   "--skip-plugin-pre-install", f"--client=127.0.0.1:{port}", "--exec-kind", "inline",
+                   "--event-log", str(event_log)]
         argv, env = _pulumi_argv(stack, command)
         try:
             pulumiruns.run_pulumi(argv, stack.workspace.work_dir, env, operation=args[0], stack=stack.name,
@@ -189,7 +230,7 @@ class _CreatingWorkspace(auto.LocalWorkspace):
 
     def select_stack(self, stack_name: str) -> None:
         self._run_pulumi_cmd_sync(["stack", "select", "--create", "--secrets-provider",
-                                   self.secrets_provider or "passphrase", "--stack", stack_name])
+                                   self.secrets_provider or PASSPHRASE_PROVIDER, "--stack", stack_name])
 
 
 class StackRunner:
@@ -213,6 +254,7 @@ class StackRunner:
         if settings.backend_url.startswith("file://"):
             Path(settings.backend_url.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
         env = toolchain.pulumi_env()
+        env.update(RUNNER_PULUMI_ENV)
         env[PASSPHRASE_ENV] = settings.passphrase
         env["PULUMI_BACKEND_URL"] = settings.backend_url
         self._env = env
@@ -224,9 +266,8 @@ class StackRunner:
         return backend_work_dir(self.settings) / stack_name
 
     def _stack(self, stack_name: str, program: Callable[[], None]) -> auto.Stack:
-        # The salt comes from the stack's state, never from a file left behind.
-        (self._work_dir(stack_name) / f"Pulumi.{stack_name}.yaml").unlink(missing_ok=True)
         options = self._workspace_options(stack_name)
+        self._reset_stack_config(stack_name)
         options.program = program
         return auto.Stack.select(stack_name, _CreatingWorkspace(**vars(options)))
 
@@ -402,6 +443,20 @@ class StackRunner:
         workspace = auto.LocalWorkspace(**vars(self._workspace_options(stack_name)))
         return any(summary.name == stack_name for summary in workspace.list_stacks())
 
+    def _reset_stack_config(self, stack_name: str) -> None:
+        """The stack's config file before its first select by this runner: never one left behind.
+
+        With the passphrase, none: the secrets manager (salt included) comes from the stack's
+        checkpoint. With a KMS provider, one that names only the provider: the first run wraps a
+        new data key with it, and a stack whose checkpoint is still under the passphrase (an
+        installation that changed provider) is re-encrypted by that run -- it needs the old
+        passphrase once more, and nothing else."""
+        config_file = self._work_dir(stack_name) / f"Pulumi.{stack_name}.yaml"
+        if self.settings.secrets_provider == PASSPHRASE_PROVIDER:
+            config_file.unlink(missing_ok=True)
+        else:
+            config_file.write_text(json.dumps({"secretsprovider": self.settings.secrets_provider}) + "\n")
+
     def _workspace_options(self, stack_name: str) -> auto.LocalWorkspaceOptions:
         work_dir = self._work_dir(stack_name)
         work_dir.mkdir(parents=True, exist_ok=True)
@@ -410,7 +465,7 @@ class StackRunner:
             pulumi_home=str(toolchain.pulumi_home()),
             env_vars=self._env,
             pulumi_command=self._command,
-            secrets_provider="passphrase",
+            secrets_provider=self.settings.secrets_provider,
             # The backend comes from PULUMI_BACKEND_URL only: a URL with
             # credentials must never be written to the work dir's Pulumi.yaml.
             project_settings=auto.ProjectSettings(name=PROJECT_NAME, runtime="python"),

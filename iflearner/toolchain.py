@@ -82,6 +82,11 @@ def pulumi_home() -> Path:
     return home
 
 
+# Pulumi's log rotation (pkg/logging/rotation.go): files older than the age, then the oldest
+# beyond the total, are removed when a CLI process starts.
+LOG_ROTATION = {"PULUMI_LOG_ROTATION_MAX_AGE_DAYS": "1", "PULUMI_LOG_ROTATION_MAX_TOTAL_MB": "16"}
+
+
 def pulumi_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     """Environment for the Pulumi CLI and its plugins that never reaches the network."""
     env = dict(os.environ if base is None else base)
@@ -89,6 +94,12 @@ def pulumi_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     env["PULUMI_HOME"] = str(pulumi_home())
     env["PULUMI_SKIP_UPDATE_CHECK"] = "true"
     env["PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION"] = "true"
+    # Every CLI process writes a debug log under $PULUMI_HOME/logs and, before it starts, reads
+    # that whole directory to rotate it (bench/README.md, "Pulumi's own debug logs"): the
+    # directory's size is a cost per process. Pulumi's defaults (7 days, 500 MB) let tens of
+    # thousands of small files pile up; these keep about a day of them. A value already set wins.
+    for name, value in LOG_ROTATION.items():
+        env.setdefault(name, value)
     # Dynamic providers run in a child process that must import this package
     # with the same interpreter and packages as the operator itself.
     env["PULUMI_PYTHON_CMD"] = sys.executable

@@ -225,6 +225,19 @@ install_gateway_api_crds() {
   mv "$out.tmp" "$out"
 }
 
+# local-kms, an AWS KMS-compatible server for the tests and benchmarks of the KMS secrets
+# provider (iflearner/localcluster/kms.py). Built as the main module: it has no tags, and its
+# go.mod is what its author tested.
+LOCAL_KMS_VERSION=v0.0.0-20260228092603-2a5e92d09ab6
+build_local_kms() {
+  local d="$WORK/local-kms"
+  run local-kms download fresh_copy "github.com/nsmithuk/local-kms@$LOCAL_KMS_VERSION" "$d"
+  cd "$d"
+  run local-kms build go build -v -mod=mod -trimpath -ldflags "-s -w -X main.Version=$LOCAL_KMS_VERSION" \
+    -o "$BIN/local-kms" .
+  cd "$WORK"; rm -rf "$d"
+}
+
 register_plugins() {
   export PULUMI_HOME="$TOOLS/pulumi-home" PULUMI_SKIP_UPDATE_CHECK=true PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true
   mkdir -p "$PULUMI_HOME"
@@ -245,5 +258,6 @@ want kube-node && build_one kube-node build_kube_node "$KUBE_VERSION"
 want coredns && build_one coredns build_coredns "$COREDNS_VERSION"
 want traefik && build_one traefik build_traefik "$TRAEFIK_VERSION"
 want traefik && install_gateway_api_crds
+want local-kms && build_one local-kms build_local_kms "$LOCAL_KMS_VERSION"
 want plugins && build_one plugins register_plugins
 log "toolchain ready in $TOOLS ($((SECONDS - START_ALL))s)"

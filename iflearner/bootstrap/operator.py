@@ -24,6 +24,7 @@ from iflearner.bootstrap.rbac import (  # noqa: F401 - re-exported: callers impo
 )
 from iflearner.desired import ClusterSettings
 from iflearner.operator_record import PASSPHRASE_SECRET, SETTINGS_CONFIGMAP, url_credentials
+from iflearner.stackrunner import PASSPHRASE_PROVIDER, SecretsProviderError, validate_secrets_provider
 
 METRICS_PORT = 8080
 HEALTH_PORT = 8081
@@ -63,6 +64,11 @@ class OperatorConfig:
     # exist and be writable by uid 65532 (hostPath volumes ignore fsGroup).
     state_host_path: str | None = None
     passphrase_secret: str = PASSPHRASE_SECRET
+    # What encrypts new job stacks' secrets: the passphrase, or a KMS key URL
+    # (awskms://alias/...?region=...), whose credentials come from a Secret
+    # (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, VAULT_TOKEN, ...) or workload identity.
+    secrets_provider: str = PASSPHRASE_PROVIDER
+    secrets_provider_secret: str | None = None
     # Where jobs may live, and so where the operator is granted anything
     # beyond its named objects; ("*",) grants the job rules in every namespace.
     job_namespaces: tuple[str, ...] = DEFAULT_JOB_NAMESPACES
@@ -73,6 +79,14 @@ class OperatorConfig:
             validate_job_namespaces(self.job_namespaces, settings or ClusterSettings())
         except JobNamespacesError as error:
             raise OperatorConfigError(str(error)) from None
+        try:
+            validate_secrets_provider(self.secrets_provider)
+        except SecretsProviderError as error:
+            raise OperatorConfigError(f"iflearner:secretsProvider: {error}") from None
+        if self.secrets_provider_secret and self.secrets_provider == PASSPHRASE_PROVIDER:
+            raise OperatorConfigError(
+                "iflearner:secretsProviderSecret holds a KMS provider's credentials, but iflearner:secretsProvider "
+                "is the passphrase: set iflearner:secretsProvider to the key's URL, or remove the Secret's name")
         if self.replicas < 0:
             raise OperatorConfigError(f"iflearner:operatorReplicas must be 0 or more, got {self.replicas}")
         credentials = url_credentials(self.backend_url) if self.backend_url else []
@@ -118,6 +132,8 @@ def deployment(settings: ClusterSettings, config: OperatorConfig) -> list[dict[s
             f"--health-address=0.0.0.0:{HEALTH_PORT}", "--cluster-settings=/etc/iflearner/cluster-settings.yaml"]
     # The controller watches exactly the namespaces it is granted: a
     # cluster-wide list/watch would be refused under namespaced RBAC.
+    if config.secrets_provider != PASSPHRASE_PROVIDER:
+        args.append(f"--secrets-provider={config.secrets_provider}")
     if not is_cluster_wide(config.job_namespaces):
         args += [f"--namespace={namespace}" for namespace in dict.fromkeys(config.job_namespaces)]
     volumes: list[dict[str, Any]] = [
@@ -164,8 +180,9 @@ def deployment(settings: ClusterSettings, config: OperatorConfig) -> list[dict[s
                             "capabilities": {"drop": ["ALL"]}},
         "volumeMounts": mounts,
     }
-    if config.backend_secret:
-        container["envFrom"] = [{"secretRef": {"name": config.backend_secret}}]
+    env_secrets = [name for name in (config.backend_secret, config.secrets_provider_secret) if name]
+    if env_secrets:
+        container["envFrom"] = [{"secretRef": {"name": name}} for name in dict.fromkeys(env_secrets)]
     pod_metadata = {"labels": labels, "annotations": {SETTINGS_DIGEST: settings_digest(settings)}}
     objects += [
         {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(NAME, ns), "spec": {

@@ -96,6 +96,8 @@ def bootstrap() -> None:
         replicas=config.get_int("operatorReplicas") if config.get_int("operatorReplicas") is not None else 1,
         backend_url=config.get("stateBackendUrl"),
         backend_secret=config.get("stateBackendSecret"),
+        secrets_provider=config.get("secretsProvider") or OperatorConfig.secrets_provider,
+        secrets_provider_secret=config.get("secretsProviderSecret"),
         service_account_annotations=dict(config.get_object("operatorServiceAccountAnnotations") or {}),
         state_storage_class=config.get("stateStorageClass"),
         state_host_path=config.get("stateHostPath"),

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 PASSPHRASE_ENV = "PULUMI_CONFIG_PASSPHRASE"
 PASSPHRASE_FILE_ENV = "PULUMI_CONFIG_PASSPHRASE_FILE"
+SECRETS_PROVIDER_ENV = "IFLEARNER_SECRETS_PROVIDER"
 BACKEND_ENVS = ("IFLEARNER_BACKEND_URL", "PULUMI_BACKEND_URL")
 DEFAULT_LEASE_NAME = "iflearner-operator-leader"  # as iflearner.bootstrap.operator.LEASE_NAME
 
@@ -43,6 +44,7 @@ class ControllerOptions:
     state_dir: Path = field(default_factory=default_state_dir)
     backend_url: str | None = None  # None: file:// under state_dir
     passphrase_file: Path | None = None  # else PULUMI_CONFIG_PASSPHRASE
+    secrets_provider: str = "passphrase"  # or a KMS URL: awskms://, gcpkms://, azurekeyvault://, hashivault://
     metrics_address: str = ":8080"
     health_address: str | None = None  # None: probes are served on the metrics address
     leader_elect: bool = False
@@ -61,7 +63,7 @@ class ControllerOptions:
         """Where stacks keep state, and the passphrase (see :func:`iflearner.settings.runner_settings`)."""
         from iflearner.settings import runner_settings
 
-        return runner_settings(self.backend_url, self.passphrase_file, self.state_dir)
+        return runner_settings(self.backend_url, self.passphrase_file, self.state_dir, self.secrets_provider)
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -148,6 +150,10 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     state.add_argument("--passphrase-file", type=Path, default=_env(PASSPHRASE_FILE_ENV),
                        help=f"file holding the stack-secrets passphrase (env {PASSPHRASE_FILE_ENV}); "
                             f"else env {PASSPHRASE_ENV}")
+    state.add_argument("--secrets-provider", default=_env(SECRETS_PROVIDER_ENV, "passphrase"),
+                       help="what encrypts new stacks' secrets: passphrase (default), or a KMS key URL such as "
+                            "awskms://alias/iflearner-jobs?region=us-east-1, with its credentials in the "
+                            f"environment (env {SECRETS_PROVIDER_ENV})")
 
     ops = parser.add_argument_group("operations")
     ops.add_argument("--metrics-address", default=_env("IFLEARNER_METRICS_ADDRESS", ":8080"),
@@ -240,6 +246,7 @@ def options_from_args(args: argparse.Namespace) -> ControllerOptions:
         state_dir=Path(args.state_dir),
         backend_url=args.backend_url or None,
         passphrase_file=Path(args.passphrase_file) if args.passphrase_file else None,
+        secrets_provider=args.secrets_provider,
         metrics_address=args.metrics_address,
         health_address=args.health_address or None,
         leader_elect=args.leader_elect,

@@ -130,3 +130,20 @@ def test_a_host_path_volume_is_bound_to_the_state_claim():
     assert claim["spec"]["volumeName"] == volume["metadata"]["name"]
     assert volume["spec"]["claimRef"] == {"namespace": "iflearner-system", "name": claim["metadata"]["name"]}
     assert volume["spec"]["persistentVolumeReclaimPolicy"] == "Retain", "stack state outlives the claim"
+
+
+def test_a_kms_secrets_provider_is_an_argument_and_its_credentials_a_secret():
+    import pytest
+
+    from iflearner.bootstrap.operator import OperatorConfigError
+
+    assert not any(a.startswith("--secrets-provider") for a in _container(OperatorConfig())["args"])
+    url = "awskms://alias/iflearner-jobs?region=eu-west-1"
+    container = _container(OperatorConfig(secrets_provider=url, secrets_provider_secret="kms-keys",
+                                          backend_secret="state-backend"))
+    assert f"--secrets-provider={url}" in container["args"]
+    assert container["envFrom"] == [{"secretRef": {"name": "state-backend"}}, {"secretRef": {"name": "kms-keys"}}]
+    with pytest.raises(OperatorConfigError, match="iflearner:secretsProvider: secrets provider 'kms://k'"):
+        OperatorConfig(secrets_provider="kms://k").validate()
+    with pytest.raises(OperatorConfigError, match="iflearner:secretsProviderSecret .* set iflearner:secretsProvider"):
+        OperatorConfig(secrets_provider_secret="kms-keys").validate()

@@ -65,6 +65,12 @@ def test_bootstrap_deployment_arguments_parse():
     assert options.leader_elect and options.lease_namespace == "iflearner-system"
     assert options.lease_name == LEASE_NAME
     assert options.health_address == "0.0.0.0:8081" and options.metrics_address == "0.0.0.0:8080"
+    assert options.secrets_provider == "passphrase"
+    url = "awskms://alias/iflearner-jobs?region=eu-west-1"
+    objects = deployment(ClusterSettings(), OperatorConfig(secrets_provider=url))
+    container = next(o for o in objects if o["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    args = [a for a in container["args"] if a != "run" and not a.startswith("--cluster-settings")]
+    assert parse(*args).secrets_provider == url
 
 
 def test_runner_settings_use_the_passphrase_file(tmp_path):
