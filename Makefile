@@ -42,7 +42,9 @@ demo: setup  ## The end-to-end demo on a local cluster
 
 bench: setup  ## Every benchmark of the controller: latency, burst, profile, DNS capacity, 500 jobs, sharding (~35 min)
 	$(PY) bench/run.py
+	$(PY) bench/run.py --secrets-provider kms
 	$(PY) bench/profile_update.py --jobs 3
+	$(PY) bench/profile_update.py --jobs 3 --secrets-provider kms
 	$(PY) bench/dns_capacity.py
 	$(PY) bench/scale.py --jobs 500 --rate 1
 	$(PY) bench/scale.py --jobs 100 --rate 1000 --operators 1 2

@@ -4,7 +4,9 @@
 
 Starts its own kwok cluster (as bench/run.py), then for each of ``--jobs`` jobs runs, through the
 controller's own StackRunner and job program: the first ``up`` (creates every object), an ``up`` after
-a spec change (the Pod is replaced), and an ``up`` with nothing to change. For each run it records:
+a spec change (the Pod is replaced), an ``up`` with nothing to change, and one more with nothing to
+change by a new runner (the first after an operator restart). ``--secrets-provider kms`` encrypts
+the stacks' secrets with a key of local-kms instead of the passphrase. For each run it records:
 
 * CPU seconds per process kind, sampled from /proc every 10 ms: the Pulumi CLI (engine), the
   Kubernetes provider, any Python dynamic provider (none since the signer issues job
@@ -46,6 +48,7 @@ from iflearner.controller.signer import Signer  # noqa: E402
 from iflearner.desired import ClusterSettings, desired_resources  # noqa: E402
 from iflearner.job import parse_job, stack_name  # noqa: E402
 from iflearner.localcluster import LocalCluster  # noqa: E402
+from iflearner.localcluster.kms import LocalKms  # noqa: E402
 from iflearner.program import job_program  # noqa: E402
 
 KINDS = ("pulumi CLI (engine)", "kubernetes provider", "dynamic provider (certificate)",
@@ -182,12 +185,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=5)
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--secrets-provider", choices=("passphrase", "kms"), default="passphrase",
+                        help="what encrypts the stacks' secrets: the passphrase (default), or a key of a local "
+                             "AWS KMS-compatible server (local-kms) started for the run")
     parser.add_argument("--pulumi-env", action="append", default=[], metavar="NAME=VALUE",
                         help="an environment variable for the Pulumi processes only (a lever to measure, e.g. "
                              "PULUMI_SKIP_CHECKPOINTS=true or GOMAXPROCS=1); repeatable")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="iflearner-profile-"))
     cluster = LocalCluster(work / "cluster")
+    kms = LocalKms(work / "kms")
     state = cluster.up(progress=lambda m: print(f"cluster: {m}", file=sys.stderr))
     results: dict[str, list[dict[str, Any]]] = defaultdict(list)
     try:
@@ -199,7 +206,12 @@ def main() -> int:
         # After the control plane started: only the CLIs (and their providers) see these.
         os.environ.update(dict(item.split("=", 1) for item in args.pulumi_env))
         settings = ClusterSettings()
-        runner = stackrunner.StackRunner(stackrunner.RunnerSettings.local(work / "state", "profile"))
+        provider = stackrunner.PASSPHRASE_PROVIDER
+        if args.secrets_provider == "kms":
+            server = kms.up()
+            os.environ.update(server.credentials)
+            provider = server.secrets_provider
+        runner = stackrunner.StackRunner(stackrunner.RunnerSettings.local(work / "state", "profile", provider))
         kubeconfig_text = state.kubeconfig.read_text()
         signer = Signer(KubeApi(api), settings.operator_namespace, settings.ca_secret_name)
         for index in range(args.jobs):
@@ -223,10 +235,12 @@ def main() -> int:
             results["no change, first after a restart"].append(run)
     finally:
         cluster.down()
+        kms.down()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     levers = f"; Pulumi processes with {' '.join(args.pulumi_env)}" if args.pulumi_env else ""
-    print(f"\nprofile of one job's update ({args.jobs} jobs, median per run; {os.cpu_count()} CPUs, kwok{levers})")
+    print(f"\nprofile of one job's update ({args.jobs} jobs, median per run; {os.cpu_count()} CPUs, kwok, "
+          f"secrets: {args.secrets_provider}{levers})")
     print(f"passphrase key derivation, once per Pulumi CLI process: {key_derivation_cpu_seconds():.2f} CPU-s "
           "(PBKDF2-SHA256, 1,000,000 iterations)")
     for kind, runs in results.items():

@@ -47,6 +47,7 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 from iflearner.desired import ClusterSettings, desired_resources  # noqa: E402
 from iflearner.job import parse_job  # noqa: E402
 from iflearner.localcluster import LocalCluster  # noqa: E402
+from iflearner.localcluster.kms import LocalKms  # noqa: E402
 from iflearner.tlsresources import issue_ca, issue_leaf  # noqa: E402
 
 GROUP, VERSION, PLURAL = "git.iflytek.com", "v1", "iflearnerjobs"
@@ -212,12 +213,17 @@ def pod_running(obj: Any) -> bool:
 
 class Controller:
     def __init__(self, kubeconfig: Path, work: Path, workers: int, *extra: str,
-                 log_name: str = "controller.log", cpus: Collection[int] = ()) -> None:
+                 log_name: str = "controller.log", cpus: Collection[int] = (),
+                 env: dict[str, str] | None = None) -> None:
         """``cpus``: pin the controller and every process it starts (Pulumi CLIs, providers) to
-        these CPUs, as if it ran alone on a node of that size (``taskset``; children inherit it)."""
+        these CPUs, as if it ran alone on a node of that size (``taskset``; children inherit it).
+        Its Pulumi home is its own (``pulumi_home``), as in the operator Pod: the CLI's debug logs
+        land there (``pulumi_logs``)."""
         self.port = free_port()
         self.log_path = work / log_name
-        env = {**os.environ, "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE, "PYTHONPATH": str(REPO)}
+        self.pulumi_home = work / "pulumi-home"
+        env = {**os.environ, "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE, "PYTHONPATH": str(REPO),
+               "IFLEARNER_PULUMI_HOME": str(self.pulumi_home), **(env or {})}
         argv = [sys.executable, "-m", "iflearner.controller", "--kubeconfig", str(kubeconfig),
                 "--state-dir", str(work / "state"), "--metrics-address", f"127.0.0.1:{self.port}",
                 "--workers", str(workers), "--resync-period", "3600", *extra]
@@ -226,6 +232,11 @@ class Controller:
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO,
                                             start_new_session=True)
+
+    def pulumi_logs(self) -> tuple[int, float]:
+        """The Pulumi CLI's debug logs so far: how many files, how many MiB."""
+        files = [p for p in (self.pulumi_home / "logs").glob("*.log") if p.is_file()]
+        return len(files), sum(p.stat().st_size for p in files) / 2**20
 
     def get(self, path: str) -> tuple[int, str]:
         try:
@@ -270,6 +281,16 @@ class Controller:
 
 
 # -- setup ----------------------------------------------------------------------------------------
+
+def secrets_provider(kind: str, kms: LocalKms) -> tuple[list[str], dict[str, str]]:
+    """The controller's arguments and environment for the job stacks' secrets: nothing for the
+    passphrase; for ``kms``, local-kms started and its key's URL and credentials."""
+    if kind == "passphrase":
+        return [], {}
+    server = kms.up()
+    say(f"local-kms on port {server.port}, key {server.key_id}")
+    return [f"--secrets-provider={server.secrets_provider}"], server.credentials
+
 
 def prepare_cluster(kubeconfig: Path, api: client.ApiClient) -> dict[str, str]:
     subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig), "apply", "-f", str(REPO / "crd" / "iflearnerjob.yaml")],
@@ -368,14 +389,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=4, help="controller workers (default 4)")
     parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for a phase (default 900)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, state)")
+    parser.add_argument("--secrets-provider", choices=("passphrase", "kms"), default="passphrase",
+                        help="what encrypts the job stacks' secrets: the passphrase (default), or a key of a "
+                             "local AWS KMS-compatible server (local-kms) started for the run")
     args = parser.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="iflearner-bench-"))
     cluster = LocalCluster(work / "cluster")
     controller: Controller | None = None
     sampler: MemorySampler | None = None
+    kms = LocalKms(work / "kms")
     failed = False
     try:
+        provider_args, provider_env = secrets_provider(args.secrets_provider, kms)
         say(f"starting a local control plane in {work}")
         state = cluster.up(progress=lambda msg: say(msg))
         api = config.new_client_from_config(config_file=str(state.kubeconfig))
@@ -384,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
         ca = prepare_cluster(state.kubeconfig, api)
 
         say(f"starting the controller ({args.workers} workers); log: {work / 'controller.log'}")
-        controller = Controller(state.kubeconfig, work, args.workers)
+        controller = Controller(state.kubeconfig, work, args.workers, *provider_args, env=provider_env)
         controller.wait_ready()
         sampler = MemorySampler(controller.process.pid)
         sampler.start()
@@ -437,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
         d50, d95 = statistics.median(direct_seq), percentile(direct_seq, 0.95)
         print()
         print(f"iflearner-operator benchmark ({os.cpu_count()} CPUs, {args.workers} workers, "
-              "local control plane + kwok)")
+              f"local control plane + kwok, secrets: {args.secrets_provider})")
         print(f"  first job, cold:                      {cold[0]:7.2f} s")
         print(f"  apply -> Ready, {args.sequential} sequential jobs:     p50 {p50:6.2f} s   p95 {p95:6.2f} s")
         print(f"    direct client, same objects:        p50 {d50:6.2f} s   p95 {d95:6.2f} s   "
@@ -453,6 +479,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  resync of {total_jobs} unchanged jobs:         {resync_seconds:7.2f} s   "
               f"Pulumi runs started: {int(resync_runs)}")
         print(f"  Pulumi runs in total:                 {int(runs_total)}")
+        files, mib = controller.pulumi_logs()
+        print(f"  Pulumi's debug logs:                  {files} files, {mib:.1f} MiB")
         failed = resync_runs != 0
     except Exception as error:  # noqa: BLE001 - reported with where to look
         say(f"failed: {error}; logs in {work}")
@@ -464,6 +492,7 @@ def main(argv: list[str] | None = None) -> int:
         if controller is not None:
             controller.stop()
         cluster.down()
+        kms.down()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     return 1 if failed else 0

@@ -122,7 +122,12 @@ def run_once(args: argparse.Namespace, count: int) -> dict[str, float] | None:
     samplers: list[MemorySampler] = []
     result: dict[str, float] | None = None
     settings = ClusterSettings(dns_record_shards=args.shards)
-    extra = ("--ingress-address", INGRESS_ADDRESS, "--dns-record-shards", str(args.shards))
+    # Every job of a namespace publishes a DNS record: the per-namespace limit (256 by default,
+    # iflearner:dnsRecordsPerNamespace) is raised to the run's jobs, as an installation this big would.
+    settings_file = work / "cluster-settings.yaml"
+    settings_file.write_text(f"dnsRecordsPerNamespace: {args.jobs + 16}\n")
+    extra = ("--ingress-address", INGRESS_ADDRESS, "--dns-record-shards", str(args.shards),
+             "--cluster-settings", str(settings_file))
     try:
         state = cluster.up(progress=say)
         api = config.new_client_from_config(config_file=str(state.kubeconfig))
@@ -181,6 +186,7 @@ def run_once(args: argparse.Namespace, count: int) -> dict[str, float] | None:
         tree_peak = sum(each.tree_peak_kib for each in samplers)
         sizes = records_sizes(core, settings)
         runs = sum(c.metric("iflearner_pulumi_runs_total") for c in controllers)
+        log_files, log_mib = controllers[0].pulumi_logs()  # one Pulumi home for the run's operators
 
         say("restarting the controller(s) with every job in place")
         for each in samplers:
@@ -215,6 +221,7 @@ def run_once(args: argparse.Namespace, count: int) -> dict[str, float] | None:
         print(f"  CPU per job: {own_cpu / args.jobs:.2f} s controller, {children_cpu / args.jobs:.2f} s Pulumi; "
               f"Pulumi runs: {int(runs)}")
         print(f"  API server requests per job (all clients): {requests / args.jobs:.0f}")
+        print(f"  Pulumi's debug logs after the jobs: {log_files} files, {log_mib:.1f} MiB")
         print(f"  DNS records: {sum(sizes) / 1024:.0f} KiB in {args.shards} ConfigMaps, fullest "
               f"{fullest / 1024:.0f} KiB; the fullest reaches 1 MiB at about "
               f"{int(args.jobs * CONFIGMAP_LIMIT / fullest):,} jobs ({per_record:.0f} bytes per job)")
