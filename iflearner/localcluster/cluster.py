@@ -27,11 +27,13 @@ from iflearner import toolchain
 from iflearner.localcluster import nodeconfig, processes, realnode
 from iflearner.localcluster.host import HostChanges
 from iflearner.localcluster.kubeadm_addons import install_addons
-from iflearner.localcluster.pki import Pki, client_cert, ensure_pki
+from iflearner.localcluster.pki import Pki, client_cert, ensure_etcd_pki, ensure_pki
 
 NODE_NAME = "kwok-node-0"
 SERVICE_CIDR = "10.96.0.0/16"
 STATE_FILE = "cluster.json"
+# The API server answers these without credentials (probes, load balancers); nothing else.
+HEALTH_PATHS = ("/livez", "/readyz", "/healthz")
 NODE_KINDS = ("kwok", "real")
 
 
@@ -145,6 +147,16 @@ class LocalCluster:
                                                 {"level": "None"}]}))
         return [f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log}", "--audit-log-maxbackup=1"]
 
+    def _authentication_args(self) -> list[str]:
+        """Anonymous requests only for the health endpoints (as kubeadm's clusters answer them to
+        load balancers and probes); anything else without a client certificate or token is 401,
+        where the default would hand it to RBAC as system:anonymous."""
+        config = self.data_dir / "authentication-config.yaml"
+        config.write_text(json.dumps({
+            "apiVersion": "apiserver.config.k8s.io/v1", "kind": "AuthenticationConfiguration",
+            "anonymous": {"enabled": True, "conditions": [{"path": path} for path in HEALTH_PATHS]}}))
+        return [f"--authentication-config={config}"]
+
     @property
     def kubeconfig(self) -> Path:
         return self.data_dir / "kubeconfig"
@@ -196,6 +208,7 @@ class LocalCluster:
         shutil.rmtree(self.data_dir / "etcd", ignore_errors=True)
         address = "127.0.0.1" if node == "kwok" else network.host_address
         pki = ensure_pki(self.data_dir / "pki", extra_ips=(network.host_address,) if node == "real" else ())
+        etcd_pki = ensure_etcd_pki(pki)
         logs = self.data_dir / "logs"
         etcd_port, etcd_peer, api_port, cm_port, sched_port, kwok_port = processes.free_ports(6)
         server = f"https://{address}:{api_port}"
@@ -223,14 +236,20 @@ class LocalCluster:
                 state.save()
                 self._fresh_node_dir(layout)
                 realnode.prepare_host(layout, state.host, SERVICE_CIDR, state.save)
-            progress(f"starting etcd on 127.0.0.1:{etcd_port}")
+            progress(f"starting etcd on https://127.0.0.1:{etcd_port}")
+            # TLS with client certificates of etcd's own CA, on both listeners: any local user or
+            # host-network Pod could otherwise read every Secret, or write a privileged Pod.
             launch("etcd", [
                 str(binaries["etcd"]), "--name=local", f"--data-dir={self.data_dir / 'etcd'}",
-                f"--listen-client-urls=http://127.0.0.1:{etcd_port}",
-                f"--advertise-client-urls=http://127.0.0.1:{etcd_port}",
-                f"--listen-peer-urls=http://127.0.0.1:{etcd_peer}",
-                f"--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}",
-                f"--initial-cluster=local=http://127.0.0.1:{etcd_peer}",
+                f"--listen-client-urls=https://127.0.0.1:{etcd_port}",
+                f"--advertise-client-urls=https://127.0.0.1:{etcd_port}",
+                f"--listen-peer-urls=https://127.0.0.1:{etcd_peer}",
+                f"--initial-advertise-peer-urls=https://127.0.0.1:{etcd_peer}",
+                f"--initial-cluster=local=https://127.0.0.1:{etcd_peer}",
+                f"--cert-file={etcd_pki.server_cert}", f"--key-file={etcd_pki.server_key}",
+                "--client-cert-auth=true", f"--trusted-ca-file={etcd_pki.ca_cert}",
+                f"--peer-cert-file={etcd_pki.server_cert}", f"--peer-key-file={etcd_pki.server_key}",
+                "--peer-client-cert-auth=true", f"--peer-trusted-ca-file={etcd_pki.ca_cert}",
                 "--listen-metrics-urls=", "--unsafe-no-fsync=true", "--log-level=warn",
             ])
             progress(f"starting kube-apiserver on {server}")
@@ -248,7 +267,9 @@ class LocalCluster:
                              "--kubelet-preferred-address-types=InternalIP"]
             launch("kube-apiserver", [
                 str(binaries["kube-apiserver"]),
-                f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+                f"--etcd-servers=https://127.0.0.1:{etcd_port}", f"--etcd-cafile={etcd_pki.ca_cert}",
+                f"--etcd-certfile={etcd_pki.apiserver_client_cert}",
+                f"--etcd-keyfile={etcd_pki.apiserver_client_key}",
                 f"--bind-address={address}", f"--secure-port={api_port}",
                 f"--advertise-address={address}",
                 *node_args,
@@ -260,6 +281,7 @@ class LocalCluster:
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--authorization-mode=Node,RBAC", "--allow-privileged=true",
                 f"--cert-dir={self.data_dir / 'apiserver-certs'}",
+                *self._authentication_args(),
                 *self._audit_args(),
             ])
             self._wait_for_apiserver(pki, server, remaining())

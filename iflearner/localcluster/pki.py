@@ -1,5 +1,8 @@
 """Certificates for the local control plane: a CA, the API server's serving
-certificate, an admin client certificate and the service-account key pair.
+certificate, an admin client certificate and the service-account key pair; and,
+apart, etcd's own CA, its serving certificate and the API server's client
+certificate for it (as kubeadm does: a certificate of the cluster CA, the
+admin's or a kubelet's, must not open etcd).
 
 Generated once per data directory with ``cryptography``; the keys stay in that
 directory (mode 0600) and never leave the machine.
@@ -186,3 +189,56 @@ def ensure_pki(directory: Path, extra_ips: tuple[str, ...] = ()) -> Pki:
         )
     )
     return pki
+
+
+@dataclass(frozen=True)
+class EtcdPki:
+    """etcd's CA, whose only client certificate is the API server's."""
+
+    directory: Path
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.directory / "ca.crt"
+
+    @property
+    def server_cert(self) -> Path:
+        return self.directory / "server.crt"
+
+    @property
+    def server_key(self) -> Path:
+        return self.directory / "server.key"
+
+    @property
+    def apiserver_client_cert(self) -> Path:
+        return self.directory / "apiserver-etcd-client.crt"
+
+    @property
+    def apiserver_client_key(self) -> Path:
+        return self.directory / "apiserver-etcd-client.key"
+
+
+def ensure_etcd_pki(pki: Pki) -> EtcdPki:
+    """etcd's certificates under the cluster's PKI directory, made once. The serving certificate
+    also serves the (single-member) peer listener, so it can authenticate as a client too."""
+    etcd = EtcdPki(pki.directory / "etcd")
+    if etcd.apiserver_client_key.exists():
+        return etcd
+    etcd.directory.mkdir(parents=True, exist_ok=True)
+    etcd.directory.chmod(0o700)
+    ca_key = _key()
+    ca_name = _name("iflearner-local-etcd-ca")
+    ca = _issue(ca_name, ca_key, ca_name, ca_key, is_ca=True)
+    etcd.ca_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    server_key = _key()
+    server = _issue(_name("etcd"), server_key, ca_name, ca_key,
+                    usage=[ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+                    sans=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    _write_key(etcd.server_key, server_key)
+    etcd.server_cert.write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    client_key = _key()
+    client = _issue(_name("kube-apiserver-etcd-client"), client_key, ca_name, ca_key,
+                    usage=[ExtendedKeyUsageOID.CLIENT_AUTH])
+    etcd.apiserver_client_cert.write_bytes(client.public_bytes(serialization.Encoding.PEM))
+    _write_key(etcd.apiserver_client_key, client_key)  # last: its presence means all are made
+    return etcd

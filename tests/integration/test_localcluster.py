@@ -96,3 +96,52 @@ def test_cli_up_refuses_second_start_and_down_leaves_nothing(tmp_path: Path) -> 
             Path(f"/proc/{record.pid}/stat").read_text().split()[2] == "Z"
     assert not (_listening_ports() - before), "no port of the cluster may stay open"
     assert LocalCluster(data_dir).running_state() is None
+
+
+def _flag(state, process: str, name: str) -> str:
+    """A flag's value on the command line of one of the cluster's processes."""
+    record = next(p for p in state.processes if p.name == process)
+    argv = Path(f"/proc/{record.pid}/cmdline").read_bytes().decode().split("\0")
+    return next(arg.split("=", 1)[1] for arg in argv if arg.startswith(f"{name}="))
+
+
+def _status(url: str, context) -> int:  # noqa: ANN001
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, context=context, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_etcd_and_the_api_server_refuse_strangers(local_cluster) -> None:  # noqa: ANN001
+    """etcd takes only the API server's client certificate (etcd's own CA, not the cluster's), and
+    the API server answers requests without credentials on its health endpoints only."""
+    import ssl
+
+    from iflearner.localcluster.pki import EtcdPki, Pki
+
+    pki = Pki(local_cluster.data_dir / "pki")
+    etcd = EtcdPki(pki.directory / "etcd")
+    etcd_url = _flag(local_cluster, "etcd", "--listen-client-urls")
+    assert etcd_url.startswith("https://127.0.0.1:")
+    with pytest.raises(OSError):
+        _status(etcd_url.replace("https://", "http://") + "/version", None)
+    stranger = ssl.create_default_context(cafile=str(etcd.ca_cert))
+    with pytest.raises(OSError):
+        _status(f"{etcd_url}/version", stranger)
+    admin = ssl.create_default_context(cafile=str(etcd.ca_cert))
+    admin.load_cert_chain(str(pki.admin_cert), str(pki.admin_key))  # the cluster's system:masters
+    with pytest.raises(OSError):
+        _status(f"{etcd_url}/version", admin)
+    apiserver = ssl.create_default_context(cafile=str(etcd.ca_cert))
+    apiserver.load_cert_chain(str(etcd.apiserver_client_cert), str(etcd.apiserver_client_key))
+    assert _status(f"{etcd_url}/version", apiserver) == 200
+
+    anonymous = ssl.create_default_context(cafile=str(pki.ca_cert))
+    for path in ("/api/v1/namespaces/kube-system/secrets", "/version", "/metrics", "/api"):
+        assert _status(f"{local_cluster.apiserver_url}{path}", anonymous) == 401, path
+    for path in ("/livez", "/readyz", "/healthz"):
+        assert _status(f"{local_cluster.apiserver_url}{path}", anonymous) == 200, path
