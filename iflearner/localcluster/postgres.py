@@ -6,20 +6,25 @@ PostgreSQL refuses to run as root; on these machines (root, no systemd) the
 server runs as the package's ``postgres`` user through ``setpriv``, which
 execs (so the recorded pid is the server's own). That user cannot enter
 root's private directories (``/root``, pytest's temp dirs), so as root the
-database files live in ``/var/tmp/iflearner-postgres/<digest of data_dir>``;
-the data directory keeps the state file, log and password.
+database files live in a private directory under ``/var/tmp`` whose name
+nobody can guess (``mkdtemp``: created, never found, so no other user can
+plant it or a symlink in its place), recorded in the data directory; the data
+directory keeps that record, the state file, log and password. Ownership is
+handed to ``postgres`` with ``lchown`` only, and root writes nothing into a
+directory ``postgres`` owns without ``O_NOFOLLOW``.
 """
 
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import os
 import pwd
 import secrets
 import shutil
+import stat
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +38,32 @@ ROLE = "iflearner"
 
 class PostgresError(RuntimeError):
     """The local PostgreSQL could not be started; the message says why."""
+
+
+def _private_to_postgres(path: Path) -> bool:
+    """A real directory (not a symlink) of the postgres user, closed to everyone else."""
+    try:
+        info = path.lstat()
+    except OSError:
+        return False
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == pwd.getpwnam("postgres").pw_uid \
+        and stat.S_IMODE(info.st_mode) & 0o077 == 0
+
+
+def _write_new(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+
+
+def _read_nofollow(path: Path) -> str:
+    with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW)) as data:
+        return data.read()
+
+
+def _write_nofollow(path: Path, text: str) -> None:
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW), "w") as out:
+        out.write(text)
 
 
 def _bin(name: str) -> Path:
@@ -56,8 +87,21 @@ class LocalPostgres:
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir.resolve()
-        digest = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:16]
-        self.files_dir = Path("/var/tmp/iflearner-postgres") / digest if os.geteuid() == 0 else self.data_dir
+        self._files_dir: Path | None = None if os.geteuid() == 0 else self.data_dir
+
+    @property
+    def files_dir(self) -> Path:
+        """Where the database files are: as root, this data directory's private directory under
+        /var/tmp (made on first use, and found again from its record while it is intact)."""
+        if self._files_dir is None:
+            record = self.data_dir / "files-dir"
+            recorded = Path(record.read_text().strip()) if record.exists() else None
+            if recorded is None or not _private_to_postgres(recorded):
+                self.data_dir.mkdir(parents=True, exist_ok=True)
+                recorded = Path(tempfile.mkdtemp(prefix="iflearner-postgres-", dir="/var/tmp"))
+                record.write_text(f"{recorded}\n")
+            self._files_dir = recorded
+        return self._files_dir
 
     def _as_postgres(self) -> list[str]:
         if os.geteuid() != 0:
@@ -66,8 +110,10 @@ class LocalPostgres:
         return ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--init-groups", "--"]
 
     def _chown(self, path: Path) -> None:
+        """Hand ``path`` itself (never what a symlink there points to) to the postgres user."""
         if os.geteuid() == 0:
-            shutil.chown(path, "postgres", "postgres")
+            user = pwd.getpwnam("postgres")
+            os.chown(path, user.pw_uid, user.pw_gid, follow_symlinks=False)
 
     def up(self, timeout: float = 60.0, address: str = "127.0.0.1", clients: tuple[str, ...] = (),
            port: int | None = None) -> PostgresServer:
@@ -80,7 +126,6 @@ class LocalPostgres:
             return running
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.files_dir.mkdir(parents=True, exist_ok=True)
-        self._chown(self.files_dir)
         pgdata, sockets = self.files_dir / "pgdata", self.files_dir / "sockets"
         password_file = self.data_dir / "password"
         if not (pgdata / "PG_VERSION").exists():
@@ -88,23 +133,28 @@ class LocalPostgres:
             password_file.write_text(secrets.token_urlsafe(18))
             password_file.chmod(0o600)
             pwfile = self.files_dir / "initdb-password"
-            pwfile.write_text(password_file.read_text())
+            pwfile.unlink(missing_ok=True)
+            _write_new(pwfile, password_file.read_text())
             self._chown(pwfile)
+            self._chown(self.files_dir)
             result = subprocess.run(
                 [*self._as_postgres(), str(_bin("initdb")), "-D", str(pgdata), "-U", ROLE, "--auth=scram-sha-256",
                  f"--pwfile={pwfile}", "--no-sync"], capture_output=True, text=True, cwd="/")
             pwfile.unlink()
             if result.returncode != 0:
                 raise PostgresError(f"initdb failed: {result.stderr.strip() or result.stdout.strip()}")
-        sockets.mkdir(exist_ok=True)
+        self._chown(self.files_dir)
+        if not sockets.is_dir() or sockets.is_symlink():
+            sockets.unlink(missing_ok=True)
+            sockets.mkdir()
         self._chown(sockets)
         hba = pgdata / "pg_hba.conf"
-        text = hba.read_text()
+        text = _read_nofollow(hba)
         for cidr in clients:
             line = f"host all all {cidr} scram-sha-256"
             if line not in text:
                 text += line + "\n"
-        hba.write_text(text)
+        _write_nofollow(hba, text)
         port = port or processes.free_ports(1)[0]
         record, _ = processes.start("postgres", [
             *self._as_postgres(), str(_bin("postgres")), "-D", str(pgdata), "-p", str(port),
@@ -166,4 +216,5 @@ class LocalPostgres:
             path.unlink()
         if remove_data:
             shutil.rmtree(self.files_dir, ignore_errors=True)
+            (self.data_dir / "files-dir").unlink(missing_ok=True)
             (self.data_dir / "password").unlink(missing_ok=True)
