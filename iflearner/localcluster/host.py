@@ -3,8 +3,9 @@
 Every change is recorded in :class:`HostChanges` (saved in the cluster's state
 file) *before* it is made, so that ``cluster down``, or the next ``up`` after
 a crash, undoes exactly what was done: the bridge, the iptables chain, the
-sysctls (restored to their earlier values), mount propagation, the cgroup
-root, network namespaces and mounts made by containerd and kubelet.
+cgroup root, network namespaces and mounts made by containerd and kubelet.
+The host-wide ones that every slot shares (sysctls, mount propagation, system
+directories) are reference-counted across slots: :mod:`hostshare`.
 """
 
 from __future__ import annotations
@@ -27,17 +28,21 @@ class HostChanges:
     bridge: str = ""
     iptables_chain: str = ""
     cgroup_root: str = ""
+    # Host-wide changes, recorded here by older versions; now in hostshare's record (one for all
+    # slots). Kept so that an old state file is still undone.
     sysctls: dict[str, str] = field(default_factory=dict)  # key -> value before
     made_shared: list[str] = field(default_factory=list)  # mount points that were private
     shared_before: list[str] = field(default_factory=list)  # mount points that were shared
     nft_tables_before: list[str] | None = None  # e.g. "ip filter"; None: no nft binary
-    netns_before: list[str] = field(default_factory=list)
+    netns_before: list[str] = field(default_factory=list)  # (older versions)
     mount_prefixes: list[str] = field(default_factory=list)  # mounts below these are ours
     cni_cache_prefix: str = ""  # libcni's result cache files of our network
     cni_cache_before: list[str] = field(default_factory=list)  # files there before (other runtimes')
-    created_dirs: list[str] = field(default_factory=list)  # system dirs that did not exist before
+    created_dirs: list[str] = field(default_factory=list)  # (older versions) system dirs made by the node
     node_slot: int = 0  # see nodeconfig.NodeNetwork
     node_netns: str = ""  # the node's own network namespace (slots > 0), removed on down
+    kube_chains_before: list[str] | None = None  # "iptables nat KUBE-X" in the host's namespace (slot 0)
+    pod_netns: list[str] = field(default_factory=list)  # the Pods' cni-* namespaces, seen at stop
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -66,15 +71,6 @@ def _sysctl_path(key: str) -> Path:
 
 def read_sysctl(key: str) -> str:
     return _sysctl_path(key).read_text().strip()
-
-
-def remember_sysctls(changes: HostChanges, keys: list[str], save: Callable[[], None]) -> None:
-    """Record current values of sysctls that we (or kubelet, kube-proxy, the
-    CNI bridge plugin) are about to change, to restore them on down."""
-    for key in keys:
-        if key not in changes.sysctls and _sysctl_path(key).exists():
-            changes.sysctls[key] = read_sysctl(key)
-    save()
 
 
 def set_sysctl(key: str, value: str) -> None:
@@ -109,19 +105,6 @@ def mounts() -> list[Mount]:
         optional = fields[6:fields.index("-")]
         result.append(Mount(point, any(o.startswith("shared:") for o in optional)))
     return result
-
-
-def make_root_rshared(changes: HostChanges, save: Callable[[], None]) -> None:
-    """kubelet needs / to be rshared (mount propagation into Pods); remember
-    which mounts were private so that down puts them back."""
-    current = mounts()
-    private = [m.mount_point for m in current if not m.shared]
-    if not private:
-        return
-    changes.made_shared = sorted(set(changes.made_shared) | set(private))
-    changes.shared_before = sorted({m.mount_point for m in current if m.shared})
-    save()
-    sh("mount", "--make-rshared", "/")
 
 
 def restore_propagation(changes: HostChanges) -> list[str]:
@@ -166,14 +149,38 @@ def netns_names() -> list[str]:
     return sorted(p.name for p in NETNS_DIR.iterdir()) if NETNS_DIR.is_dir() else []
 
 
-def remove_new_netns(changes: HostChanges) -> list[str]:
-    """Remove the CNI network namespaces that appeared after ``up`` (the
-    runtime's sandboxes; only one real node may run on a host)."""
-    problems = []
-    for name in netns_names():
-        if name in changes.netns_before or not name.startswith("cni-"):
+def netns_inode(name: str) -> int | None:
+    try:
+        return (NETNS_DIR / name).stat().st_ino
+    except OSError:
+        return None
+
+
+def netns_in_use(pids: set[int] | None = None) -> set[int]:
+    """The network namespaces (their inodes) that processes are in: all processes, or ``pids``."""
+    inodes: set[int] = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or (pids is not None and int(proc.name) not in pids):
             continue
+        try:
+            inodes.add((proc / "ns" / "net").stat().st_ino)
+        except OSError:
+            pass
+    return inodes
+
+
+def pod_netns_of(pids: set[int]) -> list[str]:
+    """The runtime's ``cni-*`` namespaces that these processes (a node's Pods) are in."""
+    used = netns_in_use(pids)
+    return sorted(name for name in netns_names() if name.startswith("cni-") and netns_inode(name) in used)
+
+
+def remove_netns(names: list[str]) -> list[str]:
+    problems = []
+    for name in names:
         path = NETNS_DIR / name
+        if not path.exists():
+            continue
         sh("umount", str(path), check=False)
         try:
             path.unlink()
@@ -182,10 +189,29 @@ def remove_new_netns(changes: HostChanges) -> list[str]:
     return problems
 
 
+def unused_new_netns(before: list[str]) -> list[str]:
+    """``cni-*`` namespaces not in ``before`` that no process is in (sandboxes of Pods killed
+    without their runtime, e.g. every process of a node killed at once)."""
+    used = netns_in_use()
+    return [name for name in netns_names()
+            if name.startswith("cni-") and name not in before and netns_inode(name) not in used]
+
+
 def create_node_netns(changes: HostChanges, netns: str, save: Callable[[], None]) -> None:
     changes.node_netns = netns
     save()
-    delete_node_netns(changes)  # what a crashed run left
+    problems = delete_node_netns(changes)  # what a crashed run left
+    path = NETNS_DIR / netns
+    if path.exists():
+        # `ip netns del` refused (a mount held elsewhere): detach it lazily and take the name back.
+        sh("umount", "--lazy", str(path), check=False)
+        try:
+            path.unlink()
+        except OSError as error:
+            problems.append(str(error))
+    if path.exists():
+        raise HostError(f"the network namespace {netns} of an earlier run is still there and could not be "
+                        f"removed ({'; '.join(problems)}); run `umount --lazy {path} && rm {path}`, then up again")
     sh("ip", "netns", "add", netns)
 
 
@@ -275,16 +301,31 @@ def kube_chains(dump: str) -> tuple[list[tuple[str, list[str]]], list[tuple[str,
     return jumps, chains
 
 
-def remove_kube_chains() -> list[str]:
-    """Remove the KUBE-* chains of kubelet (KUBE-FIREWALL, KUBE-KUBELET-CANARY)
-    and whatever kube-proxy's own cleanup left, in IPv4 and IPv6, with every
-    rule that jumps to them. Only one real node runs on a host, and a kwok
-    cluster writes no iptables rule, so every KUBE-* chain is ours."""
+def kube_chain_names() -> list[str]:
+    """Every KUBE-* chain in this network namespace, as "<tool> <table> <chain>"."""
+    names = []
+    for tool in ("iptables", "ip6tables"):
+        if _has(tool):
+            dump = sh(f"{tool}-save", check=False).stdout
+            names += [f"{tool} {table} {chain}" for table, chain in kube_chains(dump)[1]]
+    return sorted(names)
+
+
+def remove_kube_chains(before: list[str]) -> list[str]:
+    """Remove the KUBE-* chains that were not there ``before`` the node started (kubelet's
+    KUBE-FIREWALL and KUBE-KUBELET-CANARY, and whatever kube-proxy's own cleanup left), in IPv4
+    and IPv6, with every rule that jumps to them. Only slot 0's node writes the host's
+    namespace (the others have their own); chains of another Kubernetes on this machine, there
+    before, are left alone with their rules."""
     problems = []
     for tool in ("iptables", "ip6tables"):
         if not _has(tool):
             continue
         jumps, chains = kube_chains(sh(f"{tool}-save", check=False).stdout)
+        chains = [(table, chain) for table, chain in chains if f"{tool} {table} {chain}" not in before]
+        ours = set(chains)
+        jumps = [(table, spec) for table, spec in jumps
+                 if (table, spec[spec.index("-j") + 1] if "-j" in spec else "") in ours]
         for table, spec in jumps:
             result = sh(tool, "-w", "-t", table, "-D", *spec, check=False)
             if result.returncode != 0:

@@ -42,6 +42,17 @@ def _start_ticks(pid: int) -> int | None:
     return int(fields[19])
 
 
+def pid_alive(pid: int) -> bool:
+    """A process with this pid exists and is not a zombie."""
+    if pid <= 0:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
 def is_alive(record: ProcessRecord) -> bool:
     return _start_ticks(record.pid) == record.start_ticks
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from iflearner import toolchain
-from iflearner.localcluster import host
+from iflearner.localcluster import host, hostshare, processes
 from iflearner.localcluster.host import HostChanges
 from iflearner.localcluster.nodeconfig import INTERFACE_PREFIX, NodeLayout, NodeNetwork
 
@@ -27,15 +27,15 @@ from iflearner.localcluster.nodeconfig import INTERFACE_PREFIX, NodeLayout, Node
 # 0, kube-proxy's host-wide iptables chains): its data dir is noted here.
 HOST_LOCK = NodeNetwork().host_lock
 # Changed by us (forwarding for Service DNAT between Pods on the bridge) or by
-# kubelet at start (its "kernel tunables"); restored on down.
+# kubelet at start (its "kernel tunables"); restored by the last slot's down (hostshare).
 SYSCTLS = [
     "net.ipv4.ip_forward", "net.bridge.bridge-nf-call-iptables",
     "vm.overcommit_memory", "vm.panic_on_oom", "kernel.panic", "kernel.panic_on_oops",
     "kernel.keys.root_maxkeys", "kernel.keys.root_maxbytes",
 ]
 # Directories outside the data dir that the runtime may create (network
-# namespaces, shim sockets, libcni's cache); removed on down when we made them
-# and they are empty again.
+# namespaces, shim sockets, libcni's cache); removed by the last slot's down
+# when the first made them and they are empty again.
 SYSTEM_DIRS = ["/run/netns", "/run/containerd/s", "/run/containerd", "/var/lib/cni/results", "/var/lib/cni",
                "/var/log/containers", "/var/lib/kubelet"]
 # kubelet's device-plugin socket dir is fixed, whatever --root-dir says:
@@ -75,6 +75,65 @@ def lock_holder(network: NodeNetwork | None = None) -> Path | None:
         return None
 
 
+def holder_alive(slot: int, data_dir: str) -> bool:
+    """Whether a slot's cluster from ``data_dir`` still runs, or is being started: its slot's
+    lock names it, and the process that took the lock or one of the cluster's is alive."""
+    from iflearner.localcluster.cluster import ClusterState
+
+    try:
+        lock = json.loads(NodeNetwork(slot).host_lock.read_text())
+    except (OSError, ValueError):
+        return False
+    if lock.get("data_dir") != data_dir:
+        return False
+    if processes.pid_alive(int(lock.get("pid") or 0)):
+        return True
+    state = ClusterState.load(Path(data_dir))
+    return bool(state is not None and state.alive())
+
+
+def _host_snapshot() -> hostshare.Snapshot:
+    """What every slot changes on the whole host, as it is before the first slot's ``up``."""
+    mounts = host.mounts()
+    return {
+        "sysctls": {key: host.read_sysctl(key) for key in SYSCTLS if host._sysctl_path(key).exists()},
+        "private": sorted({m.mount_point for m in mounts if not m.shared}),
+        "shared": sorted({m.mount_point for m in mounts if m.shared}),
+        "missing_dirs": [d for d in SYSTEM_DIRS if not Path(d).exists()],
+        "netns": host.netns_names(),
+        "cni_cache": sorted(p.name for p in CNI_CACHE.iterdir()) if CNI_CACHE.is_dir() else [],
+    }
+
+
+def _change_host(before: hostshare.Snapshot) -> None:
+    host.set_sysctl("net.ipv4.ip_forward", "1")
+    if Path("/proc/sys/net/bridge/bridge-nf-call-iptables").exists():
+        # Service replies between two Pods on one bridge must pass conntrack.
+        host.set_sysctl("net.bridge.bridge-nf-call-iptables", "1")
+    if any(not m.shared for m in host.mounts()):
+        host.sh("mount", "--make-rshared", "/")  # kubelet: mount propagation into Pods
+
+
+def _restore_host(before: hostshare.Snapshot) -> list[str]:
+    """Undo the host-wide changes, as the last slot goes: values before the first ``up``."""
+    restored = HostChanges(sysctls=dict(before.get("sysctls") or {}), made_shared=list(before.get("private") or []),
+                           shared_before=list(before.get("shared") or []))
+    problems = host.restore_sysctls(restored)
+    problems += host.remove_netns(host.unused_new_netns(list(before.get("netns") or [])))
+    problems += host.restore_propagation(restored)
+    if CNI_CACHE.is_dir():  # loopback results of sandboxes no node removed (killed with their runtime)
+        for path in CNI_CACHE.iterdir():
+            if path.name.startswith("cni-loopback-") and path.name not in (before.get("cni_cache") or []):
+                path.unlink(missing_ok=True)
+    for directory in before.get("missing_dirs") or []:
+        if directory == KUBELET_FIXED_DIR:
+            shutil.rmtree(directory, ignore_errors=True)
+        if directory == str(host.NETNS_DIR) and any(m.mount_point == directory for m in host.mounts()):
+            host.sh("umount", directory, check=False)  # `ip netns add` mounts it onto itself
+        _remove_if_empty(Path(directory))
+    return problems
+
+
 def prepare_host(layout: NodeLayout, changes: HostChanges, service_cidr: str, save: Callable[[], None]) -> None:
     network = layout.network
     network.host_lock.write_text(json.dumps({"data_dir": str(layout.data_dir), "pid": os.getpid()}))
@@ -82,17 +141,11 @@ def prepare_host(layout: NodeLayout, changes: HostChanges, service_cidr: str, sa
     changes.mount_prefixes = [str(layout.root)]
     changes.cni_cache_prefix = f"{network.cni_network}-"
     changes.cni_cache_before = sorted(p.name for p in CNI_CACHE.iterdir()) if CNI_CACHE.is_dir() else []
-    changes.netns_before = host.netns_names()
-    changes.created_dirs = [d for d in SYSTEM_DIRS if not Path(d).exists()]
-    host.remember_sysctls(changes, SYSCTLS, save)
-    host.set_sysctl("net.ipv4.ip_forward", "1")
-    if Path("/proc/sys/net/bridge/bridge-nf-call-iptables").exists():
-        # Service replies between two Pods on one bridge must pass conntrack.
-        host.set_sysctl("net.bridge.bridge-nf-call-iptables", "1")
-    host.make_root_rshared(changes, save)
-    # Slot 0's kube-proxy writes the host's tables; other slots' their own namespace's.
+    # Slot 0's kubelet and kube-proxy write the host's tables; other slots' their own namespace's.
     changes.nft_tables_before = host.nft_tables() if network.netns is None else None
+    changes.kube_chains_before = host.kube_chain_names() if network.netns is None else None
     save()
+    hostshare.acquire(network.slot, str(layout.data_dir), _host_snapshot, holder_alive, _change_host)
     if network.netns is None:
         host.create_bridge(changes, network.bridge, f"{network.gateway}/{network.pod_subnet.split('/')[1]}", save)
         # Service addresses go to the bridge, never to the default route, even
@@ -192,6 +245,10 @@ def stop_node(layout: NodeLayout, changes: HostChanges, stop: Callable[[str], No
     stop("kube-proxy")
     stop("kubelet")
     if changes.cgroup_root:
+        # The Pods' network namespaces, known by their processes (before these are gone): the
+        # shared /run/netns also holds other slots' Pods'.
+        changes.pod_netns = sorted(set(changes.pod_netns) | set(
+            host.pod_netns_of(host.cgroup_pids(changes.cgroup_root))))
         problems += host.kill_cgroup(changes.cgroup_root)
     if containerd_running:
         delete_containers(layout)
@@ -209,18 +266,23 @@ def undo_host(layout: NodeLayout, changes: HostChanges) -> list[str]:
         # kube-proxy's rules, the bridge and the veth pair live and die with it.
         problems += host.delete_node_netns(changes)
     else:
-        problems += _cleanup_kube_proxy_rules(layout)
-        problems += host.remove_kube_chains()
-        problems += host.remove_new_netns(changes)
+        kube_before = changes.kube_chains_before or []
+        if not kube_before:
+            # kube-proxy's cleanup removes every kube-proxy chain and table: only when none was
+            # there before (another Kubernetes on this machine keeps its own).
+            problems += _cleanup_kube_proxy_rules(layout)
+        problems += host.remove_kube_chains(kube_before)
+    problems += host.remove_netns(changes.pod_netns)
     problems += host.unmount_below(changes.mount_prefixes)
     problems += host.remove_cgroup_root(changes)
     problems += host.remove_forward_guard(changes)
     problems += host.remove_new_nft_tables(changes)
     problems += host.delete_bridge(changes)
+    # Host-wide changes recorded by an older version in this slot's own record (now: hostshare).
     problems += host.restore_sysctls(changes)
     problems += host.restore_propagation(changes)
     if changes.cni_cache_prefix and CNI_CACHE.is_dir():
-        _remove_cni_cache(changes, new_loopback_too=not own_netns)
+        _remove_cni_cache(changes)
     if CONTAINER_LOG_LINKS.is_dir():
         for link in CONTAINER_LOG_LINKS.iterdir():
             if link.is_symlink() and os.readlink(link).startswith(str(layout.pod_logs)):
@@ -232,22 +294,23 @@ def undo_host(layout: NodeLayout, changes: HostChanges) -> list[str]:
     network = NodeNetwork(changes.node_slot)
     if lock_holder(network) == layout.data_dir:
         network.host_lock.unlink(missing_ok=True)
+    # Last: the host's shared settings, restored if no other slot still runs.
+    problems += hostshare.release(network.slot, str(layout.data_dir), holder_alive, _restore_host)
     return problems
 
 
-def _remove_cni_cache(changes: HostChanges, new_loopback_too: bool) -> None:
+def _remove_cni_cache(changes: HostChanges) -> None:
     """libcni's result cache of our sandboxes: our network's files
     (``<network>-<sandbox id>-eth0``) and the loopback results containerd's
-    CRI keeps for the same sandboxes. ``new_loopback_too`` (slot 0, alone in
-    the host's namespace): every loopback result that appeared since ``up``,
-    also of sandboxes whose network never came up."""
+    CRI keeps for the same sandboxes. Loopback results of sandboxes whose
+    network never came up name no network: the last slot out removes them
+    (``_restore_host``)."""
     ours = [p for p in CNI_CACHE.iterdir() if p.name.startswith(changes.cni_cache_prefix)]
     sandboxes = {p.name.removeprefix(changes.cni_cache_prefix).rsplit("-", 1)[0] for p in ours}
     for path in CNI_CACHE.iterdir():
         loopback_id = path.name.removeprefix("cni-loopback-").rsplit("-", 1)[0] \
             if path.name.startswith("cni-loopback-") else None
-        new_loopback = new_loopback_too and loopback_id is not None and path.name not in changes.cni_cache_before
-        if path in ours or loopback_id in sandboxes or new_loopback:
+        if path in ours or loopback_id in sandboxes:
             path.unlink(missing_ok=True)
 
 

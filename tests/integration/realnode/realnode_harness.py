@@ -27,7 +27,9 @@ def host_snapshot() -> dict[str, set[str]]:
         "netns": set(hostinfo.netns_names()),
         "links": links,
         "sysctls": {f"{k}={hostinfo.read_sysctl(k)}" for k in (
-            "net.ipv4.ip_forward", "vm.overcommit_memory", "kernel.panic", "kernel.panic_on_oops")},
+            "net.ipv4.ip_forward", "vm.overcommit_memory", "kernel.panic", "kernel.panic_on_oops",
+            "net.bridge.bridge-nf-call-iptables") if Path("/proc/sys", k.replace(".", "/")).exists()},
+        "cni_cache": set(os.listdir("/var/lib/cni/results")) if Path("/var/lib/cni/results").is_dir() else set(),
         "propagation": {f"{m.mount_point}:{m.shared}" for m in hostinfo.mounts()},
         # The system's default paths of the runtime and kubelet: never used,
         # or (the few fixed ones) removed again.

@@ -7,8 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from kubernetes import client, config
 from realnode_harness import RealCluster, host_snapshot
 
+from iflearner.images import project_images
 from iflearner.localcluster import host as hostinfo
 from iflearner.localcluster import nodeconfig, realnode
 
@@ -38,49 +40,113 @@ def test_down_leaves_nothing_behind(real_cluster: RealCluster) -> None:
     assert real_cluster.cluster.running_state() is None
 
 
-@pytest.mark.parametrize("slot", [0, 1])
-def test_second_real_cluster_refused_and_crashed_run_cleaned_by_next_up(tmp_path: Path, slot: int) -> None:
-    """Runs after the session's real cluster is down: one real-node cluster
-    per slot on a host; a run whose processes died (kill -9, no `down`) is
-    undone by the next `up` in its slot, even from another data dir (slot 1:
-    its node's network namespace too)."""
+def _crash(state) -> None:  # noqa: ANN001
+    """kill -9 of every process the cluster started (its Pods' containers stay, as after a crash)."""
     import os
     import signal
     import time
 
-    from iflearner.localcluster import ClusterAlreadyRunningError, LocalCluster
     from iflearner.localcluster.processes import is_alive
 
-    before = host_snapshot()
-    first, second = LocalCluster(tmp_path / "a"), LocalCluster(tmp_path / "b")
-    network = nodeconfig.NodeNetwork(slot)
-    crashed = first.up(node="real", slot=slot, progress=lambda _msg: None)
-    try:
-        with pytest.raises(ClusterAlreadyRunningError, match=f"in slot {slot}: one per slot can run on a host"):
-            second.up(node="real", slot=slot, progress=lambda _msg: None)
-        for record in crashed.processes:
-            os.killpg(record.pid, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while [r for r in crashed.processes if is_alive(r)] and time.monotonic() < deadline:
-            for record in crashed.processes:
-                try:
-                    os.waitpid(record.pid, os.WNOHANG)
-                except ChildProcessError:
-                    pass
-            time.sleep(0.05)
-        assert not [r for r in crashed.processes if is_alive(r)]
-        if network.netns is None:
-            assert Path(f"/sys/class/net/{network.bridge}").exists(), "the crash leaves the bridge"
-        else:
-            assert Path(f"/run/netns/{network.netns}").exists(), "the crash leaves the node's namespace"
-            assert Path(f"/sys/class/net/{network.host_veth}").exists(), "and its veth"
+    for record in state.processes:
+        os.killpg(record.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while [r for r in state.processes if is_alive(r)] and time.monotonic() < deadline:
+        for record in state.processes:
+            try:
+                os.waitpid(record.pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+        time.sleep(0.05)
+    assert not [r for r in state.processes if is_alive(r)]
 
-        second.up(node="real", slot=slot, progress=lambda _msg: None)
-        assert first.running_state() is None and not (tmp_path / "a" / "cluster.json").exists()
-        assert realnode.lock_holder(network) == (tmp_path / "b").resolve()
+
+def _web(state, namespace: str = "default") -> client.CoreV1Api:  # noqa: ANN001
+    """A web Pod and its Service on the cluster; its API, once the Pod runs."""
+    from test_realnode_pods import pod, wait_for
+
+    core = client.CoreV1Api(config.new_client_from_config(config_file=str(state.kubeconfig)))
+    image = project_images(names=["testapp"], progress=lambda _msg: None)["testapp"].reference
+    core.create_namespaced_pod(namespace, pod("web", image, ["serve", "8080"]))
+    core.create_namespaced_service(namespace, client.V1Service(
+        metadata=client.V1ObjectMeta(name="web"),
+        spec=client.V1ServiceSpec(selector={"app": "web"}, ports=[client.V1ServicePort(port=80, target_port=8080)])))
+    wait_for(lambda: core.read_namespaced_pod("web", namespace).status.phase == "Running", "the web Pod to run")
+    return core
+
+
+def _pod_netns(slot: int) -> list[str]:
+    return hostinfo.pod_netns_of(hostinfo.cgroup_pids(nodeconfig.NodeNetwork(slot).cgroup_root))
+
+
+def test_two_slots_share_the_host_in_any_order_and_crash(tmp_path: Path) -> None:
+    """Runs after the session's real cluster is down. Slot 0 up, slot 1 up; each crashed in turn
+    (kill -9, no `down`) and undone by the next `up` in its slot, from another data dir, without
+    touching the other slot's Pods; slot 0 down while slot 1 runs (its Pods still reach each other
+    and the API server, the host's settings stay); slot 1 down: the host is as before the first
+    `up`. One real-node cluster per slot: a second is refused."""
+    from test_realnode_pods import finished, pod, wait_for
+
+    from iflearner.localcluster import ClusterAlreadyRunningError, LocalCluster, hostshare
+
+    before = host_snapshot()
+    quiet = {"node": "real", "progress": lambda _msg: None}
+    clusters = {name: LocalCluster(tmp_path / name) for name in ("a", "b", "c", "d")}
+    try:
+        a = clusters["a"].up(slot=0, **quiet)
+        b = clusters["b"].up(slot=1, **quiet)
+        assert hostshare.holders() == {0: str(a.data_dir), 1: str(b.data_dir)}
+        with pytest.raises(ClusterAlreadyRunningError, match="in slot 1: one per slot can run on a host"):
+            LocalCluster(tmp_path / "x").up(slot=1, **quiet)
+        a_core = _web(a)
+        a_netns = _pod_netns(0)
+        assert a_netns, "slot 0's Pods have their network namespaces"
+
+        _crash(b)  # slot 1 crashes; the next up in slot 1 undoes it and leaves slot 0 alone
+        assert Path(f"/run/netns/{nodeconfig.NodeNetwork(1).netns}").exists(), "the crash leaves the node's namespace"
+        c = clusters["c"].up(slot=1, **quiet)
+        assert clusters["b"].running_state() is None and not (tmp_path / "b" / "cluster.json").exists()
+        assert a_core.read_namespaced_pod("web", "default").status.phase == "Running"
+        assert set(a_netns) <= set(hostinfo.netns_names()), "slot 0's Pods keep their network namespaces"
+        c_core = _web(c)
+        c_netns = _pod_netns(1)
+
+        _crash(a)  # and slot 0 crashes; its next up undoes it and leaves slot 1 alone
+        d = clusters["d"].up(slot=0, **quiet)
+        assert realnode.lock_holder(nodeconfig.NodeNetwork(0)) == d.data_dir
+        assert set(c_netns) <= set(hostinfo.netns_names())
+
+        assert clusters["d"].down()  # slot 0 goes while slot 1 runs
+        assert hostinfo.read_sysctl("net.ipv4.ip_forward") == "1"
+        assert next(m for m in hostinfo.mounts() if m.mount_point == "/").shared
+        assert set(c_netns) <= set(hostinfo.netns_names())
+        script = """
+import ssl, sys, time, urllib.error, urllib.request
+insecure = ssl._create_unverified_context()
+for url in ["http://web.default.svc.cluster.local/after", "https://kubernetes.default.svc/readyz"]:
+    for attempt in range(30):
+        try:
+            print(url, urllib.request.urlopen(url, timeout=3, context=insecure).status, flush=True)
+            break
+        except OSError as error:
+            last = error
+            time.sleep(1)
+    else:
+        sys.exit(f"{url}: {last}")
+"""
+        image = project_images(names=["testapp"], progress=lambda _msg: None)["testapp"].reference
+        probe = pod("probe", image, [])
+        probe.spec.containers[0].command = ["python3", "-c", script]
+        c_core.create_namespaced_pod("default", probe)
+        done = wait_for(lambda: finished(c_core, "probe", "default"), "the probe Pod to finish")
+        logs = c_core.read_namespaced_pod_log("probe", "default")
+        assert done.status.phase == "Succeeded", logs
+        assert logs.split("\n")[:2] == ["http://web.default.svc.cluster.local/after 200",
+                                          "https://kubernetes.default.svc/readyz 200"], logs
     finally:
-        second.down()
-        first.down()
+        for name in ("d", "c", "b", "a"):
+            clusters[name].down()
+    assert not hostshare.RECORD.exists()
     after = host_snapshot()
     for key, values in before.items():
         assert after[key] == values, f"{key}: left {sorted(after[key] - values)}, lost {sorted(values - after[key])}"
