@@ -254,13 +254,20 @@ def delete_bridge(changes: HostChanges) -> list[str]:
 
 
 def install_forward_guard(changes: HostChanges, chain: str, interface: str, local_interfaces: str,
-                          save: Callable[[], None]) -> None:
+                          host_address: str, save: Callable[[], None]) -> None:
     """Traffic of the node's ``interface`` (its bridge, or the veth to its
     network namespace) may be forwarded only to and from the local clusters'
     interfaces (``local_interfaces``, an iptables wildcard such as ``iflr+``):
     Service DNAT between Pods, and one local cluster's Pods dialling another's
     gateway. Anything else, to or from another interface, is dropped: nothing
-    leaves this machine."""
+    leaves this machine.
+
+    And the host's own address on the node's network (``host_address``: where
+    the API server listens, and on slot 0 kubelet and the NodePorts too) takes
+    packets only from this machine (``lo``) and the local clusters' interfaces,
+    in chain ``<chain>-IN`` of INPUT: Linux accepts a packet for any of its
+    addresses on any interface, so a neighbour routing 10.213.0.0/16 to this
+    machine would otherwise reach them."""
     changes.iptables_chain = chain
     save()
     remove_forward_guard(changes)
@@ -269,20 +276,28 @@ def install_forward_guard(changes: HostChanges, chain: str, interface: str, loca
     sh("iptables", "-w", "-A", chain, "-i", interface, "-j", "DROP")
     sh("iptables", "-w", "-A", chain, "-o", interface, "-j", "DROP")
     sh("iptables", "-w", "-I", "FORWARD", "1", "-j", chain)
+    inbound = f"{chain}-IN"
+    sh("iptables", "-w", "-N", inbound)
+    sh("iptables", "-w", "-A", inbound, "-i", "lo", "-j", "RETURN")
+    sh("iptables", "-w", "-A", inbound, "-i", local_interfaces, "-j", "RETURN")
+    sh("iptables", "-w", "-A", inbound, "-d", f"{host_address}/32", "-j", "DROP")
+    sh("iptables", "-w", "-I", "INPUT", "1", "-j", inbound)
 
 
 def remove_forward_guard(changes: HostChanges) -> list[str]:
     chain = changes.iptables_chain
     if not chain:
         return []
-    while sh("iptables", "-w", "-D", "FORWARD", "-j", chain, check=False).returncode == 0:
-        pass
-    if sh("iptables", "-w", "-L", chain, "-n", check=False).returncode == 0:
-        sh("iptables", "-w", "-F", chain, check=False)
-        result = sh("iptables", "-w", "-X", chain, check=False)
-        if result.returncode != 0:
-            return [f"iptables chain {chain}: {result.stderr.strip()}"]
-    return []
+    problems = []
+    for builtin, name in (("FORWARD", chain), ("INPUT", f"{chain}-IN")):
+        while sh("iptables", "-w", "-D", builtin, "-j", name, check=False).returncode == 0:
+            pass
+        if sh("iptables", "-w", "-L", name, "-n", check=False).returncode == 0:
+            sh("iptables", "-w", "-F", name, check=False)
+            result = sh("iptables", "-w", "-X", name, check=False)
+            if result.returncode != 0:
+                problems.append(f"iptables chain {name}: {result.stderr.strip()}")
+    return problems
 
 
 def kube_chains(dump: str) -> tuple[list[tuple[str, list[str]]], list[tuple[str, str]]]:

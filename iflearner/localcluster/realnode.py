@@ -155,7 +155,8 @@ def prepare_host(layout: NodeLayout, changes: HostChanges, service_cidr: str, sa
     else:
         _create_node_netns(network, changes, service_cidr, save)
         guarded = network.host_veth
-    host.install_forward_guard(changes, network.forward_chain, guarded, f"{INTERFACE_PREFIX}+", save)
+    host.install_forward_guard(changes, network.forward_chain, guarded, f"{INTERFACE_PREFIX}+",
+                               network.host_address, save)
     host.create_cgroup_root(changes, network.cgroup_root, save)
 
 

@@ -4,6 +4,7 @@ sysctl change of the real node behind."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -75,6 +76,36 @@ def _web(state, namespace: str = "default") -> client.CoreV1Api:  # noqa: ANN001
     return core
 
 
+def _reachable_from_a_neighbour(address: str, port: int) -> str:
+    """"connected", "refused" or "timeout": a TCP connection from a network namespace wired to this
+    host as another machine on its network would be (a route to 10.213.0.0/16 via this host)."""
+    import subprocess
+
+    ns, outside, inside = "iflearner-neighbour", "nbr0h", "nbr0n"
+    try:
+        for argv in (["ip", "netns", "add", ns],
+                     ["ip", "link", "add", outside, "type", "veth", "peer", "name", inside, "netns", ns],
+                     ["ip", "addr", "add", "192.0.2.1/30", "dev", outside], ["ip", "link", "set", outside, "up"],
+                     ["ip", "-n", ns, "addr", "add", "192.0.2.2/30", "dev", inside],
+                     ["ip", "-n", ns, "link", "set", inside, "up"], ["ip", "-n", ns, "link", "set", "lo", "up"],
+                     ["ip", "-n", ns, "route", "add", "10.213.0.0/16", "via", "192.0.2.1"]):
+            subprocess.run(argv, check=True, capture_output=True)
+        script = f"""
+import socket
+try:
+    socket.create_connection(({address!r}, {port}), 3).close()
+    print("connected")
+except ConnectionRefusedError:
+    print("refused")
+except OSError:
+    print("timeout")
+"""
+        return subprocess.run(["ip", "netns", "exec", ns, "python3", "-c", script], check=True,
+                              capture_output=True, text=True).stdout.strip()
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
+
+
 def _pod_netns(slot: int) -> list[str]:
     return hostinfo.pod_netns_of(hostinfo.cgroup_pids(nodeconfig.NodeNetwork(slot).cgroup_root))
 
@@ -101,6 +132,12 @@ def test_two_slots_share_the_host_in_any_order_and_crash(tmp_path: Path) -> None
         a_core = _web(a)
         a_netns = _pod_netns(0)
         assert a_netns, "slot 0's Pods have their network namespaces"
+        # Only this machine and its Pods reach the API server and kubelet on the bridge's address.
+        api_port = int(a.apiserver_url.rsplit(":", 1)[1])
+        kubelet_port = json.loads(nodeconfig.NodeLayout(a.data_dir).kubelet_config.read_text())["port"]
+        assert _reachable_from_a_neighbour("192.0.2.1", api_port) == "refused", "the neighbour reaches the host"
+        for port in (api_port, kubelet_port):
+            assert _reachable_from_a_neighbour(nodeconfig.GATEWAY, port) == "timeout", port
 
         _crash(b)  # slot 1 crashes; the next up in slot 1 undoes it and leaves slot 0 alone
         assert Path(f"/run/netns/{nodeconfig.NodeNetwork(1).netns}").exists(), "the crash leaves the node's namespace"
