@@ -14,8 +14,8 @@ RUN bash scripts/build-toolchain.sh "pulumi python-plugin-scripts kubernetes-pro
 FROM python:3.11.7-slim-bookworm
 RUN useradd --uid 65532 --create-home --home-dir /home/operator operator
 WORKDIR /app
-COPY requirements-runtime.txt .
-RUN pip install --no-cache-dir -r requirements-runtime.txt
+COPY requirements-runtime.lock .
+RUN pip install --no-cache-dir --require-hashes --no-deps -r requirements-runtime.lock
 COPY --from=toolchain /opt/iflearner/tools /opt/iflearner/tools
 COPY iflearner/ iflearner/
 COPY crd/ crd/

@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: setup venv toolchain runtime images test unit integration lint demo bench clean-cluster
+.PHONY: setup venv toolchain runtime images test unit integration lint demo bench clean-cluster lock
 
 setup: venv toolchain runtime images  ## Python environment, the real toolchain, the container runtime and images (idempotent)
 
@@ -50,6 +50,9 @@ bench: setup  ## Every benchmark of the controller: latency, burst, profile, DNS
 	$(PY) bench/scale.py --jobs 100 --rate 1000 --operators 1 2
 	$(PY) bench/scale.py --jobs 100 --rate 1000 --operators 1 2 --cpus-per-operator 1
 	$(PY) bench/chaos.py --seed 7 --jobs 60 --faults 24
+
+lock: venv  ## Regenerate the images' lock files (every wheel's sha256) after changing a requirements file
+	$(PY) scripts/lock-requirements.py
 
 clean-cluster:
 	$(PY) -m iflearner cluster down

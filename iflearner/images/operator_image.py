@@ -1,14 +1,15 @@
 """The operator image, from the same inputs as ``Dockerfile``: a Debian base
-with python3, the runtime Python packages (``requirements-runtime.txt``), the
+with python3, the runtime Python packages (``requirements-runtime.lock``, the
+closure of ``requirements-runtime.txt`` with every wheel's hash), the
 ``iflearner`` package, and from the toolchain the Pulumi CLI, its Python
 plugin scripts and the registered Kubernetes provider. It runs as uid 65532
 with a read-only root filesystem: everything it writes goes to volumes
 (``/tmp``: Pulumi's home and the stacks' work directories; the state volume).
 
 The Python packages are installed with this machine's pip into a directory
-cached by the requirements' hash (the image's Python is Debian bookworm's
-3.11, the same minor version as the one that runs the project, so the same
-wheels apply).
+cached by the lock's hash, with ``--require-hashes`` for the image's
+interpreter (Debian bookworm's CPython 3.11): a wheel whose hash is not in
+the lock fails the build (``make lock`` writes the lock again).
 """
 
 from __future__ import annotations
@@ -17,14 +18,14 @@ import hashlib
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 from iflearner.images.catalog import PYTHON_BASE
+from iflearner.images.pip import pip_install_argv
 from iflearner.images.spec import Entry, File, ImageSpec, Layer, RuntimeConfig, Symlink
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-RUNTIME_REQUIREMENTS = REPO_ROOT / "requirements-runtime.txt"
+RUNTIME_REQUIREMENTS = REPO_ROOT / "requirements-runtime.lock"
 APP_DIR = "/app"
 SITE_PACKAGES = "/opt/iflearner/site-packages"
 TOOLS_DIR = "/opt/iflearner/tools"
@@ -54,19 +55,18 @@ def tree(source: Path, destination: str, skip: tuple[str, ...] = _SKIPPED) -> tu
 
 
 def runtime_packages(cache_dir: Path, requirements: Path = RUNTIME_REQUIREMENTS) -> Path:
-    """The runtime requirements installed into a directory, cached by their hash."""
+    """The runtime lock installed into a directory, cached by its hash."""
     digest = hashlib.sha256(requirements.read_bytes()).hexdigest()[:16]
     target = cache_dir / "python" / f"runtime-{digest}"
     if (target / ".complete").exists():
         return target
     shutil.rmtree(target, ignore_errors=True)
-    result = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-compile",
-         "--only-binary=:all:", "--target", str(target), "-r", str(requirements)],
-        capture_output=True, text=True, check=False)
+    result = subprocess.run(pip_install_argv(target, requirements), capture_output=True, text=True, check=False)
     if result.returncode != 0:
         shutil.rmtree(target, ignore_errors=True)
-        raise RuntimeError(f"pip install of {requirements.name} for the operator image failed:\n{result.stderr}")
+        raise RuntimeError(f"pip install of {requirements.name} for the operator image failed (a hash mismatch: "
+                           f"a wheel is not the one locked; run `make lock` after changing requirements):\n"
+                           f"{result.stderr[-4000:]}")
     # Console scripts point at the build machine's interpreter; the image runs python3 -m.
     shutil.rmtree(target / "bin", ignore_errors=True)
     (target / ".complete").write_text(digest + "\n")
@@ -81,7 +81,8 @@ def operator_image(tools_dir: Path, site_packages: Path, repo_root: Path = REPO_
         name="iflearner-operator",
         base=BASE,
         layers=(
-            Layer(tree(site_packages, SITE_PACKAGES), comment="pip install -r requirements-runtime.txt"),
+            Layer(tree(site_packages, SITE_PACKAGES),
+                  comment="pip install --require-hashes -r requirements-runtime.lock"),
             Layer(tuple(tools), comment="Pulumi CLI, plugin scripts, registered Kubernetes provider"),
             Layer(tree(repo_root / "iflearner", f"{APP_DIR}/iflearner") + tree(repo_root / "crd", f"{APP_DIR}/crd"),
                   comment="the iflearner package"),

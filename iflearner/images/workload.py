@@ -26,55 +26,22 @@ from __future__ import annotations
 import hashlib
 import shutil
 import subprocess
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from iflearner.images.catalog import PYTHON_BASE
 from iflearner.images.operator_image import tree
+from iflearner.images.pip import GLIBC, PYTHON_VERSION, pip_install_argv
 from iflearner.images.spec import File, ImageSpec, Layer, RuntimeConfig, Symlink
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKLOAD_SOURCE = REPO_ROOT / "workloads" / "iflearner"
-REQUIREMENTS = WORKLOAD_SOURCE / "requirements.txt"
+REQUIREMENTS = WORKLOAD_SOURCE / "requirements.lock"
 NAME = "iflearner-workload"
 SITE_PACKAGES = "/opt/iflearner/site-packages"
 WORKDIR = "/workload"
 PROGRAMS = ("trainer.py", "server.py", "plot.py")
 BASE = PYTHON_BASE
-# Bookworm's Python and C library: the wheels pip may pick for the image,
-# whatever machine builds it.
-PYTHON_VERSION = "3.11"
-GLIBC = "2_36"
-_MACHINE = {"amd64": "x86_64", "arm64": "aarch64"}
-
-
-def platform_args(architecture: str = "amd64") -> list[str]:
-    """``--platform`` for every manylinux tag bookworm's glibc runs: pip
-    23's --platform matches the named tag only, not the older glibc ones a
-    wheel is usually tagged with (e.g. grpcio's manylinux_2_17)."""
-    machine = _MACHINE[architecture]
-    newest = int(GLIBC.split("_")[1])
-    tags = [f"manylinux_2_{minor}_{machine}" for minor in range(newest, 16, -1)] + [f"manylinux2014_{machine}"]
-    return [arg for tag in tags for arg in ("--platform", tag)]
-
-
-def pip_install_argv(target: Path, requirements: Path = REQUIREMENTS, architecture: str = "amd64") -> list[str]:
-    """pip installing the pinned closure for the image's interpreter, not this one's.
-
-    ``--no-deps``: the file is the complete closure and iflearner's own
-    metadata pins versions with no Python 3.11 wheels. ``--platform`` with
-    ``--only-binary``: wheels for bookworm's glibc, never a build. ``--no-compile``: no .pyc of this
-    machine's Python, so the layer depends only on the wheels.
-    """
-    return [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-            "--no-deps", "--no-compile", "--only-binary=:all:",
-            *platform_args(architecture),
-            "--python-version", PYTHON_VERSION, "--implementation", "cp",
-            "--abi", f"cp{PYTHON_VERSION.replace('.', '')}",
-            "--target", str(target), "-r", str(requirements)]
-
-
 def site_packages(cache_dir: Path, requirements: Path = REQUIREMENTS, architecture: str = "amd64") -> Path:
     """The pinned requirements installed into a directory, cached by the
     hash of the requirements and the pip command's target platform."""
@@ -87,7 +54,8 @@ def site_packages(cache_dir: Path, requirements: Path = REQUIREMENTS, architectu
                             capture_output=True, text=True, check=False)
     if result.returncode != 0:
         shutil.rmtree(target, ignore_errors=True)
-        raise RuntimeError(f"pip install of {requirements} for the workload image failed (is PyPI reachable?):\n"
+        raise RuntimeError(f"pip install of {requirements} for the workload image failed (is PyPI reachable? a hash "
+                           "mismatch: a wheel is not the one locked; `make lock`):\n"
                            f"{result.stderr[-4000:]}")
     # Console scripts point at this machine's interpreter; the jobs run `python <file>`.
     shutil.rmtree(target / "bin", ignore_errors=True)
@@ -105,7 +73,7 @@ def workload_image(packages: Path, source: Path = WORKLOAD_SOURCE, architecture:
         base=BASE,
         architecture=architecture,
         layers=(
-            Layer(deps, comment="pip install --no-deps -r workloads/iflearner/requirements.txt"),
+            Layer(deps, comment="pip install --require-hashes --no-deps -r workloads/iflearner/requirements.lock"),
             Layer((*programs,
                    File(f"{WORKDIR}/requirements.txt", source=source / "requirements.txt"),
                    Symlink("/usr/local/bin/python", "/usr/bin/python3")),

@@ -31,14 +31,14 @@ def packages(tmp_path: Path) -> Path:
     return root
 
 
-def test_pip_installs_the_pinned_closure_for_bookworms_python() -> None:
-    argv = workload.pip_install_argv(Path("/t"))
-    for flag in ("--no-deps", "--only-binary=:all:", "--no-compile"):
+def test_pip_installs_the_locked_closure_for_bookworms_python() -> None:
+    argv = workload.pip_install_argv(Path("/t"), workload.REQUIREMENTS)
+    for flag in ("--require-hashes", "--no-deps", "--only-binary=:all:", "--no-compile"):
         assert flag in argv
     assert argv[argv.index("--python-version") + 1] == "3.11"
     assert argv[argv.index("--abi") + 1] == "cp311"
     assert argv[argv.index("--target") + 1] == "/t"
-    assert argv[argv.index("-r") + 1] == str(REPO / "workloads" / "iflearner" / "requirements.txt")
+    assert argv[argv.index("-r") + 1] == str(REPO / "workloads" / "iflearner" / "requirements.lock")
     platforms = {argv[i + 1] for i, a in enumerate(argv) if a == "--platform"}
     # bookworm's glibc 2.36 down to the manylinux2014 most wheels (grpcio, numpy) carry.
     assert {"manylinux_2_36_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64"} <= platforms
@@ -94,3 +94,19 @@ def test_federation_examples_run_what_the_image_holds(packages: Path) -> None:
         assert container["args"][0] == "python"
         assert f"{workdir}/{container['args'][2]}" in files
         assert container["image"].startswith(f"{spec.repository}:")
+
+
+def test_the_lock_files_pin_every_requirement_with_hashes() -> None:
+    """`make lock` was run after the last change of a requirements file: every pin there is in its
+    lock, and every locked package has a hash (pip --require-hashes refuses anything else)."""
+    import re
+
+    for requirements, lock in ((REPO / "requirements-runtime.txt", REPO / "requirements-runtime.lock"),
+                               (REPO / "workloads" / "iflearner" / "requirements.txt",
+                                REPO / "workloads" / "iflearner" / "requirements.lock")):
+        pins = {line.split("#")[0].strip().lower().replace("_", "-")
+                for line in requirements.read_text().splitlines() if "==" in line.split("#")[0]}
+        text = lock.read_text()
+        locked = re.findall(r"^([a-z0-9.\-]+==\S+)((?: \\\n    --hash=sha256:[0-9a-f]{64})+)$", text, re.M)
+        assert len(locked) == text.count("=="), f"{lock.name}: a pin without a hash"
+        assert pins <= {pin for pin, _ in locked}, f"{lock.name} is stale: run `make lock`"
