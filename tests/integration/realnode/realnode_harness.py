@@ -12,7 +12,7 @@ from iflearner.localcluster import host as hostinfo
 
 SYSTEM_PATHS = ("/var/lib/kubelet", "/var/lib/containerd", "/run/containerd", "/var/lib/cni", "/etc/cni",
                 "/opt/cni", "/opt/containerd", "/var/log/pods", "/var/log/containers", "/run/kubernetes",
-                "/etc/kubernetes", "/run/iflearner-realnode.json")
+                "/etc/kubernetes", "/run/iflearner-realnode.json", "/run/iflearner-realnode-host.json")
 
 
 def host_snapshot() -> dict[str, set[str]]:
