@@ -78,22 +78,32 @@ def _web(state, namespace: str = "default") -> client.CoreV1Api:  # noqa: ANN001
 
 def _reachable_from_a_neighbour(address: str, port: int) -> str:
     """"connected", "refused" or "timeout": a TCP connection from a network namespace wired to this
-    host as another machine on its network would be (a route to 10.213.0.0/16 via this host)."""
+    host as another machine on its network would be (a route to 10.213.0.0/16 via this host);
+    ``address`` "host" is the host's own address on that link."""
+    import ipaddress
     import subprocess
 
     ns, outside, inside = "iflearner-neighbour", "nbr0h", "nbr0n"
+    # A link subnet this host has no route into (the host's own network may be any documentation range).
+    routes = subprocess.run(["ip", "-4", "route"], capture_output=True, text=True, check=True).stdout.split()
+    taken = [ipaddress.ip_network(word, strict=False) for word in routes if "/" in word or word.count(".") == 3]
+    link = next(net for net in map(ipaddress.ip_network, ("198.51.100.0/30", "203.0.113.0/30", "192.0.2.0/30",
+                                                          "100.127.255.248/30"))
+                if not any(net.overlaps(other) for other in taken))
+    here, there = (str(address) for address in link.hosts())
     try:
         for argv in (["ip", "netns", "add", ns],
                      ["ip", "link", "add", outside, "type", "veth", "peer", "name", inside, "netns", ns],
-                     ["ip", "addr", "add", "192.0.2.1/30", "dev", outside], ["ip", "link", "set", outside, "up"],
-                     ["ip", "-n", ns, "addr", "add", "192.0.2.2/30", "dev", inside],
+                     ["ip", "addr", "add", f"{here}/30", "dev", outside], ["ip", "link", "set", outside, "up"],
+                     ["ip", "-n", ns, "addr", "add", f"{there}/30", "dev", inside],
                      ["ip", "-n", ns, "link", "set", inside, "up"], ["ip", "-n", ns, "link", "set", "lo", "up"],
-                     ["ip", "-n", ns, "route", "add", "10.213.0.0/16", "via", "192.0.2.1"]):
+                     ["ip", "-n", ns, "route", "add", "10.213.0.0/16", "via", here]):
             subprocess.run(argv, check=True, capture_output=True)
+        target = here if address == "host" else address
         script = f"""
 import socket
 try:
-    socket.create_connection(({address!r}, {port}), 3).close()
+    socket.create_connection(({target!r}, {port}), 3).close()
     print("connected")
 except ConnectionRefusedError:
     print("refused")
@@ -135,7 +145,7 @@ def test_two_slots_share_the_host_in_any_order_and_crash(tmp_path: Path) -> None
         # Only this machine and its Pods reach the API server and kubelet on the bridge's address.
         api_port = int(a.apiserver_url.rsplit(":", 1)[1])
         kubelet_port = json.loads(nodeconfig.NodeLayout(a.data_dir).kubelet_config.read_text())["port"]
-        assert _reachable_from_a_neighbour("192.0.2.1", api_port) == "refused", "the neighbour reaches the host"
+        assert _reachable_from_a_neighbour("host", api_port) == "refused", "the neighbour reaches the host"
         for port in (api_port, kubelet_port):
             assert _reachable_from_a_neighbour(nodeconfig.GATEWAY, port) == "timeout", port
 
