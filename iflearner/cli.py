@@ -223,6 +223,13 @@ def build_parser() -> argparse.ArgumentParser:
                          help="where the cluster keeps its state (default ~/.cache/iflearner-operator/local-cluster)")
     cluster.set_defaults(handler=_cluster)
 
+    from iflearner.images.__main__ import add_arguments as add_image_arguments
+    from iflearner.images.__main__ import run as run_images
+
+    images = commands.add_parser("images", help="build the project's images, or push them to a registry")
+    add_image_arguments(images)
+    images.set_defaults(handler=run_images)
+
     preview = commands.add_parser("preview", help="show what a job's stack would change, changing nothing")
     preview.add_argument("file", type=Path, help="an IflearnerJob manifest (YAML)")
     preview.add_argument("--output", "-o", choices=["text", "json"], default="text")

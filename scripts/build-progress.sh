@@ -11,8 +11,19 @@ HEARTBEAT="${IFLEARNER_BUILD_HEARTBEAT:-60}"
 declare -A COLD_SECONDS=([pulumi]=280 [kubernetes-provider]=500 [etcd]=35 [kwok]=100 [kube]=250
                          [kube-node]=30 [coredns]=120 [traefik]=350)
 
+# Go packages a cold build of each step compiles (`go build -v` prints one
+# line per package it compiles), counted in this machine's cold build logs:
+# the total of "N of about M packages". A warm build compiles fewer.
+declare -A COLD_PACKAGES=()
+
 # The step's latest log line, short: what a Go build or download is at.
 last_line() { grep -v '^[[:space:]]*$' "$1" 2>/dev/null | tail -n 1 | cut -c1-100; }
+
+# packages_since LOG LINE: Go package paths the log gained after line LINE
+# (lines that are a bare import path, as `go build -v` prints them).
+packages_since() {
+  tail -n "+$(($2 + 1))" "$1" 2>/dev/null | grep -cE '^[[:alnum:]_.~-]+(/[[:alnum:]_.~+-]+)*$' || true
+}
 
 # run PROGRAM STEP CMD...: runs a step, appending to the program's log, and
 # says every HEARTBEAT seconds that it is still running (how long, of about
@@ -21,12 +32,19 @@ last_line() { grep -v '^[[:space:]]*$' "$1" 2>/dev/null | tail -n 1 | cut -c1-10
 run() {
   local prog=$1 step=$2; shift 2
   echo "+ [$step] $*" >>"$LOGS/$prog.log"
+  local first
+  first=$(wc -l <"$LOGS/$prog.log")
   "$@" >>"$LOGS/$prog.log" 2>&1 &
-  local pid=$! started=$SECONDS next=$((SECONDS + HEARTBEAT)) expected=""
+  local pid=$! started=$SECONDS next=$((SECONDS + HEARTBEAT)) expected="" compiled total
   [[ -n "${COLD_SECONDS[$prog]:-}" ]] && expected=" of about ${COLD_SECONDS[$prog]}s cold"
+  total=${COLD_PACKAGES[$prog/$step]:-}
   while kill -0 "$pid" 2>/dev/null; do
     if ((SECONDS >= next)); then
-      log "$prog: still at step '$step', $((SECONDS - started))s$expected; last: $(last_line "$LOGS/$prog.log")"
+      compiled=""
+      if [[ $step == build* || $step == install || $step == get ]]; then
+        compiled="$(packages_since "$LOGS/$prog.log" "$first")${total:+ of about $total} packages, "
+      fi
+      log "$prog: still at step '$step', ${compiled}$((SECONDS - started))s$expected; last: $(last_line "$LOGS/$prog.log")"
       next=$((SECONDS + HEARTBEAT))
     fi
     sleep 1

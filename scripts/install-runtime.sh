@@ -6,7 +6,10 @@
 # leaves behind), conntrack, debootstrap (Debian root filesystems for images),
 # a C compiler with a static libc (the pause image's program), and
 # PostgreSQL (the server of the postgres:// state backend option; the local
-# cluster code starts its own, under a data dir of its own).
+# cluster code starts its own, under a data dir of its own), docker-registry
+# (each real node's image registry) and skopeo (`images push`), and
+# prometheus (promtool for the alert rules' tests; a Prometheus the
+# monitoring test starts itself).
 #
 # Nothing is started or enabled here: the local cluster starts containerd
 # itself, with its own config and data under the cluster's data directory.
@@ -26,6 +29,9 @@ declare -A NEED=(
   [/usr/lib/x86_64-linux-gnu/libc.a]=libc6-dev
   [/usr/lib/postgresql/15/bin/postgres]=postgresql
   [setpriv]=util-linux
+  [docker-registry]=docker-registry
+  [skopeo]=skopeo
+  [promtool]=prometheus
 )
 
 missing=()

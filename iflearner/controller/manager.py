@@ -20,7 +20,6 @@ import logging
 import signal
 import threading
 import time
-from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
@@ -128,7 +127,7 @@ class Controller:
                              handler=self._on_owned_pod if r.kind == "Pod" else self._on_owned)
             for r in owned_resources
         }
-        self.metrics.set_jobs_by_phase_source(self._jobs_by_phase)
+        self.metrics.set_jobs_source(self.jobs.list)
         # The CA and the trust bundle the stacks read: a change re-queues every job.
         self.cluster_inputs = ClusterInputs(self.api, options.settings, self.resync)
         self.cluster_inputs.watch_jobs(self.jobs)
@@ -251,9 +250,6 @@ class Controller:
         if self.elector is not None and not self.elector.alive() and not self.stop_event.is_set():
             dead.append("leader-election")
         return (not dead, f"dead threads: {', '.join(dead)}" if dead else "alive")
-
-    def _jobs_by_phase(self) -> Mapping[str, int]:
-        return Counter(str((j.get("status") or {}).get("phase") or "None") for j in self.jobs.list())
 
     # -- workers ----------------------------------------------------------------------------------
 

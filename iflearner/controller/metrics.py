@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -15,24 +17,64 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from iflearner.controller.status import PHASES
+from iflearner.certrenewal import CertificateTimes, renewal_time
+from iflearner.controller.status import PHASES, RESULT_FAILED, STALLED, failure_count_of
+
+# The reason of a failed operation that names none more specific.
+FAILED_REASON = "OperationFailed"
 
 RECONCILE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 PULUMI_BUCKETS = (0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 60, 120, 300, 600)
 
 
-class _JobsByPhase(Collector):
-    """``iflearner_jobs{phase}`` computed from the job cache at scrape time."""
+def _condition(status: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
+    found = [c for c in status.get("conditions") or [] if isinstance(c, Mapping) and c.get("type") == kind]
+    return found[0] if found else None
+
+
+def job_families(jobs: Iterable[Mapping[str, Any]]) -> list[GaugeMetricFamily]:
+    """The series computed from the jobs' status at scrape time (pure).
+
+    - ``iflearner_jobs{phase}``: jobs by ``status.phase``;
+    - ``iflearner_job_stalled{namespace,name,reason}``: 1 for each job whose ``Stalled`` condition
+      is True (``count by (reason)`` gives the totals);
+    - ``iflearner_job_failed_operations{namespace,name,operation,reason}``: for each job whose last
+      stack operation failed, how many times in a row (``status.lastOperation.failureCount``),
+      labelled with the failure's reason (``StackLocked`` while another run holds the stack).
+    """
+    phases: Tally[str] = Tally()
+    stalled = GaugeMetricFamily(
+        "iflearner_job_stalled", "1 for each IflearnerJob whose Stalled condition is True",
+        labels=["namespace", "name", "reason"])
+    failing = GaugeMetricFamily(
+        "iflearner_job_failed_operations", "Consecutive failed stack operations of a job whose last one failed",
+        labels=["namespace", "name", "operation", "reason"])
+    for job in jobs:
+        status = job.get("status") or {}
+        meta = job.get("metadata") or {}
+        identity = [str(meta.get("namespace")), str(meta.get("name"))]
+        phases[str(status.get("phase") or "None")] += 1
+        condition = _condition(status, STALLED)
+        if condition is not None and condition.get("status") == "True":
+            stalled.add_metric([*identity, str(condition.get("reason") or "Unknown")], 1)
+        last = status.get("lastOperation")
+        count = failure_count_of(status)
+        if isinstance(last, Mapping) and last.get("result") == RESULT_FAILED and count:
+            failing.add_metric([*identity, str(last.get("kind")), str(last.get("reason") or FAILED_REASON)], count)
+    by_phase = GaugeMetricFamily("iflearner_jobs", "IflearnerJobs by status.phase", labels=["phase"])
+    for phase in (*PHASES, "None"):
+        by_phase.add_metric([phase], phases.get(phase, 0))
+    return [by_phase, stalled, failing]
+
+
+class _JobSeries(Collector):
+    """:func:`job_families` of the job cache, at scrape time."""
 
     def __init__(self) -> None:
-        self.source: Callable[[], Mapping[str, int]] | None = None
+        self.source: Callable[[], Iterable[Mapping[str, Any]]] | None = None
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
-        family = GaugeMetricFamily("iflearner_jobs", "IflearnerJobs by status.phase", labels=["phase"])
-        counts = dict(self.source()) if self.source else {}
-        for phase in (*PHASES, "None"):
-            family.add_metric([phase], counts.get(phase, 0))
-        yield family
+        yield from job_families(self.source() if self.source else ())
 
 
 class Metrics:
@@ -73,7 +115,11 @@ class Metrics:
         self.certificate_expiry = Gauge(
             "iflearner_certificate_expiry_timestamp_seconds",
             "notAfter of the certificate each job serves (Unix time)", ["namespace", "name"], registry=registry)
-        self._jobs = _JobsByPhase()
+        self.certificate_renewal = Gauge(
+            "iflearner_certificate_renewal_timestamp_seconds",
+            "When the certificate each job serves is due for renewal (Unix time)", ["namespace", "name"],
+            registry=registry)
+        self._jobs = _JobSeries()
         registry.register(self._jobs)
         for result in ("success", "requeue", "error"):
             self.reconciles.labels(result)
@@ -88,22 +134,26 @@ class Metrics:
     def set_queue_depth_source(self, source: Callable[[], int]) -> None:
         self.queue_depth.set_function(lambda: float(source()))
 
-    def set_jobs_by_phase_source(self, source: Callable[[], Mapping[str, int]]) -> None:
+    def set_jobs_source(self, source: Callable[[], Iterable[Mapping[str, Any]]]) -> None:
         self._jobs.source = source
 
     def record_pulumi(self, operation: str, succeeded: bool, seconds: float) -> None:
         self.pulumi_runs.labels(operation, "succeeded" if succeeded else "failed").inc()
         self.pulumi_duration.labels(operation).observe(seconds)
 
-    def set_certificate_expiry(self, namespace: str, name: str, not_after: float | None) -> None:
-        """Record a job's certificate expiry; None removes the job's series (job gone, or no certificate)."""
-        if not_after is not None:
-            self.certificate_expiry.labels(namespace, name).set(not_after)
+    def set_certificate(self, namespace: str, name: str, served: CertificateTimes | None,
+                        fraction: float) -> None:
+        """Record when a job's certificate expires and is due for renewal; None removes the job's
+        series (job gone, or no certificate)."""
+        if served is not None:
+            self.certificate_expiry.labels(namespace, name).set(served.not_after.timestamp())
+            self.certificate_renewal.labels(namespace, name).set(renewal_time(served, fraction).timestamp())
             return
-        try:
-            self.certificate_expiry.remove(namespace, name)
-        except KeyError:
-            pass
+        for gauge in (self.certificate_expiry, self.certificate_renewal):
+            try:
+                gauge.remove(namespace, name)
+            except KeyError:
+                pass
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

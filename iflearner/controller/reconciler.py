@@ -274,7 +274,7 @@ class Reconciler:
         with self._memo_lock:
             self._memo.pop(key, None)
         namespace, _, name = key.partition("/")
-        self.metrics.set_certificate_expiry(namespace, name, None)
+        self.metrics.set_certificate(namespace, name, None, 0)
 
     # -- cluster reads --------------------------------------------------------------------------
 
@@ -439,8 +439,7 @@ class Reconciler:
 
         seen = self._afterwards(job, view.desired)
         new, requeue = syncpass.conclude(view, chosen, outcome, seen, starting)
-        self.metrics.set_certificate_expiry(job.namespace, job.name,
-                                            seen.served.not_after.timestamp() if seen.served is not None else None)
+        self.metrics.set_certificate(job.namespace, job.name, seen.served, view.renewal_fraction)
         written_over = starting if starting is not None else previous
         self._write_status(key, obj, written_over, new)
         self._ready_events(obj, written_over, new)

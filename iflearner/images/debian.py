@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 from iflearner.images.blobs import BlobStore
 from iflearner.images.oci import Blob, directory_tar
 from iflearner.images.spec import DebianBase, canonical_json
+from iflearner.images.watch import debootstrap_stage, run_watched
 
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 # Kept as empty directories: the runtime mounts or fills them, and a copy of
@@ -74,12 +74,11 @@ def ensure_base(base: DebianBase, store: BlobStore, cache_dir: Path,
     progress(f"debootstrap {base.suite} ({base.variant}, +{','.join(base.include) or 'nothing'}) "
              f"from {base.mirror}; log {log}")
     started = time.monotonic()
-    with log.open("wb") as out:
-        result = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    if result.returncode != 0:
+    returncode = run_watched(argv, log, "debootstrap", debootstrap_stage, progress)
+    if returncode != 0:
         tail = log.read_text(errors="replace").splitlines()[-15:]
         shutil.rmtree(rootfs, ignore_errors=True)
-        raise DebootstrapError(f"debootstrap failed (exit {result.returncode}); log {log}:\n" + "\n".join(tail))
+        raise DebootstrapError(f"debootstrap failed (exit {returncode}); log {log}:\n" + "\n".join(tail))
     try:
         for name in HOST_FILES:
             (rootfs / name).unlink(missing_ok=True)

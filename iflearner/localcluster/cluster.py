@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from iflearner import toolchain
-from iflearner.localcluster import nodeconfig, processes, realnode
+from iflearner.localcluster import nodeconfig, processes, realnode, registry
 from iflearner.localcluster.host import HostChanges
 from iflearner.localcluster.kubeadm_addons import install_addons
 from iflearner.localcluster.pki import Pki, client_cert, ensure_etcd_pki, ensure_pki
@@ -363,10 +363,15 @@ class LocalCluster:
         layout.kubelet_kubeconfig.write_text(_kubeconfig(pki, server, *kubelet_cert))
         layout.kube_proxy_kubeconfig.write_text(_kubeconfig(pki, server, *proxy_cert))
         kubelet_port, kubelet_healthz, proxy_metrics, proxy_healthz = processes.free_ports(4)
+        registry_layout = registry.RegistryLayout(self.data_dir, network)
+        progress(f"starting the node's registry on https://{registry_layout.address}")
+        launch("registry", registry.prepare(registry_layout, pki))
         nodeconfig.write_configs(
             layout, sandbox_image=images["pause"].reference, service_cidr=SERVICE_CIDR, ca_cert=pki.ca_cert,
             kubelet_port=kubelet_port, kubelet_healthz_port=kubelet_healthz,
-            proxy_metrics_port=proxy_metrics, proxy_healthz_port=proxy_healthz)
+            proxy_metrics_port=proxy_metrics, proxy_healthz_port=proxy_healthz,
+            registry_hosts=registry_layout.hosts_dir)
+        registry.wait_ready(registry_layout, min(remaining(), 30.0))
         progress("starting containerd")
         realnode.start_containerd(layout, launch, min(remaining(), 60.0))
         realnode.import_images(layout, images, progress)

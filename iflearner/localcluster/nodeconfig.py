@@ -179,8 +179,11 @@ class NodeLayout:
         return self.root / "kube-proxy.kubeconfig"
 
 
-def containerd_toml(layout: NodeLayout, sandbox_image: str) -> str:
+def containerd_toml(layout: NodeLayout, sandbox_image: str, registry_hosts: Path | None = None) -> str:
+    """containerd's config; ``registry_hosts``: its hosts directory (the node's registry, see
+    :mod:`iflearner.localcluster.registry`)."""
     cri = 'plugins."io.containerd.grpc.v1.cri"'
+    registry = f'\n[{cri}.registry]\n  config_path = "{registry_hosts}"\n' if registry_hosts else ""
     return f"""version = 2
 root = "{layout.containerd_root}"
 state = "{layout.containerd_state}"
@@ -222,7 +225,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   bin_dir = "{CNI_BIN_DIR}"
   conf_dir = "{layout.cni_conf_dir}"
   max_conf_num = 1
-"""
+{registry}"""
 
 
 def cni_conflist(layout: NodeLayout, service_cidr: str) -> dict[str, Any]:
@@ -281,8 +284,8 @@ def kubelet_configuration(layout: NodeLayout, ca_cert: Path, port: int, healthz_
         "failSwapOn": False,
         "oomScoreAdj": 0,
         # The disk is shared with everything else on the machine: never evict
-        # Pods or garbage-collect the imported images (no registry to pull
-        # them back from) for lack of space.
+        # Pods or garbage-collect images (the imported ones have no registry
+        # to be pulled back from) for lack of space.
         "imageGCHighThresholdPercent": 100,
         "imageGCLowThresholdPercent": 99,
         "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%",
@@ -328,11 +331,11 @@ def kube_proxy_configuration(layout: NodeLayout, metrics_port: int, healthz_port
 
 def write_configs(layout: NodeLayout, *, sandbox_image: str, service_cidr: str, ca_cert: Path,
                   kubelet_port: int, kubelet_healthz_port: int, proxy_metrics_port: int,
-                  proxy_healthz_port: int) -> None:
+                  proxy_healthz_port: int, registry_hosts: Path | None = None) -> None:
     for directory in (layout.root, layout.cni_conf_dir, layout.cni_ipam_dir, layout.kubelet_root,
                       layout.pod_logs, layout.containerd_root, layout.containerd_state):
         directory.mkdir(parents=True, exist_ok=True)
-    layout.containerd_config.write_text(containerd_toml(layout, sandbox_image))
+    layout.containerd_config.write_text(containerd_toml(layout, sandbox_image, registry_hosts))
     (layout.cni_conf_dir / "10-iflearner.conflist").write_text(json.dumps(cni_conflist(layout, service_cidr), indent=2))
     layout.resolv_conf.write_text(resolv_conf(layout.network))
     layout.kubelet_config.write_text(json.dumps(

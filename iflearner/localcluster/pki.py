@@ -154,6 +154,23 @@ def client_cert(pki: Pki, name: str, common_name: str, organization: str | None 
     return cert_path, key_path
 
 
+def serving_cert(pki: Pki, name: str, ips: tuple[str, ...]) -> tuple[Path, Path]:
+    """A server certificate of the cluster CA for ``ips`` (e.g. the node registry's), reissued
+    when an earlier one names other addresses; (cert, key)."""
+    cert_path, key_path = pki.directory / f"{name}.crt", pki.directory / f"{name}.key"
+    if cert_path.exists() and key_path.exists() and _serving_ips(cert_path) == set(ips):
+        return cert_path, key_path
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+    ca = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+    key = _key()
+    cert = _issue(_name(name), key, ca.subject, ca_key,  # type: ignore[arg-type]
+                  usage=[ExtendedKeyUsageOID.SERVER_AUTH],
+                  sans=[x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips])
+    _write_key(key_path, key)
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return cert_path, key_path
+
+
 def ensure_pki(directory: Path, extra_ips: tuple[str, ...] = ()) -> Pki:
     """Create the local cluster's certificates unless they already exist. The
     API server's certificate also names ``extra_ips`` (the real node's bridge

@@ -51,7 +51,8 @@ Progress = Callable[[str], None]
 
 def missing_runtime() -> list[str]:
     """Programs the real node needs from the system (installed by `make setup`)."""
-    needed = ["containerd", "containerd-shim-runc-v2", "runc", "ctr", "iptables", "nft", "ip", "mount", "umount"]
+    needed = ["containerd", "containerd-shim-runc-v2", "runc", "ctr", "iptables", "nft", "ip", "mount", "umount",
+              "docker-registry", "skopeo"]
     missing = [name for name in needed if shutil.which(name) is None]
     if not Path("/usr/lib/cni/bridge").exists():
         missing.append("/usr/lib/cni/bridge (containernetworking-plugins)")

@@ -17,13 +17,18 @@ def _run(tmp_path, command: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_a_long_step_says_it_still_runs_and_what_it_is_at(tmp_path):
-    result = _run(tmp_path, "run kube build bash -c 'echo k8s.io/apiserver/pkg/a; sleep 2.5; "
+    result = _run(tmp_path, "COLD_PACKAGES[kube/build]=1650; "
+                            "run kube build bash -c 'echo go: downloading k8s.io/api v0.36.3; "
+                            "echo k8s.io/apiserver/pkg/a; sleep 2.5; "
                             "echo k8s.io/kubernetes/cmd/kubelet; sleep 2'; echo after")
     assert result.returncode == 0, result.stderr
     beats = [line for line in result.stdout.splitlines() if "still at step 'build'" in line]
     assert len(beats) >= 2, result.stdout
     assert "of about 250s cold" in beats[0] and "last: k8s.io/apiserver/pkg/a" in beats[0]
     assert "last: k8s.io/kubernetes/cmd/kubelet" in beats[-1]
+    # packages compiled out of a cold build's count (the download line is not a package)
+    assert "'build', 1 of about 1650 packages, " in beats[0], beats[0]
+    assert "'build', 2 of about 1650 packages, " in beats[-1], beats[-1]
     assert result.stdout.rstrip().endswith("after")
     assert "k8s.io/kubernetes/cmd/kubelet" in (tmp_path / "kube.log").read_text()
 

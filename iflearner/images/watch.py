@@ -1,0 +1,61 @@
+"""Progress of a long image build step (debootstrap) while it runs.
+
+The step writes its output to a log; :func:`run_watched` reads what the log
+gains each second and reports, one line per update, each new stage the step
+enters (``stage_of`` names the stage of a log line, or None) with how many
+lines of that stage so far and the time since the start, and a heartbeat
+every ``heartbeat`` seconds while a stage lasts. Never a line per log line:
+CI logs stay short.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+HEARTBEAT_SECONDS = 30.0
+
+
+def debootstrap_stage(line: str) -> str | None:
+    """``I: Retrieving libc6 2.36-9`` -> ``retrieving``; debootstrap's phases, in order:
+    retrieving, validating, extracting, installing, unpacking, configuring, base."""
+    if not line.startswith("I: "):
+        return None
+    return line[3:].split(" ", 1)[0].lower() or None
+
+
+def run_watched(argv: Sequence[str], log: Path, label: str, stage_of: Callable[[str], str | None],
+                progress: Callable[[str], None], heartbeat: float = HEARTBEAT_SECONDS,
+                env: dict[str, str] | None = None) -> int:
+    """Run ``argv`` with its output in ``log``, reporting its stages; its exit code."""
+    started = time.monotonic()
+    stage: str | None = None
+    count = 0
+    last_report = started
+    with log.open("wb") as out, log.open("rb") as reader:
+        process = subprocess.Popen(list(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   env=env)
+        pending = b""
+        while True:
+            finished = process.poll() is not None
+            pending += reader.read()
+            *lines, pending = pending.split(b"\n")
+            for raw in lines:
+                new = stage_of(raw.decode(errors="replace"))
+                if new is None:
+                    continue
+                if new == stage:
+                    count += 1
+                    continue
+                stage, count = new, 1
+                last_report = time.monotonic()
+                progress(f"{label}: {stage} ({last_report - started:.0f}s)")
+            now = time.monotonic()
+            if stage is not None and now - last_report >= heartbeat:
+                last_report = now
+                progress(f"{label}: still {stage}, {count} so far ({now - started:.0f}s)")
+            if finished:
+                return int(process.returncode)
+            time.sleep(1.0)

@@ -1,0 +1,39 @@
+"""A long image build step reports its stages while it runs: one line per new stage and a
+heartbeat while one lasts, never a line per log line."""
+
+from __future__ import annotations
+
+import sys
+
+from iflearner.images.watch import debootstrap_stage, run_watched
+
+SCRIPT = """
+import sys, time
+for name in ("libc6", "bash", "coreutils"):
+    print(f"I: Retrieving {name} 1.0", flush=True)
+time.sleep(1.5)
+print("I: Validating libc6 1.0", flush=True)
+print("W: not a stage", flush=True)
+time.sleep(2.5)
+print("I: Extracting libc6...", flush=True)
+sys.exit(3)
+"""
+
+
+def test_each_stage_once_then_heartbeats_and_the_exit_code(tmp_path) -> None:
+    lines: list[str] = []
+    code = run_watched([sys.executable, "-c", SCRIPT], tmp_path / "step.log", "debootstrap", debootstrap_stage,
+                       lines.append, heartbeat=1.0)
+    assert code == 3
+    stages = [line.split(": ", 1)[1].split(" ")[0] for line in lines if "still" not in line]
+    assert stages == ["retrieving", "validating", "extracting"], lines
+    beats = [line for line in lines if line.startswith("debootstrap: still validating, 1 so far")]
+    assert beats, lines
+    assert len(lines) < 10, lines
+    assert "W: not a stage" in (tmp_path / "step.log").read_text()
+
+
+def test_debootstrap_stage_names_the_phase() -> None:
+    assert debootstrap_stage("I: Configuring the base system...") == "configuring"
+    assert debootstrap_stage("I: Base system installed successfully.") == "base"
+    assert debootstrap_stage("dpkg: warning: something") is None
