@@ -49,10 +49,13 @@ MIRRORED = ("ghcr.io", "docker.io", "registry.k8s.io", "quay.io")
 class RegistryLayout:
     data_dir: Path
     network: NodeNetwork = NodeNetwork()
+    # Where it listens: the host's address on the node's network, unless given (tests: loopback).
+    host: str | None = None
+    port: int = PORT
 
     @property
     def address(self) -> str:
-        return f"{self.network.host_address}:{PORT}"
+        return f"{self.host or self.network.host_address}:{self.port}"
 
     @property
     def root(self) -> Path:
@@ -110,7 +113,7 @@ def prepare(layout: RegistryLayout, pki: Pki) -> list[str]:
     layout.root.mkdir(parents=True, exist_ok=True)
     layout.root.chmod(0o700)
     layout.storage.mkdir(exist_ok=True)
-    cert, key = serving_cert(pki, "registry", (layout.network.host_address,))
+    cert, key = serving_cert(pki, "registry", (layout.host or layout.network.host_address,))
     client_crt, client_key = client_cert(pki, "registry-client", "iflearner-registry-client")
     layout.client_dir.mkdir(exist_ok=True)
     shutil.copyfile(pki.ca_cert, layout.client_dir / "ca.crt")

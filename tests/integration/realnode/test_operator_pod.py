@@ -22,10 +22,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from realnode_harness import RealCluster
 
 from iflearner.bootstrap.cli_runner import BootstrapProject
-from iflearner.images import ImageBuilder, import_image
+from iflearner.images import ImageBuilder
 from iflearner.images.build import ctr
 from iflearner.images.catalog import PYTHON_BASE
+from iflearner.images.push import push
 from iflearner.images.spec import ImageSpec, RuntimeConfig
+from iflearner.localcluster import registry
 from iflearner.localcluster.nodeconfig import GATEWAY, POD_SUBNET, NodeLayout
 from iflearner.localcluster.postgres import LocalPostgres, PostgresServer
 from iflearner.toolchain import REPO_ROOT
@@ -56,10 +58,12 @@ def _wait(what: str, check: Any, timeout: float = 180, interval: float = 1.0, de
 
 @pytest.fixture(scope="module")
 def operator_image(real_cluster: RealCluster) -> str:
-    """The operator image and a stand-in for the original examples' image, in the node's containerd.
+    """The operator image, and a stand-in for the original examples' image, pushed to the node's
+    registry the way an installation gets its images (``images push``): the operator named by
+    digest, the stand-in as ``iflytek/iflearner:v0.1.0``, which the node pulls for
+    ``ghcr.io/iflytek/iflearner:v0.1.0`` (its registry mirrors ghcr.io).
 
-    ghcr.io/iflytek/iflearner:v0.1.0 cannot be pulled here (no registry): a local image is tagged
-    with its name so that the original jobs' Pods really start; it ignores their arguments and
+    ghcr.io itself cannot be reached here: the stand-in ignores the original jobs' arguments and
     sleeps (the real training workload is the federation tests' business)."""
     from iflearner.images import project_spec
 
@@ -72,13 +76,23 @@ def operator_image(real_cluster: RealCluster) -> str:
         name="original-example-standin", base=PYTHON_BASE, layers=(),
         config=RuntimeConfig(entrypoint=("/bin/sh", "-c", "echo stand-in for the original image: $*; "
                                          "exec sleep infinity", "standin"))))
+    target = registry.push_target(registry.RegistryLayout(real_cluster.cluster.data_dir))
+    started = time.monotonic()
+    reference = push(operator, target)
+    push(standin, target, name="iflytek/iflearner", tag="v0.1.0")
+    print(f"pushed to the node's registry in {time.monotonic() - started:.1f}s: {reference}")
+    assert reference == f"{target.destination}/iflearner-operator@{operator.manifest_digest}"
+    # Nothing of an earlier run may stand in for the pull.
     socket = NodeLayout(real_cluster.cluster.data_dir).containerd_socket
-    import_image(operator, socket)
-    import_image(standin, socket)
-    ctr(socket, "images", "rm", ORIGINAL_IMAGE)
-    tagged = ctr(socket, "images", "tag", standin.reference, ORIGINAL_IMAGE)
-    assert tagged.returncode == 0, tagged.stderr
-    return operator.reference
+    for name in (ORIGINAL_IMAGE, reference):
+        ctr(socket, "images", "rm", name)
+    return reference
+
+
+def _pulled(core: client.CoreV1Api, namespace: str, pod: str) -> list[str]:
+    """The kubelet's pull events of a Pod ("Pulling image ..." messages)."""
+    events = core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={pod}").items
+    return [e.message for e in events if e.reason == "Pulling"]
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +116,7 @@ def bootstrapped(real_cluster: RealCluster, real_api: client.ApiClient, operator
     config_file = root / "Pulumi.local-real.yaml"
     config_file.write_text(yaml.safe_dump({"config": {
         "iflearner:clusterRole": "all", "iflearner:operatorImage": operator_image,
-        "iflearner:operatorImagePullPolicy": "Never", "iflearner:operatorReplicas": 1,
+        "iflearner:operatorImagePullPolicy": "IfNotPresent", "iflearner:operatorReplicas": 1,
         "iflearner:stateHostPath": str(state), "iflearner:ingressAddress": "10.96.200.1",
         "iflearner:transport": "ingress", "iflearner:installIngressNginx": False,
         "iflearner:ingressController": "none",
@@ -170,13 +184,17 @@ def _memory_mib(pod: client.V1Pod) -> float | None:
     return None
 
 
-def test_operator_pod_reconciles_restarts_for_free_and_catches_up(bootstrapped, real_core, real_api):
+def test_operator_pod_reconciles_restarts_for_free_and_catches_up(bootstrapped, operator_image, real_core,
+                                                                  real_api):
     custom = client.CustomObjectsApi(real_api)
     apps = client.AppsV1Api(real_api)
     pod = _wait("the operator Pod to be Running and Ready (its /readyz)", lambda: _ready_pod(real_core), 240,
                 describe=lambda: json.dumps([str(p.status) for p in real_core.list_namespaced_pod(OPERATOR_NS).items]))
     spec = pod.spec.containers[0]
     assert pod.spec.security_context.run_as_non_root and spec.security_context.read_only_root_filesystem
+    # pulled from the registry by digest, as on any cluster (not imported, not `Never`)
+    assert spec.image == operator_image and spec.image_pull_policy == "IfNotPresent"
+    assert _pulled(real_core, OPERATOR_NS, pod.metadata.name) == [f'Pulling image "{operator_image}"']
 
     # the three original example jobs, unchanged, reach Ready through the operator Pod
     for name in EXAMPLES:
@@ -186,6 +204,8 @@ def test_operator_pod_reconciles_restarts_for_free_and_catches_up(bootstrapped, 
         _wait(f"{name} to be Ready", lambda n=name: _job_ready(custom, "default", n), 300,
               describe=lambda: real_core.read_namespaced_pod_log(pod.metadata.name, OPERATOR_NS, tail_lines=40))
     assert _metrics(pod)["iflearner_pulumi_runs_total"] >= len(names)
+    # the original jobs' image, unchanged, pulled through the node registry's mirror of ghcr.io
+    assert _pulled(real_core, "default", names[0]) == [f'Pulling image "{ORIGINAL_IMAGE}"']
     memory = _memory_mib(pod)
     print(f"operator Pod memory with {len(names)} jobs: {memory} MiB")
 
@@ -337,3 +357,90 @@ def test_a_job_gets_no_root_on_the_node_and_no_dns_outside_the_federation(bootst
             "db.example.org": None, "db.probe.server.iflearner.com": None}})
         for name in ("root-on-the-node", "dns-outside"):
             custom.delete_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, name)
+
+
+def _served_serial(core: client.CoreV1Api, secret: str) -> str:
+    from iflearner.controller.renewal import summarize_tls_secret
+
+    summary = summarize_tls_secret(core.read_namespaced_secret(secret, "default").data)
+    assert summary is not None
+    return summary["serial"]
+
+
+def _block_secret_writes(admission: client.AdmissionregistrationV1Api, secret: str) -> None:
+    """A ValidatingAdmissionPolicy refusing every write of one Secret: a renewal that cannot land."""
+    admission.create_validating_admission_policy({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": "block-renewal"},
+        "spec": {"failurePolicy": "Fail",
+                 "matchConstraints": {"resourceRules": [{
+                     "apiGroups": [""], "apiVersions": ["v1"], "resources": ["secrets"],
+                     "operations": ["CREATE", "UPDATE", "DELETE"]}]},
+                 "validations": [{"expression": f"request.name != '{secret}'",
+                                  "message": "renewal blocked by the monitoring test"}]}})
+    admission.create_validating_admission_policy_binding({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": "block-renewal"},
+        "spec": {"policyName": "block-renewal", "validationActions": ["Deny"]}})
+
+
+def test_prometheus_scrapes_the_operator_pod_and_a_blocked_renewal_pages(bootstrapped, real_cluster, real_core,
+                                                                          real_api, tmp_path):
+    """A real Prometheus, finding the operator Pod through the API as one in the cluster would, with
+    the project's rules: a job whose certificate renewal is blocked raises
+    IflearnerCertificateRenewalOverdue; once the block is lifted the operator renews on its own and
+    the alert resolves. Certificates live 90 s here (renewal due at 2/3)."""
+    from prometheus_harness import Prometheus
+
+    from iflearner.desired import base_name
+
+    custom = client.CustomObjectsApi(real_api)
+    apps = client.AppsV1Api(real_api)
+    admission = client.AdmissionregistrationV1Api(real_api)
+    for job in custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]:
+        custom.delete_namespaced_custom_object(GROUP, VERSION, job["metadata"]["namespace"], PLURAL,
+                                               job["metadata"]["name"])
+    _wait("earlier jobs to be finalized", lambda: not custom.list_cluster_custom_object(
+        GROUP, VERSION, PLURAL)["items"], 300)
+    old = _ready_pod(real_core)
+    deployment = apps.read_namespaced_deployment("iflearner-operator", OPERATOR_NS)
+    container = deployment.spec.template.spec.containers[0]
+    apps.patch_namespaced_deployment("iflearner-operator", OPERATOR_NS, {"spec": {"template": {"spec": {
+        "containers": [{"name": container.name, "args": [*container.args, "--certificate-validity-seconds=90"]}]}}}})
+    _wait("the operator Pod with 90 s certificates to be Ready",
+          lambda: _ready_pod(real_core, not_uid=old.metadata.uid if old else None), 240)
+
+    assert real_cluster.state is not None
+    with Prometheus(tmp_path / "prometheus", real_cluster.state.kubeconfig, OPERATOR_NS) as prometheus:
+        _wait("Prometheus to scrape the operator Pod", lambda: [
+            t for t in prometheus.api("targets")["activeTargets"] if t["health"] == "up"], 60,
+            describe=prometheus.log)
+        rules = [r["name"] for g in prometheus.api("rules")["groups"] for r in g["rules"]]
+        assert "IflearnerCertificateRenewalOverdue" in rules and len(rules) == 7, rules
+
+        job = _example("server.yaml")
+        job["metadata"]["name"] = "short-lived"
+        job["spec"]["host"] = "short.server.iflearner.com"
+        custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, job)
+        _wait("the short-lived job to be Ready", lambda: _job_ready(custom, "default", "short-lived"), 240)
+        secret = f"{base_name('default', 'short-lived')}-tls"
+        first = _served_serial(real_core, secret)
+        _wait("Prometheus to have the job's renewal time",
+              lambda: prometheus.query('iflearner_certificate_renewal_timestamp_seconds{name="short-lived"}'), 60)
+        _block_secret_writes(admission, secret)
+        try:
+            _wait("IflearnerCertificateRenewalOverdue to fire",
+                  lambda: "IflearnerCertificateRenewalOverdue" in prometheus.firing(name="short-lived"), 150,
+                  describe=lambda: json.dumps(prometheus.api("alerts")))
+            job_status = custom.get_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, "short-lived")
+            assert first == _served_serial(real_core, secret), "blocked: still the first certificate"
+            assert job_status["status"]["lastOperation"]["result"] == "Failed", job_status["status"]
+            failing = prometheus.query('iflearner_job_failed_operations{name="short-lived"}')
+            assert failing and failing[0]["metric"]["operation"] == "up", failing
+        finally:
+            admission.delete_validating_admission_policy_binding("block-renewal")
+            admission.delete_validating_admission_policy("block-renewal")
+        _wait("the operator to renew the certificate", lambda: _served_serial(real_core, secret) != first, 180)
+        _wait("every alert of the job to resolve", lambda: not prometheus.firing(name="short-lived"), 60,
+              describe=lambda: json.dumps(prometheus.api("alerts")))
+        print(f"alerts seen and resolved; renewal from {first} to {_served_serial(real_core, secret)}")
