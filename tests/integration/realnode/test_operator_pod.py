@@ -389,7 +389,7 @@ def test_prometheus_scrapes_the_operator_pod_and_a_blocked_renewal_pages(bootstr
     """A real Prometheus, finding the operator Pod through the API as one in the cluster would, with
     the project's rules: a job whose certificate renewal is blocked raises
     IflearnerCertificateRenewalOverdue; once the block is lifted the operator renews on its own and
-    the alert resolves. Certificates live 90 s here (renewal due at 2/3)."""
+    the alert resolves. Certificates live 60 s here (renewal due at 2/3)."""
     from prometheus_harness import Prometheus
 
     from iflearner.desired import base_name
@@ -406,8 +406,8 @@ def test_prometheus_scrapes_the_operator_pod_and_a_blocked_renewal_pages(bootstr
     deployment = apps.read_namespaced_deployment("iflearner-operator", OPERATOR_NS)
     container = deployment.spec.template.spec.containers[0]
     apps.patch_namespaced_deployment("iflearner-operator", OPERATOR_NS, {"spec": {"template": {"spec": {
-        "containers": [{"name": container.name, "args": [*container.args, "--certificate-validity-seconds=90"]}]}}}})
-    _wait("the operator Pod with 90 s certificates to be Ready",
+        "containers": [{"name": container.name, "args": [*container.args, "--certificate-validity-seconds=60"]}]}}}})
+    _wait("the operator Pod with 60 s certificates to be Ready",
           lambda: _ready_pod(real_core, not_uid=old.metadata.uid if old else None), 240)
 
     assert real_cluster.state is not None
