@@ -11,7 +11,8 @@ venv: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt requirements-runtime.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
+	bash scripts/step.sh venv python pip $(VENV)/bin/pip install --progress-bar off --disable-pip-version-check \
+		-r requirements.txt
 	# The `iflearner-operator` command (editable: it runs this checkout's code).
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@

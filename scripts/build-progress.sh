@@ -3,11 +3,11 @@
 # $LOGS/PROGRAM.log and says every $HEARTBEAT seconds that it still runs.
 # Needs LOGS and START_ALL set by the caller.
 
-log() { printf '[toolchain %4ds] %s\n' "$((SECONDS - START_ALL))" "$*"; }
+log() { printf '[%s %4ds] %s\n' "${STEP_LABEL:-toolchain}" "$((SECONDS - START_ALL))" "$*"; }
 
 # Seconds between "still building" lines while a step runs (a cold build is
 # minutes of silence otherwise), and what each program took cold on 2 cores.
-HEARTBEAT="${IFLEARNER_BUILD_HEARTBEAT:-60}"
+HEARTBEAT="${IFLEARNER_BUILD_HEARTBEAT:-60}"  # read when sourced
 declare -A COLD_SECONDS=([pulumi]=280 [kubernetes-provider]=500 [etcd]=35 [kwok]=100 [kube]=250
                          [kube-node]=30 [coredns]=120 [traefik]=350)
 

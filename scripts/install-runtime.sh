@@ -59,6 +59,7 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 t0=$SECONDS
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+step="$(dirname "${BASH_SOURCE[0]}")/step.sh"
+bash "$step" runtime apt update apt-get update -q
+bash "$step" runtime apt install apt-get install -y -q --no-install-recommends "${missing[@]}"
 echo "[runtime] installed in $((SECONDS - t0))s"

@@ -30,11 +30,11 @@ def project_spec(name: str, builder: ImageBuilder) -> ImageSpec:
     if name == "iflearner-operator":
         from iflearner.images.operator_image import operator_image, runtime_packages
 
-        return operator_image(toolchain.tools_dir(), runtime_packages(builder.cache_dir))
+        return operator_image(toolchain.tools_dir(), runtime_packages(builder.cache_dir, progress=builder.progress))
     if name == "iflearner-workload":
         from iflearner.images import workload
 
-        return workload.workload_image(workload.site_packages(builder.cache_dir))
+        return workload.workload_image(workload.site_packages(builder.cache_dir, progress=builder.progress))
     raise ValueError(f"no image named {name!r}; the project's images are {', '.join(PROJECT_IMAGES)}")
 
 

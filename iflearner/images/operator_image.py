@@ -17,11 +17,11 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from iflearner.images.catalog import PYTHON_BASE
-from iflearner.images.pip import pip_install_argv
+from iflearner.images.pip import install_lock
 from iflearner.images.spec import Entry, File, ImageSpec, Layer, RuntimeConfig, Symlink
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -54,19 +54,19 @@ def tree(source: Path, destination: str, skip: tuple[str, ...] = _SKIPPED) -> tu
     return tuple(entries)
 
 
-def runtime_packages(cache_dir: Path, requirements: Path = RUNTIME_REQUIREMENTS) -> Path:
+def runtime_packages(cache_dir: Path, requirements: Path = RUNTIME_REQUIREMENTS,
+                     progress: Callable[[str], None] = print) -> Path:
     """The runtime lock installed into a directory, cached by its hash."""
     digest = hashlib.sha256(requirements.read_bytes()).hexdigest()[:16]
     target = cache_dir / "python" / f"runtime-{digest}"
     if (target / ".complete").exists():
         return target
     shutil.rmtree(target, ignore_errors=True)
-    result = subprocess.run(pip_install_argv(target, requirements), capture_output=True, text=True, check=False)
-    if result.returncode != 0:
+    try:
+        install_lock(target, requirements, "the operator image", progress)
+    except RuntimeError:
         shutil.rmtree(target, ignore_errors=True)
-        raise RuntimeError(f"pip install of {requirements.name} for the operator image failed (a hash mismatch: "
-                           f"a wheel is not the one locked; run `make lock` after changing requirements):\n"
-                           f"{result.stderr[-4000:]}")
+        raise
     # Console scripts point at the build machine's interpreter; the image runs python3 -m.
     shutil.rmtree(target / "bin", ignore_errors=True)
     (target / ".complete").write_text(digest + "\n")

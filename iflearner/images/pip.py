@@ -5,6 +5,7 @@ CPython 3.11 and glibc), whatever machine builds them, from a lock file with eve
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 # Bookworm's Python and C library: the wheels pip may pick for the image.
@@ -34,8 +35,23 @@ def pip_install_argv(target: Path, lock: Path, architecture: str = "amd64") -> l
 
     ``--require-hashes``: every wheel must be one the lock names (a changed wheel fails the build).
     ``--no-deps``: the lock is the complete closure. ``--no-compile``: no .pyc of this machine's
-    Python, so the layer depends only on the wheels.
+    Python, so the layer depends only on the wheels. Not ``--quiet``: its "Collecting ..." lines
+    are the step's progress (:func:`iflearner.images.watch.pip_stage`).
     """
-    return [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+    return [sys.executable, "-m", "pip", "install", "--progress-bar", "off", "--disable-pip-version-check",
             "--require-hashes", "--no-deps", "--no-compile", *interpreter_args(architecture),
             "--target", str(target), "-r", str(lock)]
+
+
+def install_lock(target: Path, lock: Path, what: str, progress: Callable[[str], None],
+                 architecture: str = "amd64") -> None:
+    """pip install ``lock`` into ``target``, reporting its stages; an error with the log's tail."""
+    from iflearner.images.watch import pip_stage, run_watched
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    log = target.parent / f"{target.name}.log"
+    progress(f"pip install of {lock.name} for {what} (log {log})")
+    if run_watched(pip_install_argv(target, lock, architecture), log, f"pip ({what})", pip_stage, progress) != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-25:])
+        raise RuntimeError(f"pip install of {lock} for {what} failed (is PyPI reachable? a hash mismatch: a "
+                           f"wheel is not the one locked; run `make lock` after changing requirements):\n{tail}")

@@ -1,4 +1,4 @@
-"""Progress of a long image build step (debootstrap) while it runs.
+"""Progress of a long image build step (debootstrap, pip) while it runs.
 
 The step writes its output to a log; :func:`run_watched` reads what the log
 gains each second and reports, one line per update, each new stage the step
@@ -24,6 +24,12 @@ def debootstrap_stage(line: str) -> str | None:
     if not line.startswith("I: "):
         return None
     return line[3:].split(" ", 1)[0].lower() or None
+
+
+def pip_stage(line: str) -> str | None:
+    """pip's phases: collecting (each wheel checked against the lock), installing."""
+    word = line.strip().split(" ", 1)[0]
+    return {"Collecting": "collecting", "Installing": "installing"}.get(word)
 
 
 def run_watched(argv: Sequence[str], log: Path, label: str, stage_of: Callable[[str], str | None],

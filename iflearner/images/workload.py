@@ -25,13 +25,12 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from iflearner.images.catalog import PYTHON_BASE
 from iflearner.images.operator_image import tree
-from iflearner.images.pip import GLIBC, PYTHON_VERSION, pip_install_argv
+from iflearner.images.pip import GLIBC, PYTHON_VERSION, install_lock
 from iflearner.images.spec import File, ImageSpec, Layer, RuntimeConfig, Symlink
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -42,7 +41,8 @@ SITE_PACKAGES = "/opt/iflearner/site-packages"
 WORKDIR = "/workload"
 PROGRAMS = ("trainer.py", "server.py", "plot.py")
 BASE = PYTHON_BASE
-def site_packages(cache_dir: Path, requirements: Path = REQUIREMENTS, architecture: str = "amd64") -> Path:
+def site_packages(cache_dir: Path, requirements: Path = REQUIREMENTS, architecture: str = "amd64",
+                  progress: Callable[[str], None] = print) -> Path:
     """The pinned requirements installed into a directory, cached by the
     hash of the requirements and the pip command's target platform."""
     key = hashlib.sha256(requirements.read_bytes() + f"{architecture} {GLIBC} {PYTHON_VERSION}".encode())
@@ -50,13 +50,11 @@ def site_packages(cache_dir: Path, requirements: Path = REQUIREMENTS, architectu
     if (target / ".complete").exists():
         return target
     shutil.rmtree(target, ignore_errors=True)
-    result = subprocess.run(pip_install_argv(target, requirements, architecture),
-                            capture_output=True, text=True, check=False)
-    if result.returncode != 0:
+    try:
+        install_lock(target, requirements, "the workload image", progress, architecture)
+    except RuntimeError:
         shutil.rmtree(target, ignore_errors=True)
-        raise RuntimeError(f"pip install of {requirements} for the workload image failed (is PyPI reachable? a hash "
-                           "mismatch: a wheel is not the one locked; `make lock`):\n"
-                           f"{result.stderr[-4000:]}")
+        raise
     # Console scripts point at this machine's interpreter; the jobs run `python <file>`.
     shutil.rmtree(target / "bin", ignore_errors=True)
     (target / ".complete").write_text(requirements.read_text())

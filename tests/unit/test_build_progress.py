@@ -38,3 +38,18 @@ def test_a_failed_step_names_program_step_and_log(tmp_path):
     assert result.returncode == 1
     assert "FAILED: traefik, step 'build'" in result.stdout and "never" not in result.stdout
     assert "broken import" in result.stderr
+
+
+def test_a_setup_step_outside_the_toolchain_says_what_it_is_at(tmp_path):
+    result = subprocess.run(
+        ["bash", str(REPO_ROOT / "scripts" / "step.sh"), "venv", "python", "pip", "bash", "-c",
+         "echo Collecting grpcio==1.71.0; sleep 2.5; echo Installing collected packages: grpcio"],
+        capture_output=True, text=True, timeout=60,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "IFLEARNER_BUILD_HEARTBEAT": "1",
+             "IFLEARNER_SETUP_LOGS": str(tmp_path / "logs")})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("[venv ") and "python: still at step 'pip'" in line
+               and "last: Collecting grpcio==1.71.0" in line for line in lines), lines
+    assert "python: done in" in lines[-1] and len(lines) < 8, lines
+    assert "Installing collected packages" in (tmp_path / "logs" / "python.log").read_text()

@@ -37,3 +37,11 @@ def test_debootstrap_stage_names_the_phase() -> None:
     assert debootstrap_stage("I: Configuring the base system...") == "configuring"
     assert debootstrap_stage("I: Base system installed successfully.") == "base"
     assert debootstrap_stage("dpkg: warning: something") is None
+
+
+def test_pip_stage_names_the_phase() -> None:
+    from iflearner.images.watch import pip_stage
+
+    assert pip_stage("Collecting numpy==2.4.6 (from -r requirements.lock (line 3))") == "collecting"
+    assert pip_stage("Installing collected packages: numpy, grpcio") == "installing"
+    assert pip_stage("  Downloading numpy-2.4.6-cp311-manylinux_2_17_x86_64.whl (16.4 MB)") is None

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from iflearner.images import oci, workload
+from iflearner.images.pip import pip_install_argv
 from iflearner.images.spec import File, Symlink, tag
 from iflearner.job import load_job_file
 
@@ -32,7 +33,7 @@ def packages(tmp_path: Path) -> Path:
 
 
 def test_pip_installs_the_locked_closure_for_bookworms_python() -> None:
-    argv = workload.pip_install_argv(Path("/t"), workload.REQUIREMENTS)
+    argv = pip_install_argv(Path("/t"), workload.REQUIREMENTS)
     for flag in ("--require-hashes", "--no-deps", "--only-binary=:all:", "--no-compile"):
         assert flag in argv
     assert argv[argv.index("--python-version") + 1] == "3.11"
