@@ -6,7 +6,8 @@ project (real CLI), runs the operator as a local process, applies the
 original README's three jobs and prints a status table once all are Running.
 
 ``--node real``: a real node (containerd, kubelet, kube-proxy, CoreDNS), the
-project's images (operator, Traefik, workload) built and imported, the
+project's images (operator, Traefik, workload) built and pushed to the
+node's registry, then pulled by digest (the kubelet's pulls are listed), the
 bootstrap's `pulumi up` running the operator as a Pod and Traefik as the
 gateway; then ``examples/federation`` trains for real: each job's phase and
 each epoch's metric are printed as they happen, then the final metric and a
@@ -50,7 +51,8 @@ from iflearner.local.topology import (
     WORKLOAD_PLACEHOLDER,
     OriginalTopology,
     example_job,
-    load_federation_images,
+    pulled_images,
+    push_federation_images,
 )
 from iflearner.localcluster import LocalCluster
 from iflearner.operator_record import read_operator_record
@@ -240,14 +242,19 @@ class Demo:
             lambda: custom.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL)["items"],
             lambda pod: core.read_namespaced_pod_log(pod, NAMESPACE))
         print(_table(jobs), flush=True)
+        from iflearner.bootstrap.gateway import NAMESPACE as GATEWAY_NAMESPACE
+
+        for namespace in (ClusterSettings().operator_namespace, GATEWAY_NAMESPACE, NAMESPACE):
+            for image in pulled_images(api, namespace):
+                say(f"the kubelet pulled {image} (namespace {namespace})")
         return state.kubeconfig
 
     def _load_images(self) -> dict[str, str]:
-        from iflearner.localcluster.nodeconfig import NodeLayout
+        from iflearner.localcluster.nodeconfig import NodeNetwork
 
-        say("building the operator, Traefik and workload images (cached after the first run)")
-        return load_federation_images(NodeLayout(self.cluster.data_dir).containerd_socket,
-                                      progress=lambda m: say(f"  {m}"))
+        say("building the operator, Traefik and workload images (cached after the first run) and pushing them "
+            "to the node's registry")
+        return push_federation_images(self.cluster.data_dir, NodeNetwork(), progress=lambda m: say(f"  {m}"))
 
     def _wait_operator_pod(self, api: Any) -> None:
         core = client.CoreV1Api(api)

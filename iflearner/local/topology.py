@@ -96,23 +96,51 @@ def example_job(side: Side, workload_image: str) -> dict[str, Any]:
     return yaml.safe_load(text)
 
 
-def load_federation_images(containerd_socket: Path, progress: Callable[[str], None]) -> dict[str, str]:
-    """The operator, Traefik and workload images, built (or found cached) and
-    imported into a real node's containerd: name -> reference."""
+def _federation_images(progress: Callable[[str], None]) -> dict[str, Any]:
+    """The operator, Traefik and workload images, built (or found cached): name -> BuiltImage."""
     from iflearner import toolchain
-    from iflearner.images import ImageBuilder, import_image, project_spec
+    from iflearner.images import ImageBuilder, project_spec
     from iflearner.images.gateway_images import traefik
 
     builder = ImageBuilder(progress=progress)
     specs = {"iflearner-operator": project_spec("iflearner-operator", builder),
              "iflearner-workload": project_spec("iflearner-workload", builder),
              "traefik": traefik(toolchain.tool("traefik"))}
+    return {name: builder.build(spec) for name, spec in specs.items()}
+
+
+def load_federation_images(containerd_socket: Path, progress: Callable[[str], None]) -> dict[str, str]:
+    """The operator, Traefik and workload images imported into a real node's containerd: name ->
+    reference (run with the pull policy ``Never`` or ``IfNotPresent``)."""
+    from iflearner.images import import_image
+
     references = {}
-    for name, spec in specs.items():
-        built = builder.build(spec)
+    for name, built in _federation_images(progress).items():
         import_image(built, containerd_socket)
         references[name] = built.reference
     return references
+
+
+def push_federation_images(data_dir: Path, network: NodeNetwork, progress: Callable[[str], None]) -> dict[str, str]:
+    """The operator, Traefik and workload images pushed to a real node's registry, as an
+    installation gets them (``images push``): name -> reference by digest, for the kubelet to pull."""
+    from iflearner.images.push import push
+    from iflearner.localcluster import registry
+
+    target = registry.push_target(registry.RegistryLayout(data_dir, network))
+    references = {}
+    for name, built in _federation_images(progress).items():
+        started = time.monotonic()
+        references[name] = push(built, target)
+        progress(f"pushed {name} to the node's registry in {time.monotonic() - started:.1f}s")
+    return references
+
+
+def pulled_images(api: client.ApiClient, namespace: str) -> list[str]:
+    """The images the kubelet pulled for Pods of ``namespace``, from its "Pulling image" events."""
+    events = client.CoreV1Api(api).list_namespaced_event(namespace).items
+    return sorted({e.message.split('"')[1] for e in events
+                   if e.reason == "Pulling" and e.message and e.message.count('"') >= 2})
 
 
 def _noop(_: str) -> None:

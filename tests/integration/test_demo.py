@@ -143,6 +143,12 @@ def test_real_node_demo_trains_the_federation(tmp_path):
         assert not _server_log_problems(server_log, ["client1", "client2"], epochs), server_log[-3000:]
         png = Path(re.search(r"the metric per epoch, as a plot: (\S+)", out)[1])
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+        # installed the way a cluster gets its images: pushed to the node's registry, pulled by digest
+        pulled = re.findall(r"the kubelet pulled (\S+) \(namespace (\S+)\)", out)
+        for name, namespace in (("iflearner-operator", "iflearner-system"), ("traefik", "iflearner-gateway"),
+                                ("iflearner-workload", "default")):
+            assert any(re.fullmatch(rf"10\.213\.0\.1:5000/{name}@sha256:[0-9a-f]{{64}}", image) and ns == namespace
+                       for image, ns in pulled), (name, pulled)
         assert not _processes_mentioning(str(data_dir)), "the demo must leave no process behind"
     finally:
         _demo(data_dir, "--down", node="real")
