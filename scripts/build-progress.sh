@@ -35,13 +35,15 @@ run() {
   local first
   first=$(wc -l <"$LOGS/$prog.log")
   "$@" >>"$LOGS/$prog.log" 2>&1 &
-  local pid=$! started=$SECONDS next=$((SECONDS + HEARTBEAT)) expected="" compiled total
+  local pid=$! started=$SECONDS next=$((SECONDS + HEARTBEAT)) expected="" compiled total go_build=no
+  # `go build -v` / `go install -v` print each package they compile: count those.
+  [[ $1 == go && ( ${2:-} == build || ${2:-} == install ) ]] && go_build=yes
   [[ -n "${COLD_SECONDS[$prog]:-}" ]] && expected=" of about ${COLD_SECONDS[$prog]}s cold"
   total=${COLD_PACKAGES[$prog/$step]:-}
   while kill -0 "$pid" 2>/dev/null; do
     if ((SECONDS >= next)); then
       compiled=""
-      if [[ $step == build* || $step == install || $step == get ]]; then
+      if [[ $go_build == yes ]]; then
         compiled="$(packages_since "$LOGS/$prog.log" "$first")${total:+ of about $total} packages, "
       fi
       log "$prog: still at step '$step', ${compiled}$((SECONDS - started))s$expected; last: $(last_line "$LOGS/$prog.log")"

@@ -170,7 +170,7 @@ build_kube() { build_kube_programs kube kube-apiserver kube-controller-manager k
 build_kube_node() { build_kube_programs kube-node kubelet kube-proxy; }
 
 build_kwok() {
-  GOBIN="$BIN" run kwok install go install "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" "sigs.k8s.io/kwok/cmd/kwokctl@$KWOK_VERSION"
+  GOBIN="$BIN" run kwok install go install -v "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" "sigs.k8s.io/kwok/cmd/kwokctl@$KWOK_VERSION"
 }
 
 install_kwok_stages() {

@@ -12,7 +12,8 @@
 # monitoring test starts itself).
 #
 # Nothing is started or enabled here: the local cluster starts containerd
-# itself, with its own config and data under the cluster's data directory.
+# itself, with its own config and data under the cluster's data directory
+# (and the services some packages would start are kept from running).
 set -euo pipefail
 
 # command -> Debian package that provides it
@@ -59,7 +60,22 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 t0=$SECONDS
 export DEBIAN_FRONTEND=noninteractive
+# docker-registry and prometheus start a system service when installed (on systemd hosts): one
+# listening on every interface's port 5000, the other on 9090. Nothing here may run them: the
+# local cluster starts its own registry on the node's address, the tests their own Prometheus.
+# A policy-rc.d that says "no" keeps them from starting during the install (when the host has
+# none of its own); afterwards they are disabled for the next boot too.
+if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+  printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+  chmod 755 /usr/sbin/policy-rc.d
+  trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+fi
 step="$(dirname "${BASH_SOURCE[0]}")/step.sh"
 bash "$step" runtime apt update apt-get update -q
 bash "$step" runtime apt install apt-get install -y -q --no-install-recommends "${missing[@]}"
+if command -v systemctl >/dev/null 2>&1 && [[ -d /run/systemd/system ]]; then
+  for service in docker-registry prometheus; do
+    systemctl disable --now "$service" >/dev/null 2>&1 || true
+  done
+fi
 echo "[runtime] installed in $((SECONDS - t0))s"

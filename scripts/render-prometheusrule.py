@@ -1,7 +1,7 @@
 """Writes manifests/monitoring/prometheusrule.yaml from iflearner-operator.rules.yaml.
 
 The rules file is the one source of the alerts; the PrometheusRule (for the Prometheus
-Operator) carries the same groups. tests/unit/test_monitoring.py fails when they differ.
+Operator) carries the same groups. tests/unit/monitoring/test_alert_rules.py fails when they differ.
 """
 
 from __future__ import annotations

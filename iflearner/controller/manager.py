@@ -112,7 +112,7 @@ class Controller:
 
     def __init__(self, options: ControllerOptions, runner: Any | None = None) -> None:
         self.options = options
-        self.metrics = Metrics()
+        self.metrics = Metrics(lease=options.lease_name)
         namespaces = list(options.namespaces) or [None]
         pool = len(namespaces) * (1 + len(ALL_OWNED_RESOURCES)) + options.workers * 2 + 8
         self.api_client, self.kubeconfig_text = load_api_client(options, pool)

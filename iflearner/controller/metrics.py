@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections import Counter as Tally
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 
 from prometheus_client import (
@@ -18,6 +19,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from iflearner.certrenewal import CertificateTimes, renewal_time
+from iflearner.controller.options import DEFAULT_LEASE_NAME
 from iflearner.controller.status import PHASES, RESULT_FAILED, STALLED, failure_count_of
 
 # The reason of a failed operation that names none more specific.
@@ -32,23 +34,29 @@ def _condition(status: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None
     return found[0] if found else None
 
 
-def job_families(jobs: Iterable[Mapping[str, Any]]) -> list[GaugeMetricFamily]:
-    """The series computed from the jobs' status at scrape time (pure).
+def job_families(jobs: Iterable[Mapping[str, Any]],
+                 failure_reasons: MutableMapping[str, str] | None = None) -> list[GaugeMetricFamily]:
+    """The series computed from the jobs' status at scrape time.
 
     - ``iflearner_jobs{phase}``: jobs by ``status.phase``;
     - ``iflearner_job_stalled{namespace,name,reason}``: 1 for each job whose ``Stalled`` condition
       is True (``count by (reason)`` gives the totals);
-    - ``iflearner_job_failed_operations{namespace,name,operation,reason}``: for each job whose last
-      stack operation failed, how many times in a row (``status.lastOperation.failureCount``),
-      labelled with the failure's reason (``StackLocked`` while another run holds the stack).
+    - ``iflearner_job_failed_operations{namespace,name,operation,reason}``: for each job whose stack
+      operations have failed since its last success, how many times in a row
+      (``status.lastOperation.failureCount``), labelled with the last failure's reason
+      (``StackLocked`` while another run holds the stack). The series stays while a retry runs (its
+      ``lastOperation`` is then in progress and names no reason: ``failure_reasons``, job key ->
+      reason, remembers the last one seen), so an alert's ``for`` is not reset by every retry.
     """
+    reasons = failure_reasons if failure_reasons is not None else {}
     phases: Tally[str] = Tally()
     stalled = GaugeMetricFamily(
         "iflearner_job_stalled", "1 for each IflearnerJob whose Stalled condition is True",
         labels=["namespace", "name", "reason"])
     failing = GaugeMetricFamily(
-        "iflearner_job_failed_operations", "Consecutive failed stack operations of a job whose last one failed",
+        "iflearner_job_failed_operations", "Consecutive failed stack operations of a job since its last success",
         labels=["namespace", "name", "operation", "reason"])
+    still_failing = set()
     for job in jobs:
         status = job.get("status") or {}
         meta = job.get("metadata") or {}
@@ -59,8 +67,15 @@ def job_families(jobs: Iterable[Mapping[str, Any]]) -> list[GaugeMetricFamily]:
             stalled.add_metric([*identity, str(condition.get("reason") or "Unknown")], 1)
         last = status.get("lastOperation")
         count = failure_count_of(status)
-        if isinstance(last, Mapping) and last.get("result") == RESULT_FAILED and count:
-            failing.add_metric([*identity, str(last.get("kind")), str(last.get("reason") or FAILED_REASON)], count)
+        if not isinstance(last, Mapping) or not count:
+            continue
+        key = "/".join(identity)
+        if last.get("result") == RESULT_FAILED:
+            reasons[key] = str(last.get("reason") or FAILED_REASON)
+        still_failing.add(key)
+        failing.add_metric([*identity, str(last.get("kind")), reasons.get(key, FAILED_REASON)], count)
+    for key in set(reasons) - still_failing:
+        del reasons[key]
     by_phase = GaugeMetricFamily("iflearner_jobs", "IflearnerJobs by status.phase", labels=["phase"])
     for phase in (*PHASES, "None"):
         by_phase.add_metric([phase], phases.get(phase, 0))
@@ -72,15 +87,19 @@ class _JobSeries(Collector):
 
     def __init__(self) -> None:
         self.source: Callable[[], Iterable[Mapping[str, Any]]] | None = None
+        self._failure_reasons: dict[str, str] = {}
+        self._lock = threading.Lock()
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
-        yield from job_families(self.source() if self.source else ())
+        with self._lock:  # scrapes may overlap; the reasons are shared between them
+            families = job_families(self.source() if self.source else (), self._failure_reasons)
+        yield from families
 
 
 class Metrics:
     """Every metric the controller exports."""
 
-    def __init__(self) -> None:
+    def __init__(self, lease: str = DEFAULT_LEASE_NAME) -> None:
         disable_created_metrics()  # the *_created series only add noise to every scrape
         self.registry = CollectorRegistry(auto_describe=True)
         registry = self.registry
@@ -107,8 +126,10 @@ class Metrics:
         self.stack_inventory = Counter(
             "iflearner_stack_inventories", "Listings of the state backend's stacks (lost stacks are rebuilt), "
             "by result", ["result"], registry=registry)
-        self.leader = Gauge(
-            "iflearner_leader", "1 while this process holds the leader lease", registry=registry)
+        # Labelled with the lease: operators sharded by namespace each lead their own.
+        self._leader = Gauge(
+            "iflearner_leader", "1 while this process holds the leader lease", ["lease"], registry=registry)
+        self.leader = self._leader.labels(lease)
         self.gated = Counter(
             "iflearner_gated_reconciles", "Reconciles that skipped Pulumi because nothing changed",
             registry=registry)

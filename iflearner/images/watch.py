@@ -1,11 +1,12 @@
 """Progress of a long image build step (debootstrap, pip) while it runs.
 
 The step writes its output to a log; :func:`run_watched` reads what the log
-gains each second and reports, one line per update, each new stage the step
-enters (``stage_of`` names the stage of a log line, or None) with how many
-lines of that stage so far and the time since the start, and a heartbeat
-every ``heartbeat`` seconds while a stage lasts. Never a line per log line:
-CI logs stay short.
+gains each second and reports, one line per update, each stage the step
+enters for the first time (``stage_of`` names the stage of a log line, or
+None) with the time since the start, and every ``heartbeat`` seconds the
+stage it is at with how many lines of it so far. Never a line per log line
+(debootstrap alternates "Retrieving" and "Validating" per package): CI logs
+stay short.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def run_watched(argv: Sequence[str], log: Path, label: str, stage_of: Callable[[
     """Run ``argv`` with its output in ``log``, reporting its stages; its exit code."""
     started = time.monotonic()
     stage: str | None = None
-    count = 0
+    counts: dict[str, int] = {}
     last_report = started
     with log.open("wb") as out, log.open("rb") as reader:
         process = subprocess.Popen(list(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -52,16 +53,15 @@ def run_watched(argv: Sequence[str], log: Path, label: str, stage_of: Callable[[
                 new = stage_of(raw.decode(errors="replace"))
                 if new is None:
                     continue
-                if new == stage:
-                    count += 1
-                    continue
-                stage, count = new, 1
-                last_report = time.monotonic()
-                progress(f"{label}: {stage} ({last_report - started:.0f}s)")
+                stage = new
+                counts[new] = counts.get(new, 0) + 1
+                if counts[new] == 1:  # a stage is reported when first entered, never again
+                    last_report = time.monotonic()
+                    progress(f"{label}: {stage} ({last_report - started:.0f}s)")
             now = time.monotonic()
             if stage is not None and now - last_report >= heartbeat:
                 last_report = now
-                progress(f"{label}: still {stage}, {count} so far ({now - started:.0f}s)")
+                progress(f"{label}: still {stage}, {counts[stage]} so far ({now - started:.0f}s)")
             if finished:
                 return int(process.returncode)
             time.sleep(1.0)

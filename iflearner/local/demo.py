@@ -216,7 +216,7 @@ class Demo:
         say("starting the local control plane with a real node (containerd, kubelet, kube-proxy, CoreDNS)")
         state = self.cluster.up(node="real", progress=lambda m: say(f"  {m}"))
         self._forget_state_of_other_clusters(state.kubeconfig)
-        images = self._load_images()
+        images = self._load_images(state.slot)
         self.operator_volume.mkdir(parents=True, exist_ok=True)
         os.chown(self.operator_volume, OPERATOR_UID, OPERATOR_UID)  # hostPath volumes ignore fsGroup
         bootstrap = self.bootstrap(state.kubeconfig)
@@ -249,12 +249,12 @@ class Demo:
                 say(f"the kubelet pulled {image} (namespace {namespace})")
         return state.kubeconfig
 
-    def _load_images(self) -> dict[str, str]:
+    def _load_images(self, slot: int) -> dict[str, str]:
         from iflearner.localcluster.nodeconfig import NodeNetwork
 
         say("building the operator, Traefik and workload images (cached after the first run) and pushing them "
             "to the node's registry")
-        return push_federation_images(self.cluster.data_dir, NodeNetwork(), progress=lambda m: say(f"  {m}"))
+        return push_federation_images(self.cluster.data_dir, NodeNetwork(slot), progress=lambda m: say(f"  {m}"))
 
     def _wait_operator_pod(self, api: Any) -> None:
         core = client.CoreV1Api(api)

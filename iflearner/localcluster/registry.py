@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 PORT = 5000
 PROGRAM = "docker-registry"  # Debian's package and binary name
-# Registries this one mirrors for the node (a directory each: containerd 1.6 has no catch-all).
+# Registries this one mirrors for the node, one hosts directory each.
 MIRRORED = ("ghcr.io", "docker.io", "registry.k8s.io", "quay.io")
 
 
@@ -98,14 +98,18 @@ def registry_config(layout: RegistryLayout, cert: Path, key: Path, ca: Path, sec
 
 
 def hosts_toml(layout: RegistryLayout, server: str) -> str:
-    """containerd's hosts.toml for ``server``'s images: pull from this registry first."""
+    """containerd's hosts.toml for ``server``'s images: pull from this registry first.
+
+    For the registry's own address, the certificates go at the top level beside ``server`` (no
+    mirror table): containerd appends ``server`` as the last host to try with the top-level
+    settings only, so a mirror table pointing at itself would be retried without them."""
     client = layout.client_dir
-    lines = [f'server = "{server}"', ""]
-    lines += [f'[host."https://{layout.address}"]',
-              '  capabilities = ["pull", "resolve"]',
-              f'  ca = "{client / "ca.crt"}"',
-              f'  client = [["{client / "client.cert"}", "{client / "client.key"}"]]', ""]
-    return "\n".join(lines)
+    tls = [f'ca = "{client / "ca.crt"}"',
+           f'client = [["{client / "client.cert"}", "{client / "client.key"}"]]']
+    if server == f"https://{layout.address}":
+        return "\n".join([f'server = "{server}"', 'capabilities = ["pull", "resolve"]', *tls, ""])
+    return "\n".join([f'server = "{server}"', "", f'[host."https://{layout.address}"]',
+                      '  capabilities = ["pull", "resolve"]', *(f"  {line}" for line in tls), ""])
 
 
 def prepare(layout: RegistryLayout, pki: Pki) -> list[str]:

@@ -18,9 +18,10 @@ def _run(tmp_path, command: str) -> subprocess.CompletedProcess[str]:
 
 def test_a_long_step_says_it_still_runs_and_what_it_is_at(tmp_path):
     result = _run(tmp_path, "COLD_PACKAGES[kube/build]=1650; "
-                            "run kube build bash -c 'echo go: downloading k8s.io/api v0.36.3; "
+                            "go() { bash -c 'echo go: downloading k8s.io/api v0.36.3; "
                             "echo k8s.io/apiserver/pkg/a; sleep 2.5; "
-                            "echo k8s.io/kubernetes/cmd/kubelet; sleep 2'; echo after")
+                            "echo k8s.io/kubernetes/cmd/kubelet; sleep 2'; }; "
+                            "run kube build go build -v k8s.io/kubernetes/cmd/kubelet; echo after")
     assert result.returncode == 0, result.stderr
     beats = [line for line in result.stdout.splitlines() if "still at step 'build'" in line]
     assert len(beats) >= 2, result.stdout

@@ -264,7 +264,7 @@ def test_metrics_and_probes(controller):
                  'iflearner_pulumi_runs_total{operation="up",result="succeeded"}',
                  'iflearner_pulumi_runs_total{operation="destroy",result="succeeded"}',
                  "iflearner_pulumi_run_duration_seconds_bucket", 'iflearner_jobs{phase="Running"}',
-                 "iflearner_leader 1.0"):
+                 'iflearner_leader{lease="iflearner-operator-leader"} 1.0'):
         assert name in text, name
     assert controller.metric("iflearner_pulumi_runs_total", operation="up", result="succeeded") > 0
     assert controller.metric("iflearner_reconciles_total", result="success") > 0

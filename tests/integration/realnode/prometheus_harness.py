@@ -1,6 +1,9 @@
-"""A real Prometheus (Debian's package) on this host for the real-node tests: it discovers the
-operator's Pods through the cluster's API, as a Prometheus in the cluster would, scrapes them,
-and evaluates the project's alert rules (manifests/monitoring)."""
+"""A real Prometheus (Debian's package) on this host for the real-node tests: it scrapes the
+operator's Pods and evaluates the project's alert rules (manifests/monitoring).
+
+Debian builds Prometheus without Kubernetes service discovery, so the test hands it the Pods'
+addresses (read from the API) through a file_sd file, which Prometheus watches; the scrape is the
+same as a cluster Prometheus's, honor_labels as podmonitor.yaml sets it."""
 
 from __future__ import annotations
 
@@ -21,30 +24,22 @@ from iflearner.toolchain import REPO_ROOT
 RULES = REPO_ROOT / "manifests" / "monitoring" / "iflearner-operator.rules.yaml"
 
 
-def config(kubeconfig: Path, namespace: str, interval: str = "2s") -> dict[str, Any]:
+def config(targets_file: Path, interval: str = "2s") -> dict[str, Any]:
     return {
         "global": {"scrape_interval": interval, "evaluation_interval": interval},
         "rule_files": [str(RULES)],
         "scrape_configs": [{
             "job_name": "iflearner-operator",
-            "kubernetes_sd_configs": [{"role": "pod", "kubeconfig_file": str(kubeconfig),
-                                       "namespaces": {"names": [namespace]}}],
-            "relabel_configs": [
-                {"source_labels": ["__meta_kubernetes_pod_label_app_kubernetes_io_name"],
-                 "regex": "iflearner-operator", "action": "keep"},
-                {"source_labels": ["__meta_kubernetes_pod_container_port_name"], "regex": "metrics",
-                 "action": "keep"},
-                {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
-            ],
+            "honor_labels": True,
+            "file_sd_configs": [{"files": [str(targets_file)], "refresh_interval": interval}],
         }],
     }
 
 
 class Prometheus:
-    def __init__(self, directory: Path, kubeconfig: Path, namespace: str) -> None:
+    def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self.kubeconfig = kubeconfig
-        self.namespace = namespace
+        self.targets_file = directory / "targets.json"
         self.record: processes.ProcessRecord | None = None
         self.url = ""
 
@@ -53,7 +48,8 @@ class Prometheus:
         assert binary, "prometheus is missing: `make setup` installs Debian's prometheus package"
         self.directory.mkdir(parents=True, exist_ok=True)
         config_file = self.directory / "prometheus.yml"
-        config_file.write_text(yaml.safe_dump(config(self.kubeconfig, self.namespace)))
+        self.set_targets({})
+        config_file.write_text(yaml.safe_dump(config(self.targets_file)))
         check = subprocess.run(["promtool", "check", "config", str(config_file)], capture_output=True, text=True)
         assert check.returncode == 0, check.stdout + check.stderr
         port = processes.free_ports(1)[0]
@@ -70,6 +66,13 @@ class Prometheus:
     def __exit__(self, *_: object) -> None:
         if self.record is not None:
             processes.stop(self.record)
+
+    def set_targets(self, pods: dict[str, str]) -> None:
+        """Scrape these Pods (name -> address:port), labelled with their name."""
+        groups = [{"targets": [address], "labels": {"pod": name}} for name, address in sorted(pods.items())]
+        scratch = self.targets_file.with_suffix(".tmp")
+        scratch.write_text(json.dumps(groups))
+        scratch.replace(self.targets_file)  # whole, never half-written
 
     def _ready(self) -> bool:
         try:

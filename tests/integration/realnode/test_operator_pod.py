@@ -28,7 +28,7 @@ from iflearner.images.catalog import PYTHON_BASE
 from iflearner.images.push import push
 from iflearner.images.spec import ImageSpec, RuntimeConfig
 from iflearner.localcluster import registry
-from iflearner.localcluster.nodeconfig import GATEWAY, POD_SUBNET, NodeLayout
+from iflearner.localcluster.nodeconfig import GATEWAY, POD_SUBNET, NodeLayout, NodeNetwork
 from iflearner.localcluster.postgres import LocalPostgres, PostgresServer
 from iflearner.toolchain import REPO_ROOT
 
@@ -57,7 +57,7 @@ def _wait(what: str, check: Any, timeout: float = 180, interval: float = 1.0, de
 
 
 @pytest.fixture(scope="module")
-def operator_image(real_cluster: RealCluster) -> str:
+def pushed(real_cluster: RealCluster) -> dict[str, str]:
     """The operator image, and a stand-in for the original examples' image, pushed to the node's
     registry the way an installation gets its images (``images push``): the operator named by
     digest, the stand-in as ``iflytek/iflearner:v0.1.0``, which the node pulls for
@@ -76,7 +76,9 @@ def operator_image(real_cluster: RealCluster) -> str:
         name="original-example-standin", base=PYTHON_BASE, layers=(),
         config=RuntimeConfig(entrypoint=("/bin/sh", "-c", "echo stand-in for the original image: $*; "
                                          "exec sleep infinity", "standin"))))
-    target = registry.push_target(registry.RegistryLayout(real_cluster.cluster.data_dir))
+    assert real_cluster.state is not None
+    target = registry.push_target(registry.RegistryLayout(real_cluster.cluster.data_dir,
+                                                          NodeNetwork(real_cluster.state.slot)))
     started = time.monotonic()
     reference = push(operator, target)
     push(standin, target, name="iflytek/iflearner", tag="v0.1.0")
@@ -86,7 +88,7 @@ def operator_image(real_cluster: RealCluster) -> str:
     socket = NodeLayout(real_cluster.cluster.data_dir).containerd_socket
     for name in (ORIGINAL_IMAGE, reference):
         ctr(socket, "images", "rm", name)
-    return reference
+    return {"operator": reference, "standin": standin.manifest_digest}
 
 
 def _pulled(core: client.CoreV1Api, namespace: str, pod: str) -> list[str]:
@@ -106,7 +108,7 @@ def pod_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresS
 
 
 @pytest.fixture(scope="module")
-def bootstrapped(real_cluster: RealCluster, real_api: client.ApiClient, operator_image: str,
+def bootstrapped(real_cluster: RealCluster, real_api: client.ApiClient, pushed: dict[str, str],
                  pod_postgres: PostgresServer,
                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[BootstrapProject]:
     root = tmp_path_factory.mktemp("operator-pod")
@@ -115,7 +117,7 @@ def bootstrapped(real_cluster: RealCluster, real_api: client.ApiClient, operator
     os.chown(state, 65532, 65532)  # hostPath volumes ignore fsGroup
     config_file = root / "Pulumi.local-real.yaml"
     config_file.write_text(yaml.safe_dump({"config": {
-        "iflearner:clusterRole": "all", "iflearner:operatorImage": operator_image,
+        "iflearner:clusterRole": "all", "iflearner:operatorImage": pushed["operator"],
         "iflearner:operatorImagePullPolicy": "IfNotPresent", "iflearner:operatorReplicas": 1,
         "iflearner:stateHostPath": str(state), "iflearner:ingressAddress": "10.96.200.1",
         "iflearner:transport": "ingress", "iflearner:installIngressNginx": False,
@@ -184,8 +186,7 @@ def _memory_mib(pod: client.V1Pod) -> float | None:
     return None
 
 
-def test_operator_pod_reconciles_restarts_for_free_and_catches_up(bootstrapped, operator_image, real_core,
-                                                                  real_api):
+def test_operator_pod_reconciles_restarts_for_free_and_catches_up(bootstrapped, pushed, real_core, real_api):
     custom = client.CustomObjectsApi(real_api)
     apps = client.AppsV1Api(real_api)
     pod = _wait("the operator Pod to be Running and Ready (its /readyz)", lambda: _ready_pod(real_core), 240,
@@ -193,8 +194,8 @@ def test_operator_pod_reconciles_restarts_for_free_and_catches_up(bootstrapped, 
     spec = pod.spec.containers[0]
     assert pod.spec.security_context.run_as_non_root and spec.security_context.read_only_root_filesystem
     # pulled from the registry by digest, as on any cluster (not imported, not `Never`)
-    assert spec.image == operator_image and spec.image_pull_policy == "IfNotPresent"
-    assert _pulled(real_core, OPERATOR_NS, pod.metadata.name) == [f'Pulling image "{operator_image}"']
+    assert spec.image == pushed["operator"] and spec.image_pull_policy == "IfNotPresent"
+    assert _pulled(real_core, OPERATOR_NS, pod.metadata.name) == [f'Pulling image "{pushed["operator"]}"']
 
     # the three original example jobs, unchanged, reach Ready through the operator Pod
     for name in EXAMPLES:
@@ -204,8 +205,13 @@ def test_operator_pod_reconciles_restarts_for_free_and_catches_up(bootstrapped, 
         _wait(f"{name} to be Ready", lambda n=name: _job_ready(custom, "default", n), 300,
               describe=lambda: real_core.read_namespaced_pod_log(pod.metadata.name, OPERATOR_NS, tail_lines=40))
     assert _metrics(pod)["iflearner_pulumi_runs_total"] >= len(names)
-    # the original jobs' image, unchanged, pulled through the node registry's mirror of ghcr.io
-    assert _pulled(real_core, "default", names[0]) == [f'Pulling image "{ORIGINAL_IMAGE}"']
+    # the original jobs' image, unchanged, pulled once (the first Pod to start pulls it, the others
+    # find it) through the node registry's mirror of ghcr.io: the image pushed there
+    pulls = [m for name in names for m in _pulled(real_core, "default", name)]
+    assert pulls == [f'Pulling image "{ORIGINAL_IMAGE}"'], pulls
+    for name in names:
+        image_id = real_core.read_namespaced_pod(name, "default").status.container_statuses[0].image_id
+        assert image_id.endswith(pushed["standin"]), (name, image_id)
     memory = _memory_mib(pod)
     print(f"operator Pod memory with {len(names)} jobs: {memory} MiB")
 
@@ -384,12 +390,12 @@ def _block_secret_writes(admission: client.AdmissionregistrationV1Api, secret: s
         "spec": {"policyName": "block-renewal", "validationActions": ["Deny"]}})
 
 
-def test_prometheus_scrapes_the_operator_pod_and_a_blocked_renewal_pages(bootstrapped, real_cluster, real_core,
-                                                                          real_api, tmp_path):
-    """A real Prometheus, finding the operator Pod through the API as one in the cluster would, with
-    the project's rules: a job whose certificate renewal is blocked raises
-    IflearnerCertificateRenewalOverdue; once the block is lifted the operator renews on its own and
-    the alert resolves. Certificates live 60 s here (renewal due at 2/3)."""
+def test_prometheus_scrapes_the_operator_pod_and_a_blocked_renewal_pages(bootstrapped, real_core, real_api,
+                                                                          tmp_path):
+    """A real Prometheus scraping the operator Pod, with the project's rules: a job whose certificate
+    renewal an admission policy blocks raises IflearnerCertificateRenewalOverdue; once the block is
+    lifted the operator renews on its own and every alert of the job resolves. Certificates live
+    90 s here (renewal due at 2/3, the alert halfway from there to expiry)."""
     from prometheus_harness import Prometheus
 
     from iflearner.desired import base_name
@@ -406,17 +412,20 @@ def test_prometheus_scrapes_the_operator_pod_and_a_blocked_renewal_pages(bootstr
     deployment = apps.read_namespaced_deployment("iflearner-operator", OPERATOR_NS)
     container = deployment.spec.template.spec.containers[0]
     apps.patch_namespaced_deployment("iflearner-operator", OPERATOR_NS, {"spec": {"template": {"spec": {
-        "containers": [{"name": container.name, "args": [*container.args, "--certificate-validity-seconds=60"]}]}}}})
-    _wait("the operator Pod with 60 s certificates to be Ready",
-          lambda: _ready_pod(real_core, not_uid=old.metadata.uid if old else None), 240)
+        "containers": [{"name": container.name, "args": [*container.args, "--certificate-validity-seconds=90"]}]}}}})
+    pod = _wait("the operator Pod with 90 s certificates to be Ready",
+                lambda: _ready_pod(real_core, not_uid=old.metadata.uid if old else None), 240)
+    _wait("the old operator Pod to be gone", lambda: len(real_core.list_namespaced_pod(
+        OPERATOR_NS, label_selector=OPERATOR_LABEL).items) == 1, 120)
 
-    assert real_cluster.state is not None
-    with Prometheus(tmp_path / "prometheus", real_cluster.state.kubeconfig, OPERATOR_NS) as prometheus:
+    with Prometheus(tmp_path / "prometheus") as prometheus:
+        prometheus.set_targets({pod.metadata.name: f"{pod.status.pod_ip}:8080"})
         _wait("Prometheus to scrape the operator Pod", lambda: [
             t for t in prometheus.api("targets")["activeTargets"] if t["health"] == "up"], 60,
             describe=prometheus.log)
         rules = [r["name"] for g in prometheus.api("rules")["groups"] for r in g["rules"]]
         assert "IflearnerCertificateRenewalOverdue" in rules and len(rules) == 7, rules
+        assert prometheus.query('iflearner_leader{lease="iflearner-operator-leader"} == 1')
 
         job = _example("server.yaml")
         job["metadata"]["name"] = "short-lived"
@@ -424,23 +433,35 @@ def test_prometheus_scrapes_the_operator_pod_and_a_blocked_renewal_pages(bootstr
         custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, job)
         _wait("the short-lived job to be Ready", lambda: _job_ready(custom, "default", "short-lived"), 240)
         secret = f"{base_name('default', 'short-lived')}-tls"
-        first = _served_serial(real_core, secret)
-        _wait("Prometheus to have the job's renewal time",
-              lambda: prometheus.query('iflearner_certificate_renewal_timestamp_seconds{name="short-lived"}'), 60)
         _block_secret_writes(admission, secret)
         try:
-            _wait("IflearnerCertificateRenewalOverdue to fire",
-                  lambda: "IflearnerCertificateRenewalOverdue" in prometheus.firing(name="short-lived"), 150,
+            _wait("the admission policy to refuse writes of the job's TLS Secret",
+                  lambda: _write_refused(real_core, secret), 30)
+            first = _served_serial(real_core, secret)
+            seen: set[str] = set()
+
+            def overdue() -> bool:
+                seen.update(prometheus.firing(name="short-lived"))
+                return "IflearnerCertificateRenewalOverdue" in seen
+
+            _wait("IflearnerCertificateRenewalOverdue to fire", overdue, 150, interval=0.5,
                   describe=lambda: json.dumps(prometheus.api("alerts")))
-            job_status = custom.get_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, "short-lived")
             assert first == _served_serial(real_core, secret), "blocked: still the first certificate"
-            assert job_status["status"]["lastOperation"]["result"] == "Failed", job_status["status"]
-            failing = prometheus.query('iflearner_job_failed_operations{name="short-lived"}')
-            assert failing and failing[0]["metric"]["operation"] == "up", failing
+            _wait("the failed renewals to be exported", lambda: prometheus.query(
+                'iflearner_job_failed_operations{name="short-lived",operation="up"} > 0'), 60)
         finally:
             admission.delete_validating_admission_policy_binding("block-renewal")
             admission.delete_validating_admission_policy("block-renewal")
         _wait("the operator to renew the certificate", lambda: _served_serial(real_core, secret) != first, 180)
         _wait("every alert of the job to resolve", lambda: not prometheus.firing(name="short-lived"), 60,
               describe=lambda: json.dumps(prometheus.api("alerts")))
-        print(f"alerts seen and resolved; renewal from {first} to {_served_serial(real_core, secret)}")
+        print(f"alerts seen: {sorted(seen)}, all resolved; renewal from {first} to {_served_serial(real_core, secret)}")
+
+
+def _write_refused(core: client.CoreV1Api, secret: str) -> bool:
+    """Whether a (dry-run) write of the Secret is refused by the admission policy."""
+    try:
+        core.patch_namespaced_secret(secret, "default", {"metadata": {"labels": {"probe": "1"}}}, dry_run="All")
+    except ApiException as error:
+        return "renewal blocked" in (error.body or "")
+    return False

@@ -37,7 +37,8 @@ def test_stalled_and_failing_jobs_each_get_a_series_and_healthy_ones_none() -> N
                                                   ("reason", "PodSecurity"))): 1}
     failing = {dict(k[1])["name"]: (dict(k[1]), v) for k, v in samples.items()
                if k[0] == "iflearner_job_failed_operations"}
-    assert set(failing) == {"locked", "failing"}
+    # a retry in progress still counts the failures before it
+    assert set(failing) == {"locked", "failing", "retrying"}
     assert failing["locked"] == ({"namespace": "team", "name": "locked", "operation": "up",
                                   "reason": "StackLocked"}, 4)
     assert failing["failing"][0]["reason"] == "OperationFailed" and failing["failing"][1] == 2
@@ -56,3 +57,18 @@ def test_certificate_series_carry_expiry_and_renewal_time_and_go_with_the_job() 
     metrics.set_certificate("team", "server", None, 2 / 3)
     metrics.set_certificate("team", "never-had-one", None, 2 / 3)
     assert 'name="server"' not in metrics.exposition().decode()
+
+
+def test_a_retry_in_progress_keeps_the_failing_series_and_its_reason() -> None:
+    reasons: dict[str, str] = {}
+
+    def failing(status: dict) -> dict:
+        samples = _samples(job_families([_job("locked", **status)], reasons))
+        return {dict(k[1])["reason"]: v for k, v in samples.items() if k[0] == "iflearner_job_failed_operations"}
+
+    assert failing({"lastOperation": {"kind": "up", "result": "Failed", "failureCount": 2,
+                                      "reason": "StackLocked"}}) == {"StackLocked": 2}
+    # the retry runs: its in-progress record keeps the count but names no reason
+    assert failing({"lastOperation": {"kind": "up", "result": "InProgress", "failureCount": 2}}) == {"StackLocked": 2}
+    assert failing({"lastOperation": {"kind": "up", "result": "Succeeded", "failureCount": 0}}) == {}
+    assert reasons == {}, "a job that succeeded is forgotten"
