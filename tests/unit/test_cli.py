@@ -40,3 +40,12 @@ def test_a_writable_pulumi_home_links_the_registered_providers(tmp_path, monkeyp
         assert toolchain.pulumi_home() == home  # idempotent
     finally:
         toolchain.tools_dir.cache_clear()
+
+
+def test_images_push_refuses_what_it_cannot_push_before_building(capsys):
+    from iflearner.cli import main
+
+    assert main(["images", "push", "registry.example.com", "nope"]) == 2
+    assert "no installed image named nope; choose of iflearner-operator, traefik" in capsys.readouterr().err
+    assert main(["images", "push", "https://registry.example.com/x"]) == 1
+    assert "is not a registry: give host[:port][/prefix]" in capsys.readouterr().err
