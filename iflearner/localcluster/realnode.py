@@ -103,6 +103,10 @@ def _host_snapshot() -> hostshare.Snapshot:
         "missing_dirs": [d for d in SYSTEM_DIRS if not Path(d).exists()],
         "netns": host.netns_names(),
         "cni_cache": sorted(p.name for p in CNI_CACHE.iterdir()) if CNI_CACHE.is_dir() else [],
+        # iptables-nft's tables ("ip filter", "ip nat"): every slot's guard chains and slot 0's
+        # kube-proxy write into the host's, so a table the first `up` brought into being is the
+        # last `down`'s to remove (None: no nft binary).
+        "nft_tables": host.nft_tables(),
     }
 
 
@@ -120,6 +124,8 @@ def _restore_host(before: hostshare.Snapshot) -> list[str]:
     restored = HostChanges(sysctls=dict(before.get("sysctls") or {}), made_shared=list(before.get("private") or []),
                            shared_before=list(before.get("shared") or []))
     problems = host.restore_sysctls(restored)
+    if "nft_tables" in before:
+        problems += host.remove_new_nft_tables(HostChanges(nft_tables_before=before["nft_tables"]))
     problems += host.remove_netns(host.unused_new_netns(list(before.get("netns") or [])))
     problems += host.restore_propagation(restored)
     if CNI_CACHE.is_dir():  # loopback results of sandboxes no node removed (killed with their runtime)
@@ -142,8 +148,8 @@ def prepare_host(layout: NodeLayout, changes: HostChanges, service_cidr: str, sa
     changes.mount_prefixes = [str(layout.root)]
     changes.cni_cache_prefix = f"{network.cni_network}-"
     changes.cni_cache_before = sorted(p.name for p in CNI_CACHE.iterdir()) if CNI_CACHE.is_dir() else []
-    # Slot 0's kubelet and kube-proxy write the host's tables; other slots' their own namespace's.
-    changes.nft_tables_before = host.nft_tables() if network.netns is None else None
+    # Slot 0's kube-proxy writes the host's chains; other slots' their own namespace's. (The nft
+    # tables holding them are host-wide: hostshare's snapshot.)
     changes.kube_chains_before = host.kube_chain_names() if network.netns is None else None
     save()
     hostshare.acquire(network.slot, str(layout.data_dir), _host_snapshot, holder_alive, _change_host)
@@ -278,7 +284,7 @@ def undo_host(layout: NodeLayout, changes: HostChanges) -> list[str]:
     problems += host.unmount_below(changes.mount_prefixes)
     problems += host.remove_cgroup_root(changes)
     problems += host.remove_forward_guard(changes)
-    problems += host.remove_new_nft_tables(changes)
+    problems += host.remove_new_nft_tables(changes)  # a state file of a version before hostshare's tables
     problems += host.delete_bridge(changes)
     # Host-wide changes recorded by an older version in this slot's own record (now: hostshare).
     problems += host.restore_sysctls(changes)
