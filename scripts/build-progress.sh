@@ -8,8 +8,8 @@ log() { printf '[%s %4ds] %s\n' "${STEP_LABEL:-toolchain}" "$((SECONDS - START_A
 # Seconds between "still building" lines while a step runs (a cold build is
 # minutes of silence otherwise), and what each program took cold on 2 cores.
 HEARTBEAT="${IFLEARNER_BUILD_HEARTBEAT:-60}"  # read when sourced
-declare -A COLD_SECONDS=([pulumi]=280 [kubernetes-provider]=500 [etcd]=35 [kwok]=100 [kube]=250
-                         [kube-node]=30 [coredns]=120 [traefik]=350)
+declare -A COLD_SECONDS=([pulumi]=230 [kubernetes-provider]=320 [etcd]=25 [kwok]=80 [kube]=210
+                         [kube-node]=30 [coredns]=105 [traefik]=270 [local-kms]=10)
 
 # Go packages a cold build of each step compiles (`go build -v` prints one
 # line per package it compiles), counted in the cold build logs of
