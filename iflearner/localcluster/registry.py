@@ -100,16 +100,14 @@ def registry_config(layout: RegistryLayout, cert: Path, key: Path, ca: Path, sec
 def hosts_toml(layout: RegistryLayout, server: str) -> str:
     """containerd's hosts.toml for ``server``'s images: pull from this registry first.
 
-    For the registry's own address, the certificates go at the top level beside ``server`` (no
-    mirror table): containerd appends ``server`` as the last host to try with the top-level
-    settings only, so a mirror table pointing at itself would be retried without them."""
+    The certificates go in the ``[host]`` table: containerd 1.6 ignores a top-level ``ca`` for
+    ``server`` (its own address then fails with "certificate signed by unknown authority"). For
+    the registry's own address ``server`` is the same host, tried again last without them, so a
+    missing image there ends in a TLS error after the "not found"."""
     client = layout.client_dir
-    tls = [f'ca = "{client / "ca.crt"}"',
-           f'client = [["{client / "client.cert"}", "{client / "client.key"}"]]']
-    if server == f"https://{layout.address}":
-        return "\n".join([f'server = "{server}"', 'capabilities = ["pull", "resolve"]', *tls, ""])
     return "\n".join([f'server = "{server}"', "", f'[host."https://{layout.address}"]',
-                      '  capabilities = ["pull", "resolve"]', *(f"  {line}" for line in tls), ""])
+                      '  capabilities = ["pull", "resolve"]', f'  ca = "{client / "ca.crt"}"',
+                      f'  client = [["{client / "client.cert"}", "{client / "client.key"}"]]', ""])
 
 
 def prepare(layout: RegistryLayout, pki: Pki) -> list[str]:

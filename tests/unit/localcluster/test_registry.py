@@ -33,13 +33,11 @@ def test_prepare_writes_a_mutual_tls_config_and_containerd_hosts(tmp_path: Path,
     assert hosts["ghcr.io"]["server"] == "https://ghcr.io"
     assert hosts["docker.io"]["server"] == "https://registry-1.docker.io"
     client = [[str(layout.client_dir / "client.cert"), str(layout.client_dir / "client.key")]]
-    for upstream in registry.MIRRORED:
+    for upstream in (*registry.MIRRORED, "10.214.2.1:5000"):
         mirror = hosts[upstream]["host"]["https://10.214.2.1:5000"]
         assert mirror["capabilities"] == ["pull", "resolve"] and mirror["client"] == client
-    # its own address: the certificates beside `server`, the host containerd falls back to last
-    own = hosts["10.214.2.1:5000"]
-    assert own["server"] == "https://10.214.2.1:5000" and "host" not in own
-    assert own["client"] == client and own["ca"] == str(layout.client_dir / "ca.crt")
+        assert mirror["ca"] == str(layout.client_dir / "ca.crt")
+    assert hosts["10.214.2.1:5000"]["server"] == "https://10.214.2.1:5000"
 
     # a second prepare (the next `cluster up`) keeps the certificates and storage, rewrites the rest
     cert = Path(config["http"]["tls"]["certificate"]).read_bytes()
