@@ -45,7 +45,7 @@ from kubernetes.client.rest import ApiException
 from realnode_harness import RealCluster
 
 from iflearner.bootstrap.cli_runner import BootstrapProject
-from iflearner.local.demo import FEDERATION_DIR, WORKLOAD_PLACEHOLDER, load_federation_images
+from iflearner.local.topology import FEDERATION_DIR, WORKLOAD_PLACEHOLDER, load_federation_images
 from iflearner.localcluster.nodeconfig import NodeLayout
 
 NAMESPACE = "default"
